@@ -1,0 +1,47 @@
+//! # hookgate
+//!
+//! Tower middleware for *receiving* signed webhooks, first of all the asynchronous
+//! speech-to-text results ElevenLabs delivers.
+//!
+//! A webhook sender decides from the status alone what happens to an event: 2xx is success, 4xx
+//! drops the event for good, 5xx is retried. hookgate's promise: every genuine delivery is either
+//! accepted exactly once and answered 200, or answered with a retryable status; everything else
+//! (forged, stale, oversized, floods) is turned away early, cheaply, with a clear non-retryable 4xx
+//! and an `application/problem+json` body naming the cause ([`problem`]).
+//!
+//! ## The onion (outermost first)
+//!
+//! ```text
+//! request ─▶ NormalizeStatus ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
+//!             (contract)          429, pre-auth             400/401/413        503 + Retry-After
+//! ```
+//!
+//! - [`VerifySignatureLayer`] (feature `signature`, on by default) checks the signature header
+//!   and its timestamp *before* reading any body byte, then reads the body under a size cap, a
+//!   read deadline and a global memory budget while feeding the MAC frame by frame, and hands the
+//!   handler the exact bytes received plus a [`Verified`] request extension.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `signature` (default) | [`VerifySignatureLayer`]; the [`scheme::ElevenLabs`] scheme is always available |
+//! | `standard-webhooks` | [`scheme::StandardWebhooks`] |
+//! | `rate-limit` | `RateLimitLayer` |
+//! | `normalize` | `NormalizeStatusLayer` |
+//! | `full` | all of the above |
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod body;
+mod error;
+pub mod problem;
+
+
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
+
+#[cfg(feature = "normalize")]
+pub mod normalize;
+
+pub use error::ConfigError;
+

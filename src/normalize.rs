@@ -1,0 +1,1 @@
+//! Status normalization (in progress).

@@ -1,0 +1,318 @@
+//! `application/problem+json` rejections ([RFC 9457]) shared by every hookgate layer.
+//!
+//! Every answer a hookgate layer writes itself (rather than passing on the inner service's) is a
+//! [`Problem`]: a status, a stable machine-readable [`ProblemCode`] naming the cause, a
+//! human-readable detail and, for retryable answers, a `Retry-After`. The body looks like
+//!
+//! ```json
+//! {"type":"urn:hookgate:problem:signature_mismatch","title":"Signature does not match",
+//!  "status":401,"detail":"no configured secret produced any of the 1 v0 signature(s)",
+//!  "code":"signature_mismatch"}
+//! ```
+//!
+//! The code is also inserted into the response's extensions, so metrics and logs can count
+//! rejections by cause without parsing bodies:
+//!
+//! ```
+//! use hookgate::problem::{Problem, ProblemCode};
+//! use http::StatusCode;
+//!
+//! let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
+//!     .into_response::<http_body_util::Empty<bytes::Bytes>>();
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(response.extensions().get::<ProblemCode>(), Some(&ProblemCode::SIGNATURE_MISMATCH));
+//! assert_eq!(response.headers()["content-type"], "application/problem+json");
+//! ```
+//!
+//! A problem never carries a secret, an expected signature or the text of an inner error: the
+//! detail is written by hookgate from what the client itself sent.
+//!
+//! [RFC 9457]: https://www.rfc-editor.org/rfc/rfc9457
+
+use std::{borrow::Cow, fmt, time::Duration};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use crate::body::ResponseBody;
+
+/// The media type of every body hookgate writes itself.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A stable, machine-readable name for the cause of a rejection, with a short human title.
+///
+/// The `code` strings are part of hookgate's public contract: they appear in problem bodies and
+/// metrics and do not change between releases. [`ProblemCode::new`] makes codes for your own
+/// layers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemCode {
+    code: &'static str,
+    title: &'static str,
+}
+
+impl ProblemCode {
+    /// A code of your own, e.g. for a custom layer built on [`Problem`].
+    #[must_use]
+    pub const fn new(code: &'static str, title: &'static str) -> Self {
+        Self { code, title }
+    }
+
+    /// The machine-readable code, e.g. `"signature_mismatch"`.
+    #[must_use]
+    pub const fn as_str(&self) -> &'static str {
+        self.code
+    }
+
+    /// The short human-readable title, e.g. `"Signature does not match"`.
+    #[must_use]
+    pub const fn title(&self) -> &'static str {
+        self.title
+    }
+
+    // --- signature verification ---
+    /// 401: the request carries no signature header.
+    pub const MISSING_SIGNATURE: Self = Self::new("missing_signature", "Signature header missing");
+    /// 400: the signature header (or a header the scheme signs, such as a message id) cannot be parsed.
+    pub const MALFORMED_SIGNATURE: Self =
+        Self::new("malformed_signature", "Signature header malformed");
+    /// 401: no configured secret produced any of the signatures sent.
+    pub const SIGNATURE_MISMATCH: Self =
+        Self::new("signature_mismatch", "Signature does not match");
+    /// 401: the signed timestamp is older than the tolerance.
+    pub const TIMESTAMP_STALE: Self = Self::new("timestamp_stale", "Signed timestamp too old");
+    /// 401: the signed timestamp is further in the future than the allowed clock skew.
+    pub const TIMESTAMP_IN_FUTURE: Self =
+        Self::new("timestamp_in_future", "Signed timestamp in the future");
+    /// 413: the body is larger than the configured cap.
+    pub const PAYLOAD_TOO_LARGE: Self = Self::new("payload_too_large", "Payload too large");
+    /// 408: the client did not finish sending the body within the read deadline.
+    pub const BODY_TIMEOUT: Self = Self::new("body_timeout", "Request body not received in time");
+    /// 400: the request body could not be read (the client broke off or sent invalid framing).
+    pub const BODY_UNREADABLE: Self = Self::new("body_unreadable", "Request body unreadable");
+    /// 503: the memory budget for bodies buffered by all in-flight requests is exhausted.
+    pub const BUFFER_BUDGET_EXHAUSTED: Self =
+        Self::new("buffer_budget_exhausted", "Receiver busy buffering other deliveries");
+
+    // --- rate limiting ---
+    /// 429: too many requests from one client before verification.
+    pub const RATE_LIMITED: Self = Self::new("rate_limited", "Too many requests");
+    /// 503: verified traffic above its configured rate; retry later.
+    pub const THROTTLED: Self = Self::new("throttled", "Verified traffic over its rate");
+    /// 429: the client failed verification too often and is blocked for a cooldown.
+    pub const CLIENT_BLOCKED: Self = Self::new("client_blocked", "Client blocked after failures");
+    /// The limiter could not tell which client sent the request.
+    pub const CLIENT_UNIDENTIFIED: Self =
+        Self::new("client_unidentified", "Client could not be identified");
+    /// 503: the limiter's shared store is unreachable and the layer fails closed.
+    pub const LIMITER_UNAVAILABLE: Self =
+        Self::new("limiter_unavailable", "Rate limiter store unavailable");
+
+    // --- status normalization ---
+    /// 500: the inner service returned an error.
+    pub const HANDLER_ERROR: Self = Self::new("handler_error", "Handler failed");
+    /// 500: the inner service panicked.
+    pub const HANDLER_PANICKED: Self = Self::new("handler_panicked", "Handler panicked");
+    /// 503: the handler did not answer before the deadline.
+    pub const HANDLER_TIMEOUT: Self = Self::new("handler_timeout", "Handler did not answer in time");
+    /// 503: the inner service is overloaded (load shedding, concurrency limits).
+    pub const HANDLER_OVERLOADED: Self = Self::new("handler_overloaded", "Handler overloaded");
+    /// 503: the handler answered 408, 425 or 429; the sender should retry.
+    pub const HANDLER_THROTTLED: Self =
+        Self::new("handler_throttled", "Handler asked to retry later");
+    /// 500: the handler answered with a redirect, which a webhook sender does not follow.
+    pub const HANDLER_REDIRECTED: Self =
+        Self::new("handler_redirected", "Handler answered with a redirect");
+
+    // --- deduplication ---
+    /// 503: the same event is being handled right now; retry later.
+    pub const DUPLICATE_IN_FLIGHT: Self =
+        Self::new("duplicate_in_flight", "Same event already being handled");
+}
+
+impl fmt::Debug for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code)
+    }
+}
+
+impl fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code)
+    }
+}
+
+/// An answer written by a hookgate layer: status, cause, detail and an optional `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[must_use]
+pub struct Problem {
+    status: StatusCode,
+    code: ProblemCode,
+    detail: Option<Cow<'static, str>>,
+    retry_after: Option<Duration>,
+}
+
+impl Problem {
+    /// A problem with the given status and cause, no detail and no `Retry-After`.
+    pub const fn new(status: StatusCode, code: ProblemCode) -> Self {
+        Self {
+            status,
+            code,
+            detail: None,
+            retry_after: None,
+        }
+    }
+
+    /// Adds a human-readable explanation of this occurrence. Never put secrets or inner error
+    /// texts here: it goes to the client.
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a `Retry-After` header: the wait, rounded up to whole seconds and at least 1 s
+    /// (a `Retry-After: 0` invites an immediate retry storm).
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable cause.
+    #[must_use]
+    pub fn code(&self) -> ProblemCode {
+        self.code
+    }
+
+    /// The human-readable explanation, if any.
+    #[must_use]
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The wait before a retry, if the answer is retryable and a wait is known.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The `Retry-After` value in whole seconds: rounded up, at least 1.
+    #[must_use]
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.map(retry_after_secs)
+    }
+
+    /// The `application/problem+json` body.
+    #[must_use]
+    pub fn to_json(&self) -> Bytes {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "type")]
+            kind: &'a str,
+            title: &'a str,
+            status: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            detail: Option<&'a str>,
+            code: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retry_after: Option<u64>,
+        }
+        let kind = format!("urn:hookgate:problem:{}", self.code.as_str());
+        let body = Body {
+            kind: &kind,
+            title: self.code.title(),
+            status: self.status.as_u16(),
+            detail: self.detail(),
+            code: self.code.as_str(),
+            retry_after: self.retry_after_secs(),
+        };
+        // Serializing a struct of strings and integers cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The complete response: status, `Content-Type: application/problem+json`, `Retry-After`
+    /// when set, the JSON body, and the [`ProblemCode`] in the response extensions.
+    pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        let mut response = Response::new(ResponseBody::problem(self.to_json()));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status.as_u16(), self.code)?;
+        if let Some(detail) = &self.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Whole seconds for a `Retry-After` header: rounded up, never below 1.
+#[must_use]
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+
+    #[test]
+    fn retry_after_rounds_up_and_is_at_least_one_second() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_after_secs(Duration::from_secs(30)), 30);
+    }
+
+    #[tokio::test]
+    async fn response_carries_status_headers_extension_and_json_body() {
+        let response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, ProblemCode::THROTTLED)
+            .with_detail("wait \"a bit\"")
+            .with_retry_after(Duration::from_millis(2500))
+            .into_response::<Empty<Bytes>>();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        assert_eq!(
+            response.extensions().get::<ProblemCode>(),
+            Some(&ProblemCode::THROTTLED)
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["type"], "urn:hookgate:problem:throttled");
+        assert_eq!(json["code"], "throttled");
+        assert_eq!(json["status"], 503);
+        assert_eq!(json["title"], "Verified traffic over its rate");
+        assert_eq!(json["detail"], "wait \"a bit\"");
+        assert_eq!(json["retry_after"], 3);
+    }
+
+    #[test]
+    fn no_retry_after_header_unless_set() {
+        let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
+            .into_response::<Empty<Bytes>>();
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        let json: serde_json::Value =
+            serde_json::from_slice(&Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH).to_json())
+                .unwrap();
+        assert!(json.get("detail").is_none());
+        assert!(json.get("retry_after").is_none());
+    }
+}
