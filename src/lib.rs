@@ -35,7 +35,10 @@
 pub mod body;
 mod error;
 pub mod problem;
+pub mod scheme;
 
+#[cfg(feature = "signature")]
+pub mod signature;
 
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
@@ -44,4 +47,7 @@ pub mod rate_limit;
 pub mod normalize;
 
 pub use error::ConfigError;
+pub use scheme::{Scheme, Verified};
 
+#[cfg(feature = "signature")]
+pub use signature::{VerifySignature, VerifySignatureLayer};

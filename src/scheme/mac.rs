@@ -1,0 +1,221 @@
+//! HMAC-SHA256 machinery shared by the schemes: pre-keyed secrets, the per-request MAC set and
+//! the constant-time match against the signatures a request carries.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::{Choice, ConstantTimeEq};
+
+use crate::ConfigError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of an HMAC-SHA256 tag in bytes.
+pub(crate) const DIGEST_LEN: usize = 32;
+
+/// Most secrets one scheme accepts: each one costs a full MAC pass over every body.
+pub(crate) const MAX_SECRETS: usize = 8;
+
+/// Most signatures one request may carry; more is refused as malformed, bounding the work a
+/// forged header can cause.
+pub(crate) const MAX_SIGNATURES: usize = 8;
+
+/// Every configured secret as a pre-keyed HMAC state, in configuration order.
+///
+/// Keying HMAC costs two SHA-256 blocks; doing it once here, and cloning the keyed state per
+/// request, takes that off every request. The raw secrets are not kept.
+#[derive(Clone)]
+pub(crate) struct Keys {
+    keyed: Vec<HmacSha256>,
+}
+
+impl Keys {
+    pub(crate) fn new(secret: &[u8]) -> Result<Self, ConfigError> {
+        let mut keys = Self { keyed: Vec::new() };
+        keys.push(secret)?;
+        Ok(keys)
+    }
+
+    pub(crate) fn push(&mut self, secret: &[u8]) -> Result<(), ConfigError> {
+        if secret.is_empty() {
+            return Err(ConfigError::new("webhook secret is empty"));
+        }
+        if self.keyed.len() >= MAX_SECRETS {
+            return Err(ConfigError::new(format!(
+                "at most {MAX_SECRETS} webhook secrets can be configured at once"
+            )));
+        }
+        // HMAC accepts keys of any length.
+        let mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
+        self.keyed.push(mac);
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.keyed.len()
+    }
+
+    /// A MAC per secret, each already fed `prefix`.
+    pub(crate) fn begin(&self, prefix: &[&[u8]]) -> MacSet {
+        let seed = |keyed: &HmacSha256| {
+            let mut mac = keyed.clone();
+            for part in prefix {
+                mac.update(part);
+            }
+            mac
+        };
+        match self.keyed.as_slice() {
+            [only] => MacSet::One(seed(only)),
+            many => MacSet::Many(many.iter().map(seed).collect()),
+        }
+    }
+
+    /// The tag of `parts` under the first (current) secret.
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
+        let mut mac = self.keyed[0].clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// The running MACs of one request, one per configured secret.
+pub(crate) enum MacSet {
+    // One secret is the common case: no allocation per request.
+    One(HmacSha256),
+    Many(Vec<HmacSha256>),
+}
+
+impl MacSet {
+    pub(crate) fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::One(mac) => mac.update(data),
+            Self::Many(macs) => macs.iter_mut().for_each(|mac| mac.update(data)),
+        }
+    }
+
+    /// Finishes every MAC and compares each, in constant time, with every candidate signature.
+    /// Returns the index of the first secret that matched and the matching signature.
+    pub(crate) fn finish(self, candidates: &Signatures) -> Option<(usize, [u8; DIGEST_LEN])> {
+        let mut found = None;
+        let mut check = |index: usize, mac: HmacSha256| {
+            let tag: [u8; DIGEST_LEN] = mac.finalize().into_bytes().into();
+            // Every candidate is compared in full, whatever the outcome of the others.
+            let matched = candidates
+                .iter()
+                .fold(Choice::from(0), |acc, candidate| acc | tag.ct_eq(candidate));
+            if found.is_none() && bool::from(matched) {
+                found = Some((index, tag));
+            }
+        };
+        match self {
+            Self::One(mac) => check(0, mac),
+            Self::Many(macs) => macs
+                .into_iter()
+                .enumerate()
+                .for_each(|(i, mac)| check(i, mac)),
+        }
+        found
+    }
+}
+
+/// The decoded signatures a request carries (several during a key rotation), without allocating.
+#[derive(Clone, Copy)]
+pub(crate) struct Signatures {
+    items: [[u8; DIGEST_LEN]; MAX_SIGNATURES],
+    len: usize,
+}
+
+impl Signatures {
+    pub(crate) const fn new() -> Self {
+        Self {
+            items: [[0; DIGEST_LEN]; MAX_SIGNATURES],
+            len: 0,
+        }
+    }
+
+    /// Adds one; `false` when [`MAX_SIGNATURES`] are already held.
+    pub(crate) fn push(&mut self, signature: [u8; DIGEST_LEN]) -> bool {
+        if self.len == MAX_SIGNATURES {
+            return false;
+        }
+        self.items[self.len] = signature;
+        self.len += 1;
+        true
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8; DIGEST_LEN]> {
+        self.items[..self.len].iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_secret_is_refused() {
+        assert!(Keys::new(b"").is_err());
+        let mut keys = Keys::new(b"a").unwrap();
+        assert!(keys.push(b"").is_err());
+    }
+
+    #[test]
+    fn secret_count_is_capped() {
+        let mut keys = Keys::new(b"0").unwrap();
+        for i in 1..MAX_SECRETS {
+            keys.push(i.to_string().as_bytes()).unwrap();
+        }
+        assert!(keys.push(b"one too many").is_err());
+        assert_eq!(keys.len(), MAX_SECRETS);
+    }
+
+    #[test]
+    fn incremental_mac_equals_one_shot_sign() {
+        let keys = Keys::new(b"secret").unwrap();
+        let mut set = keys.begin(&[b"12", b"."]);
+        set.update(b"bo");
+        set.update(b"dy");
+        let expected = keys.sign(&[b"12.body"]);
+        let mut sigs = Signatures::new();
+        sigs.push(expected);
+        assert_eq!(set.finish(&sigs), Some((0, expected)));
+    }
+
+    #[test]
+    fn reports_which_secret_matched() {
+        let mut keys = Keys::new(b"old").unwrap();
+        keys.push(b"new").unwrap();
+        let by_new = Keys::new(b"new").unwrap().sign(&[b"x"]);
+        let mut sigs = Signatures::new();
+        sigs.push([7; DIGEST_LEN]);
+        sigs.push(by_new);
+        let mut set = keys.begin(&[]);
+        set.update(b"x");
+        assert_eq!(set.finish(&sigs), Some((1, by_new)));
+    }
+
+    #[test]
+    fn no_candidate_means_no_match() {
+        let keys = Keys::new(b"secret").unwrap();
+        assert_eq!(keys.begin(&[]).finish(&Signatures::new()), None);
+    }
+
+    #[test]
+    fn signatures_capacity_is_bounded() {
+        let mut sigs = Signatures::new();
+        for _ in 0..MAX_SIGNATURES {
+            assert!(sigs.push([0; DIGEST_LEN]));
+        }
+        assert!(!sigs.push([0; DIGEST_LEN]));
+        assert_eq!(sigs.len(), MAX_SIGNATURES);
+    }
+}

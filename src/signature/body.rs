@@ -1,0 +1,240 @@
+//! The request body handed to the inner service: the exact frames received, already verified.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    fmt,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+
+use super::budget::BudgetPermit;
+
+/// The body of a verified request: the exact bytes received, in the frames they arrived in.
+///
+/// The frames are the `Bytes` the server read from the socket; they are handed on without being
+/// copied. [`to_bytes`](Self::to_bytes) gives the whole body as one `Bytes` (without copying when
+/// it arrived in one frame). The bytes count against the layer's
+/// [`BufferBudget`](super::BufferBudget) until this body is dropped.
+pub struct VerifiedBody {
+    frames: Frames,
+    remaining: usize,
+    trailers: Option<HeaderMap>,
+    _permit: Option<BudgetPermit>,
+}
+
+impl VerifiedBody {
+    pub(crate) fn new(
+        frames: Frames,
+        len: usize,
+        trailers: Option<HeaderMap>,
+        permit: BudgetPermit,
+    ) -> Self {
+        Self {
+            frames,
+            remaining: len,
+            trailers,
+            _permit: Some(permit),
+        }
+    }
+
+    /// A verified body from bytes already at hand (e.g. in tests of an inner service).
+    #[must_use]
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        let mut frames = Frames::default();
+        let len = bytes.len();
+        frames.push(bytes);
+        Self {
+            frames,
+            remaining: len,
+            trailers: None,
+            _permit: None,
+        }
+    }
+
+    /// The number of body bytes not yet polled out.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.remaining
+    }
+
+    /// Whether no body bytes remain.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// The remaining frames.
+    pub fn frames(&self) -> impl Iterator<Item = &Bytes> {
+        self.frames.iter()
+    }
+
+    /// The trailers the request carried, if any.
+    #[must_use]
+    pub fn trailers(&self) -> Option<&HeaderMap> {
+        self.trailers.as_ref()
+    }
+
+    /// The remaining bytes as one `Bytes`: no copy when the body arrived in one frame.
+    #[must_use]
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.frames {
+            Frames::Empty => Bytes::new(),
+            Frames::One(bytes) => bytes.clone(),
+            Frames::Many(frames) => {
+                let mut all = BytesMut::with_capacity(self.remaining);
+                frames.iter().for_each(|f| all.extend_from_slice(f));
+                all.freeze()
+            }
+        }
+    }
+}
+
+impl Body for VerifiedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.frames.pop_front() {
+            self.remaining -= data.len();
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining as u64)
+    }
+}
+
+impl fmt::Debug for VerifiedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedBody")
+            .field("len", &self.remaining)
+            .field("frames", &self.frames.iter().count())
+            .field("trailers", &self.trailers.is_some())
+            .finish()
+    }
+}
+
+/// Received frames; one frame, the common case, needs no allocation.
+#[derive(Default)]
+pub(crate) enum Frames {
+    #[default]
+    Empty,
+    One(Bytes),
+    Many(VecDeque<Bytes>),
+}
+
+impl Frames {
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        *self = match std::mem::take(self) {
+            Self::Empty => Self::One(bytes),
+            Self::One(first) => Self::Many(VecDeque::from([first, bytes])),
+            Self::Many(mut frames) => {
+                frames.push_back(bytes);
+                Self::Many(frames)
+            }
+        };
+    }
+
+    fn pop_front(&mut self) -> Option<Bytes> {
+        match std::mem::take(self) {
+            Self::Empty => None,
+            Self::One(bytes) => Some(bytes),
+            Self::Many(mut frames) => {
+                let first = frames.pop_front();
+                if !frames.is_empty() {
+                    *self = Self::Many(frames);
+                }
+                first
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Self::Empty)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Bytes> {
+        let (one, many) = match self {
+            Self::Empty => (None, None),
+            Self::One(bytes) => (Some(bytes), None),
+            Self::Many(frames) => (None, Some(frames.iter())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn frames_come_out_as_they_went_in_without_copies() {
+        let a = Bytes::from_static(b"hello ");
+        let b = Bytes::from_static(b"world");
+        let mut frames = Frames::default();
+        frames.push(a.clone());
+        frames.push(Bytes::new());
+        frames.push(b.clone());
+        let budget = super::super::BufferBudget::new(100);
+        let mut body = VerifiedBody::new(frames, 11, None, budget.permit());
+        assert_eq!(body.len(), 11);
+        assert_eq!(body.to_bytes(), "hello world");
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(
+            first.as_ptr(),
+            a.as_ptr(),
+            "the same allocation, not a copy"
+        );
+        assert_eq!(body.len(), 5);
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(second.as_ptr(), b.as_ptr());
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn single_frame_to_bytes_is_zero_copy_and_trailers_follow_data() {
+        let data = Bytes::from_static(b"x");
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let mut frames = Frames::default();
+        frames.push(data.clone());
+        let body = VerifiedBody::new(
+            frames,
+            1,
+            Some(trailers),
+            super::super::BufferBudget::new(1).permit(),
+        );
+        assert_eq!(body.to_bytes().as_ptr(), data.as_ptr());
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(collected.to_bytes(), "x");
+    }
+
+    #[tokio::test]
+    async fn empty_body_is_empty() {
+        let body = VerifiedBody::from_bytes(Bytes::new());
+        assert!(body.is_empty());
+        assert!(body.is_end_stream());
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "");
+    }
+}

@@ -1,0 +1,252 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use bytes::Buf;
+use http::{request::Parts, HeaderMap, Request, Response, StatusCode};
+use http_body::Body;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_service::Service;
+
+use super::{
+    body::Frames,
+    budget::BudgetPermit,
+    layer::Limits,
+    service::{budget_exhausted, too_large},
+    VerifiedBody,
+};
+use crate::{
+    body::ResponseBody,
+    problem::{Problem, ProblemCode},
+    scheme::Verifier,
+};
+
+pin_project! {
+    /// Response future of [`VerifySignature`](super::VerifySignature): reads and verifies the
+    /// body, then calls the inner service.
+    pub struct ResponseFuture<S, V, B>
+    where
+        S: Service<Request<VerifiedBody>>,
+    {
+        #[pin]
+        state: State<S, V, B>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, V, B>
+    where
+        S: Service<Request<VerifiedBody>>,
+    {
+        Reading {
+            #[pin]
+            body: B,
+            read: Option<Read<S, V>>,
+            // Only armed once the body makes us wait: a body that is already complete never
+            // touches the timer.
+            deadline: Option<Pin<Box<Sleep>>>,
+        },
+        Calling {
+            #[pin]
+            future: S::Future,
+        },
+        Rejected {
+            problem: Option<Problem>,
+        },
+    }
+}
+
+/// Everything a body read needs besides the body itself.
+struct Read<S, V> {
+    parts: Parts,
+    inner: S,
+    verifier: V,
+    frames: Frames,
+    received: usize,
+    trailers: Option<HeaderMap>,
+    permit: BudgetPermit,
+    limits: Limits,
+    started: Instant,
+}
+
+impl<S, V, B> ResponseFuture<S, V, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    pub(super) fn rejected(problem: Problem) -> Self {
+        log_rejection(&problem);
+        Self {
+            state: State::Rejected {
+                problem: Some(problem),
+            },
+        }
+    }
+
+    pub(super) fn reading(
+        request: Request<B>,
+        inner: S,
+        verifier: V,
+        permit: BudgetPermit,
+        limits: Limits,
+    ) -> Self {
+        let (parts, body) = request.into_parts();
+        Self {
+            state: State::Reading {
+                body,
+                read: Some(Read {
+                    parts,
+                    inner,
+                    verifier,
+                    frames: Frames::default(),
+                    received: 0,
+                    trailers: None,
+                    permit,
+                    limits,
+                    started: Instant::now(),
+                }),
+                deadline: None,
+            },
+        }
+    }
+}
+
+impl<S, V, B, ResBody> Future for ResponseFuture<S, V, B>
+where
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
+    V: Verifier,
+    B: Body,
+    B::Data: Buf,
+    B::Error: std::fmt::Display,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Reading {
+                    body,
+                    read,
+                    deadline,
+                } => {
+                    let state = read
+                        .as_mut()
+                        .expect("ResponseFuture polled after completion");
+                    let outcome = ready!(poll_body(body, state, deadline, cx));
+                    let read = read.take().expect("checked above");
+                    let next = match outcome.and_then(|()| read.verify()) {
+                        Ok((mut inner, request)) => State::Calling {
+                            future: inner.call(request),
+                        },
+                        Err(problem) => {
+                            log_rejection(&problem);
+                            State::Rejected {
+                                problem: Some(problem),
+                            }
+                        }
+                    };
+                    this.state.set(next);
+                }
+                StateProj::Calling { future } => {
+                    let response = ready!(future.poll(cx))?;
+                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                }
+                StateProj::Rejected { problem } => {
+                    let problem = problem
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    return Poll::Ready(Ok(problem.into_response()));
+                }
+            }
+        }
+    }
+}
+
+impl<S, V: Verifier> Read<S, V> {
+    /// Finishes the MAC; on success, the request the inner service gets.
+    fn verify(mut self) -> Result<(S, Request<VerifiedBody>), Problem> {
+        let verified = self.verifier.finish().map_err(|e| e.to_problem())?;
+        self.parts.extensions.insert(verified);
+        let body = VerifiedBody::new(self.frames, self.received, self.trailers, self.permit);
+        Ok((self.inner, Request::from_parts(self.parts, body)))
+    }
+}
+
+/// Reads the body to its end, feeding the MAC frame by frame as it arrives.
+fn poll_body<S, V, B>(
+    mut body: Pin<&mut B>,
+    read: &mut Read<S, V>,
+    deadline: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), Problem>>
+where
+    V: Verifier,
+    B: Body,
+    B::Data: Buf,
+    B::Error: std::fmt::Display,
+{
+    loop {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                Ok(mut data) => {
+                    // Zero-copy when the data is already `Bytes`, as with hyper, axum and tonic.
+                    let chunk = data.copy_to_bytes(data.remaining());
+                    read.received += chunk.len();
+                    if read.received > read.limits.max_body_size {
+                        return Poll::Ready(Err(too_large(read.limits.max_body_size)));
+                    }
+                    if !read.permit.cover(read.received) {
+                        return Poll::Ready(Err(budget_exhausted()));
+                    }
+                    read.verifier.update(&chunk);
+                    read.frames.push(chunk);
+                }
+                Err(frame) => {
+                    if let Ok(trailers) = frame.into_trailers() {
+                        read.trailers
+                            .get_or_insert_with(HeaderMap::new)
+                            .extend(trailers);
+                    }
+                }
+            },
+            Poll::Ready(Some(Err(error))) => {
+                tracing::debug!(%error, "webhook body could not be read");
+                return Poll::Ready(Err(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    ProblemCode::BODY_UNREADABLE,
+                )
+                .with_detail("the request body ended abnormally")));
+            }
+            Poll::Ready(None) => return Poll::Ready(Ok(())),
+            Poll::Pending => {
+                let sleep = deadline.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(
+                        read.started + read.limits.body_timeout,
+                    ))
+                });
+                ready!(sleep.as_mut().poll(cx));
+                return Poll::Ready(Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ProblemCode::BODY_TIMEOUT,
+                )
+                .with_detail(format!(
+                    "the body did not arrive within {} ms",
+                    read.limits.body_timeout.as_millis()
+                ))));
+            }
+        }
+    }
+}
+
+fn log_rejection(problem: &Problem) {
+    tracing::debug!(
+        status = problem.status().as_u16(),
+        code = problem.code().as_str(),
+        detail = problem.detail().unwrap_or_default(),
+        "webhook rejected"
+    );
+}

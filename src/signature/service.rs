@@ -1,0 +1,135 @@
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::SystemTime,
+};
+
+use bytes::Buf;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use tower_service::Service;
+
+use super::{
+    future::ResponseFuture, layer::Limits, BufferBudget, VerifiedBody, VerifySignatureLayer,
+};
+use crate::{
+    body::ResponseBody,
+    problem::{Problem, ProblemCode},
+    Scheme,
+};
+
+/// Verifies the signature of each request before the inner service sees it: see the
+/// [module docs](super).
+#[derive(Debug)]
+pub struct VerifySignature<S, Sch> {
+    inner: S,
+    scheme: Arc<Sch>,
+    limits: Limits,
+    budget: BufferBudget,
+}
+
+impl<S, Sch> VerifySignature<S, Sch> {
+    /// Wraps `inner`, verifying with `scheme` under the default limits.
+    pub fn new(inner: S, scheme: Sch) -> Self {
+        Self::from_layer(inner, VerifySignatureLayer::new(scheme))
+    }
+
+    /// A layer, to configure limits and wrap services with.
+    pub fn layer(scheme: Sch) -> VerifySignatureLayer<Sch> {
+        VerifySignatureLayer::new(scheme)
+    }
+
+    pub(super) fn from_layer(inner: S, layer: VerifySignatureLayer<Sch>) -> Self {
+        Self {
+            inner,
+            scheme: layer.scheme,
+            limits: layer.limits,
+            budget: layer.budget,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, Sch> Clone for VerifySignature<S, Sch> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            scheme: self.scheme.clone(),
+            limits: self.limits,
+            budget: self.budget.clone(),
+        }
+    }
+}
+
+impl<S, Sch, ReqBody, ResBody> Service<Request<ReqBody>> for VerifySignature<S, Sch>
+where
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
+    Sch: Scheme,
+    ReqBody: Body,
+    ReqBody::Data: Buf,
+    ReqBody::Error: std::fmt::Display,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, Sch::Verifier, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // Headers first: a forged flood without a fresh, well-formed header costs no body read.
+        let verifier = match self.scheme.begin(request.headers(), SystemTime::now()) {
+            Ok(verifier) => verifier,
+            Err(error) => return ResponseFuture::rejected(error.to_problem()),
+        };
+
+        let declared = request.body().size_hint();
+        if declared.lower() > self.limits.max_body_size as u64 {
+            return ResponseFuture::rejected(too_large(self.limits.max_body_size));
+        }
+        let mut permit = self.budget.permit();
+        if let Some(exact) = declared.exact() {
+            // Known length: reserve it all now, and refuse before reading if it cannot fit.
+            if !permit.cover(exact as usize) {
+                return ResponseFuture::rejected(budget_exhausted());
+            }
+        }
+
+        // Take the service that was driven to readiness; leave a fresh clone in its place.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::reading(request, inner, verifier, permit, self.limits)
+    }
+}
+
+pub(super) fn too_large(max: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ProblemCode::PAYLOAD_TOO_LARGE,
+    )
+    .with_detail(format!("the body is larger than the {max} byte limit"))
+}
+
+pub(super) fn budget_exhausted() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ProblemCode::BUFFER_BUDGET_EXHAUSTED,
+    )
+    .with_detail("too many bodies are being received at once; retry later")
+    .with_retry_after(super::BUDGET_RETRY_AFTER)
+}
