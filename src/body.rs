@@ -39,7 +39,10 @@ impl<B> ResponseBody<B> {
     /// A complete body of the given bytes (a layer's own answer).
     pub(crate) fn problem(bytes: Bytes) -> Self {
         Self {
-            kind: Kind::Problem { bytes: Some(bytes) },
+            // An empty body yields no frame at all (a gRPC trailers-only answer).
+            kind: Kind::Problem {
+                bytes: (!bytes.is_empty()).then_some(bytes),
+            },
         }
     }
 

@@ -254,6 +254,84 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// The gRPC status code this problem maps to, following the gRPC HTTP-status mapping (and
+    /// keeping retryable answers retryable: 503 and 429 become `UNAVAILABLE`).
+    #[must_use]
+    pub fn grpc_code(&self) -> u8 {
+        match self.status.as_u16() {
+            400 => 3,              // INVALID_ARGUMENT
+            401 => 16,             // UNAUTHENTICATED
+            403 => 7,              // PERMISSION_DENIED
+            404 => 12,             // UNIMPLEMENTED
+            408 | 504 => 4,        // DEADLINE_EXCEEDED
+            413 => 8,              // RESOURCE_EXHAUSTED
+            429 | 502 | 503 => 14, // UNAVAILABLE
+            _ => 13,               // INTERNAL
+        }
+    }
+
+    /// The answer for a gRPC client: a trailers-only response (HTTP 200, `grpc-status`,
+    /// `grpc-message`), since gRPC clients read the status from there, not from the HTTP
+    /// status. The [`ProblemCode`] is in the extensions as with [`into_response`](Self::into_response).
+    pub fn into_grpc_response<B>(self) -> Response<ResponseBody<B>> {
+        let mut response = Response::new(ResponseBody::problem(Bytes::new()));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(self.grpc_code())),
+        );
+        let message = grpc_message(&format!(
+            "{}: {}",
+            self.code,
+            self.detail().unwrap_or(self.code.title())
+        ));
+        if let Ok(value) = HeaderValue::from_str(&message) {
+            headers.insert("grpc-message", value);
+        }
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response.extensions_mut().insert(self.code);
+        response
+    }
+
+    /// [`into_grpc_response`](Self::into_grpc_response) for gRPC requests, otherwise
+    /// [`into_response`](Self::into_response).
+    pub fn into_response_for<B>(self, grpc: bool) -> Response<ResponseBody<B>> {
+        if grpc {
+            self.into_grpc_response()
+        } else {
+            self.into_response()
+        }
+    }
+}
+
+/// Whether a request (or response) is gRPC: `content-type: application/grpc` or `application/grpc+...`.
+#[must_use]
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Percent-encodes a `grpc-message` as the gRPC spec asks: printable ASCII except `%` as is.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.status.as_u16(), self.code)?;
@@ -305,6 +383,53 @@ mod tests {
         assert_eq!(json["title"], "Verified traffic over its rate");
         assert_eq!(json["detail"], "wait \"a bit\"");
         assert_eq!(json["retry_after"], 3);
+    }
+
+    #[tokio::test]
+    async fn grpc_answers_are_trailers_only_with_a_mapped_status() {
+        let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
+            .with_detail("100% wrong")
+            .into_grpc_response::<Empty<Bytes>>();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        assert_eq!(response.headers()["grpc-status"], "16");
+        assert_eq!(
+            response.headers()["grpc-message"],
+            "signature_mismatch: 100%25 wrong"
+        );
+        assert_eq!(
+            response.extensions().get::<ProblemCode>(),
+            Some(&ProblemCode::SIGNATURE_MISMATCH)
+        );
+        assert!(response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty());
+        let unavailable = Problem::new(StatusCode::SERVICE_UNAVAILABLE, ProblemCode::THROTTLED);
+        assert_eq!(unavailable.grpc_code(), 14);
+        assert_eq!(
+            Problem::new(StatusCode::BAD_REQUEST, ProblemCode::MALFORMED_SIGNATURE).grpc_code(),
+            3
+        );
+    }
+
+    #[test]
+    fn grpc_requests_are_recognised_by_content_type() {
+        let mut headers = http::HeaderMap::new();
+        assert!(!is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_grpc(&headers));
     }
 
     #[test]

@@ -56,6 +56,7 @@ pin_project! {
         },
         Rejected {
             problem: Option<Problem>,
+            grpc: bool,
         },
     }
 }
@@ -71,17 +72,19 @@ struct Read<S, V> {
     permit: BudgetPermit,
     limits: Limits,
     started: Instant,
+    grpc: bool,
 }
 
 impl<S, V, B> ResponseFuture<S, V, B>
 where
     S: Service<Request<VerifiedBody>>,
 {
-    pub(super) fn rejected(problem: Problem) -> Self {
+    pub(super) fn rejected(problem: Problem, grpc: bool) -> Self {
         log_rejection(&problem);
         Self {
             state: State::Rejected {
                 problem: Some(problem),
+                grpc,
             },
         }
     }
@@ -92,6 +95,7 @@ where
         verifier: V,
         permit: BudgetPermit,
         limits: Limits,
+        grpc: bool,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -107,6 +111,7 @@ where
                     permit,
                     limits,
                     started: Instant::now(),
+                    grpc,
                 }),
                 deadline: None,
             },
@@ -138,6 +143,7 @@ where
                         .expect("ResponseFuture polled after completion");
                     let outcome = ready!(poll_body(body, state, deadline, cx));
                     let read = read.take().expect("checked above");
+                    let grpc = read.grpc;
                     let next = match outcome.and_then(|()| read.verify()) {
                         Ok((mut inner, request)) => State::Calling {
                             future: inner.call(request),
@@ -146,6 +152,7 @@ where
                             log_rejection(&problem);
                             State::Rejected {
                                 problem: Some(problem),
+                                grpc,
                             }
                         }
                     };
@@ -155,11 +162,11 @@ where
                     let response = ready!(future.poll(cx))?;
                     return Poll::Ready(Ok(response.map(ResponseBody::new)));
                 }
-                StateProj::Rejected { problem } => {
+                StateProj::Rejected { problem, grpc } => {
                     let problem = problem
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(problem.into_response()));
+                    return Poll::Ready(Ok(problem.into_response_for(*grpc)));
                 }
             }
         }

@@ -96,3 +96,6 @@ pub use service::VerifySignature;
 
 /// `Retry-After` when the buffer budget is exhausted: buffered bodies usually drain in seconds.
 const BUDGET_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests;

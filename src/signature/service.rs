@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     body::ResponseBody,
-    problem::{Problem, ProblemCode},
+    problem::{is_grpc, Problem, ProblemCode},
     Scheme,
 };
 
@@ -92,28 +92,30 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // gRPC clients read errors from `grpc-status`, so they are answered in that form.
+        let grpc = is_grpc(request.headers());
         // Headers first: a forged flood without a fresh, well-formed header costs no body read.
         let verifier = match self.scheme.begin(request.headers(), SystemTime::now()) {
             Ok(verifier) => verifier,
-            Err(error) => return ResponseFuture::rejected(error.to_problem()),
+            Err(error) => return ResponseFuture::rejected(error.to_problem(), grpc),
         };
 
         let declared = request.body().size_hint();
         if declared.lower() > self.limits.max_body_size as u64 {
-            return ResponseFuture::rejected(too_large(self.limits.max_body_size));
+            return ResponseFuture::rejected(too_large(self.limits.max_body_size), grpc);
         }
         let mut permit = self.budget.permit();
         if let Some(exact) = declared.exact() {
             // Known length: reserve it all now, and refuse before reading if it cannot fit.
             if !permit.cover(exact as usize) {
-                return ResponseFuture::rejected(budget_exhausted());
+                return ResponseFuture::rejected(budget_exhausted(), grpc);
             }
         }
 
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::reading(request, inner, verifier, permit, self.limits)
+        ResponseFuture::reading(request, inner, verifier, permit, self.limits, grpc)
     }
 }
 
