@@ -1,1 +1,3 @@
+//! Placeholder until the layer lands.
+
 fn main() {}

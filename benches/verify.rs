@@ -1,1 +1,234 @@
-fn main() {}
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+//! What verification costs: the whole `VerifySignatureLayer` call against the raw HMAC-SHA256 of
+//! the same bytes (the floor any verifier pays), and the latency it adds after the last byte.
+//!
+//! ```text
+//! cargo bench --bench verify
+//! ```
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use hmac::{Hmac, Mac};
+use hookgate::{
+    scheme::{ElevenLabs, Scheme},
+    signature::VerifiedBody,
+    VerifySignatureLayer,
+};
+use http::{HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use sha2::Sha256;
+use tower::{Service, ServiceExt};
+use tower_layer::Layer;
+
+const SECRET: &str = "bench-secret";
+const SIZES: [(usize, &str); 3] = [(1 << 10, "1KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB")];
+const FRAME: usize = 16 << 10;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A body handing out prepared frames; optionally yielding `Pending` between frames (paced, as
+/// from a socket) and recording when its last frame was handed out.
+struct Frames {
+    frames: VecDeque<Bytes>,
+    paced: bool,
+    yielded: bool,
+    last_frame_at: Option<Arc<Mutex<Option<Instant>>>>,
+}
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.paced && !self.yielded && !self.frames.is_empty() {
+            self.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        self.yielded = false;
+        let frame = self.frames.pop_front();
+        if frame.is_some() && self.frames.is_empty() {
+            if let Some(at) = &self.last_frame_at {
+                *at.lock().unwrap() = Some(Instant::now());
+            }
+        }
+        Poll::Ready(frame.map(|f| Ok(Frame::data(f))))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.frames.iter().map(|f| f.len() as u64).sum())
+    }
+}
+
+fn split(body: &Bytes) -> VecDeque<Bytes> {
+    (0..body.len())
+        .step_by(FRAME)
+        .map(|start| body.slice(start..(start + FRAME).min(body.len())))
+        .collect()
+}
+
+async fn ok(_: Request<VerifiedBody>) -> Result<Response<Empty<Bytes>>, Infallible> {
+    Ok(Response::new(Empty::new()))
+}
+
+fn verify(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scheme = ElevenLabs::new(SECRET).unwrap();
+    let service = VerifySignatureLayer::new(scheme.clone()).layer(tower::service_fn(ok));
+
+    let mut group = c.benchmark_group("verify");
+    for (size, name) in SIZES {
+        let body = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        // Fresh for the whole run: 30 min of tolerance.
+        let t = now();
+        let header = HeaderValue::from_str(&scheme.sign(t, &body)).unwrap();
+        let t_text = t.to_string();
+        group.throughput(Throughput::Bytes(size as u64));
+
+        // The floor: key an HMAC, hash "t." and the body, finalize.
+        group.bench_function(BenchmarkId::new("hmac_floor", name), |b| {
+            b.iter(|| {
+                let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+                mac.update(t_text.as_bytes());
+                mac.update(b".");
+                mac.update(&body);
+                mac.finalize().into_bytes()
+            })
+        });
+
+        // The same request through the inner service alone: what the layer is compared with.
+        group.bench_function(BenchmarkId::new("bare_handler", name), |b| {
+            b.to_async(&rt).iter(|| {
+                let request = Request::post("/")
+                    .header("elevenlabs-signature", header.clone())
+                    .body(VerifiedBody::from_bytes(body.clone()))
+                    .unwrap();
+                tower::service_fn(ok).oneshot(request)
+            })
+        });
+
+        group.bench_function(BenchmarkId::new("layer_contiguous", name), |b| {
+            b.to_async(&rt).iter(|| {
+                let request = Request::post("/")
+                    .header("elevenlabs-signature", header.clone())
+                    .body(Full::new(body.clone()))
+                    .unwrap();
+                service.clone().oneshot(request)
+            })
+        });
+
+        let frames = split(&body);
+        group.bench_function(BenchmarkId::new("layer_16KiB_frames", name), |b| {
+            b.to_async(&rt).iter(|| {
+                let request = Request::post("/")
+                    .header("elevenlabs-signature", header.clone())
+                    .body(Frames {
+                        frames: frames.clone(),
+                        paced: false,
+                        yielded: false,
+                        last_frame_at: None,
+                    })
+                    .unwrap();
+                service.clone().oneshot(request)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Time from the last frame of a paced 1 MiB body to the answer: hookgate's layer, which has
+/// hashed the body while it arrived, against collect-then-verify.
+fn after_last_byte(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let scheme = ElevenLabs::new(SECRET).unwrap();
+    let body = Bytes::from((0..1 << 20).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+    let header = HeaderValue::from_str(&scheme.sign(now(), &body)).unwrap();
+    let frames = split(&body);
+    let layered = VerifySignatureLayer::new(scheme.clone()).layer(tower::service_fn(ok));
+
+    let paced = |at: &Arc<Mutex<Option<Instant>>>| Frames {
+        frames: frames.clone(),
+        paced: true,
+        yielded: false,
+        last_frame_at: Some(at.clone()),
+    };
+
+    let mut group = c.benchmark_group("after_last_byte_1MiB");
+    group.bench_function("layer", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let layered = layered.clone();
+            let header = header.clone();
+            let paced = &paced;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let at = Arc::new(Mutex::new(None));
+                    let request = Request::post("/")
+                        .header("elevenlabs-signature", header.clone())
+                        .body(paced(&at))
+                        .unwrap();
+                    let mut svc = layered.clone();
+                    let response = ServiceExt::<Request<Frames>>::ready(&mut svc)
+                        .await
+                        .unwrap()
+                        .call(request)
+                        .await
+                        .unwrap();
+                    let done = Instant::now();
+                    assert!(response.status().is_success());
+                    total += done - at.lock().unwrap().unwrap();
+                }
+                total
+            }
+        })
+    });
+    group.bench_function("collect_then_verify", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let header = header.clone();
+            let scheme = scheme.clone();
+            let paced = &paced;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let at = Arc::new(Mutex::new(None));
+                    let mut headers = http::HeaderMap::new();
+                    headers.insert("elevenlabs-signature", header.clone());
+                    let collected = paced(&at).collect().await.unwrap().to_bytes();
+                    scheme
+                        .verify(&headers, &collected, SystemTime::now())
+                        .unwrap();
+                    total += Instant::now() - at.lock().unwrap().unwrap();
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, verify, after_last_byte);
+criterion_main!(benches);

@@ -51,3 +51,8 @@ pub use scheme::{Scheme, Verified};
 
 #[cfg(feature = "signature")]
 pub use signature::{VerifySignature, VerifySignatureLayer};
+
+// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -9,10 +9,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
 /// A speech-to-text delivery as ElevenLabs sends it.
-pub const SAMPLE_TRANSCRIPT: &str = r#"{"type":"speech_to_text_transcription","event_timestamp":1739537297,"data":{"request_id":"example-request-1","webhook_metadata":{"job":"42"},"transcription":{"language_code":"en","language_probability":0.98,"text":"Hello world!","words":[{"text":"Hello","start":0.0,"end":0.5,"type":"word","speaker_id":"speaker_1","logprob":-0.1},{"text":" ","start":0.5,"end":0.5,"type":"spacing","speaker_id":"speaker_1","logprob":0.0},{"text":"world!","start":0.5,"end":1.2,"type":"word","speaker_id":"speaker_1","logprob":-0.2}]}}}"#;
+pub(crate) const SAMPLE_TRANSCRIPT: &str = r#"{"type":"speech_to_text_transcription","event_timestamp":1739537297,"data":{"request_id":"example-request-1","webhook_metadata":{"job":"42"},"transcription":{"language_code":"en","language_probability":0.98,"text":"Hello world!","words":[{"text":"Hello","start":0.0,"end":0.5,"type":"word","speaker_id":"speaker_1","logprob":-0.1},{"text":" ","start":0.5,"end":0.5,"type":"spacing","speaker_id":"speaker_1","logprob":0.0},{"text":"world!","start":0.5,"end":1.2,"type":"word","speaker_id":"speaker_1","logprob":-0.2}]}}}"#;
 
 /// The webhook secret from `ELEVENLABS_WEBHOOK_SECRET`, or a development secret (said loudly).
-pub fn secret() -> String {
+pub(crate) fn secret() -> String {
     match std::env::var("ELEVENLABS_WEBHOOK_SECRET") {
         Ok(secret) if !secret.is_empty() => secret,
         _ => {
@@ -27,7 +27,7 @@ pub fn secret() -> String {
 
 /// Plays the sender against `addr`: one genuine delivery (must be 200) and one forged
 /// (must be 401). Prints both answers.
-pub async fn self_test(
+pub(crate) async fn self_test(
     addr: SocketAddr,
     path: &str,
     scheme: &ElevenLabs,
@@ -76,6 +76,6 @@ pub async fn self_test(
 }
 
 /// `--once` runs the self-test and exits; otherwise the example keeps serving.
-pub fn once() -> bool {
+pub(crate) fn once() -> bool {
     std::env::args().any(|a| a == "--once")
 }

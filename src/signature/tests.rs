@@ -102,7 +102,7 @@ impl Body for Scripted {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.hint.clone()
+        self.hint
     }
 }
 
@@ -110,8 +110,11 @@ impl Body for Scripted {
 #[derive(Clone, Default)]
 struct Seen {
     calls: Arc<AtomicUsize>,
-    last: Arc<std::sync::Mutex<Option<(Bytes, Vec<usize>, Option<Verified>, Option<HeaderMap>)>>>,
+    last: Arc<std::sync::Mutex<Option<Call>>>,
 }
+
+/// One call of the inner service: the body, where its frames live, the extension, the trailers.
+struct Call(Bytes, Vec<usize>, Option<Verified>, Option<HeaderMap>);
 
 fn handler(
     seen: Seen,
@@ -127,7 +130,7 @@ fn handler(
             let bytes = body.to_bytes();
             let collected = body.collect().await.unwrap();
             *seen.last.lock().unwrap() =
-                Some((bytes, ptrs, verified, collected.trailers().cloned()));
+                Some(Call(bytes, ptrs, verified, collected.trailers().cloned()));
             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
         }
     })
@@ -191,7 +194,7 @@ async fn genuine_delivery_reaches_the_handler_with_exact_bytes_and_verified() {
     .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(!response.body().is_problem());
-    let (bytes, _, verified, _) = seen.last.lock().unwrap().take().unwrap();
+    let Call(bytes, _, verified, _) = seen.last.lock().unwrap().take().unwrap();
     assert_eq!(bytes, &body[..]);
     let verified = verified.expect("Verified extension");
     assert!(verified.unix_timestamp().abs_diff(now()) <= 1);
@@ -213,7 +216,7 @@ async fn frames_reach_the_handler_without_copies() {
         .collect();
     let response = call(layer(), &seen, signed(&body, scripted)).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let (bytes, ptrs, _, _) = seen.last.lock().unwrap().take().unwrap();
+    let Call(bytes, ptrs, _, _) = seen.last.lock().unwrap().take().unwrap();
     assert_eq!(bytes, body);
     assert_eq!(
         ptrs, sent,
@@ -263,7 +266,7 @@ async fn trailers_are_handed_on() {
     ]);
     let r = call(layer(), &seen, signed(b"data", scripted)).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let (_, _, _, got) = seen.last.lock().unwrap().take().unwrap();
+    let Call(_, _, _, got) = seen.last.lock().unwrap().take().unwrap();
     assert_eq!(got.unwrap()["x-checksum"], "abc");
 }
 
