@@ -33,6 +33,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod body;
+pub mod elevenlabs;
 mod error;
 pub mod problem;
 pub mod scheme;

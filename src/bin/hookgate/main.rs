@@ -13,6 +13,7 @@
 //! for rotation) or a `--secret-file`.
 
 mod bench;
+mod sink;
 mod cli;
 mod secrets;
 mod send;

@@ -1,0 +1,82 @@
+//! ElevenLabs specifics beyond the signature: the identity of a delivered event and the
+//! published webhook egress addresses.
+
+use serde::Deserialize;
+
+/// The identity of a delivered ElevenLabs event, read leniently from the body: `data.request_id`
+/// for speech-to-text transcriptions, `data.conversation_id` for conversation events
+/// (`post_call_transcription`, `post_call_audio`, ...). `None` when the body is not JSON or
+/// carries neither. Unknown fields are ignored and nothing else is validated, so a large
+/// `full_audio` costs one pass of the JSON scanner and no allocation beyond the id.
+///
+/// ```
+/// use hookgate::elevenlabs::event_id;
+///
+/// let body = br#"{"type":"speech_to_text_transcription","data":{"request_id":"req_123","transcription":{}}}"#;
+/// assert_eq!(event_id(body).as_deref(), Some("req_123"));
+/// assert_eq!(event_id(br#"{"type":"post_call_audio","data":{"conversation_id":"c1"}}"#).as_deref(), Some("c1"));
+/// assert_eq!(event_id(b"not json"), None);
+/// ```
+#[must_use]
+pub fn event_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        data: Option<Data>,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        request_id: Option<String>,
+        conversation_id: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    let data = envelope.data?;
+    data.request_id
+        .or(data.conversation_id)
+        .filter(|id| !id.is_empty())
+}
+
+/// The static IPv4 addresses ElevenLabs sends webhooks from (US, EU, Asia, EU data residency,
+/// India, Singapore), for an allow-list. Check ElevenLabs' documentation before relying on
+/// them: they can change.
+pub const EGRESS_IPS: [&str; 12] = [
+    "34.67.146.145",
+    "34.59.11.47",
+    "35.204.38.71",
+    "34.147.113.54",
+    "35.185.187.110",
+    "35.247.157.189",
+    "34.77.234.246",
+    "34.140.184.144",
+    "34.93.26.174",
+    "34.93.252.69",
+    "34.87.23.17",
+    "34.126.179.103",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_id_is_preferred_and_extra_fields_are_ignored() {
+        let body = br#"{"type":"x","event_timestamp":1,"data":{"conversation_id":"c","request_id":"r","words":[1,2,{"a":null}]},"extra":true}"#;
+        assert_eq!(event_id(body).as_deref(), Some("r"));
+    }
+
+    #[test]
+    fn missing_empty_or_mistyped_ids_are_none() {
+        assert_eq!(event_id(br#"{"type":"x"}"#), None);
+        assert_eq!(event_id(br#"{"data":{}}"#), None);
+        assert_eq!(event_id(br#"{"data":{"request_id":""}}"#), None);
+        assert_eq!(event_id(br#"{"data":{"request_id":42}}"#), None);
+        assert_eq!(event_id(b"\xff\xfe"), None);
+        assert_eq!(event_id(b""), None);
+    }
+
+    #[test]
+    fn egress_ips_parse() {
+        for ip in EGRESS_IPS {
+            assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
+        }
+    }
+}
