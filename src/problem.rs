@@ -136,7 +136,8 @@ impl ProblemCode {
     pub const UPSTREAM_UNAVAILABLE: Self =
         Self::new("upstream_unavailable", "Upstream unavailable");
     /// 504: the upstream did not answer in time.
-    pub const UPSTREAM_TIMEOUT: Self = Self::new("upstream_timeout", "Upstream did not answer in time");
+    pub const UPSTREAM_TIMEOUT: Self =
+        Self::new("upstream_timeout", "Upstream did not answer in time");
 
     // --- deduplication ---
     /// 503: the same event is being handled right now; retry later.

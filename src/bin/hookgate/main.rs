@@ -13,12 +13,13 @@
 //! for rotation) or a `--secret-file`.
 
 mod bench;
-mod sink;
 mod cli;
 mod secrets;
 mod send;
 mod serve;
 mod sign;
+mod sink;
+mod upstream;
 
 use std::process::ExitCode;
 

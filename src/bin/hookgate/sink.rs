@@ -54,7 +54,9 @@ struct Shared {
 
 impl std::fmt::Debug for Sink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sink").field("dir", &self.shared.dir).finish()
+        f.debug_struct("Sink")
+            .field("dir", &self.shared.dir)
+            .finish()
     }
 }
 
@@ -189,7 +191,8 @@ impl Service<Request<VerifiedBody>> for Sink {
             match sink.store(request.into_body()).await {
                 Ok(stored) => {
                     tracing::info!(file = %stored.file, duplicate = stored.duplicate, "event stored");
-                    let body = serde_json::json!({"stored": stored.file, "duplicate": stored.duplicate});
+                    let body =
+                        serde_json::json!({"stored": stored.file, "duplicate": stored.duplicate});
                     let mut response =
                         Response::new(ResponseBody::new(Full::new(Bytes::from(body.to_string()))));
                     response.headers_mut().insert(
@@ -201,10 +204,13 @@ impl Service<Request<VerifiedBody>> for Sink {
                 Err(error) => {
                     // Our own trouble (disk full, permissions): retryable, never a 4xx.
                     tracing::error!(%error, "event could not be stored");
-                    Ok(Problem::new(StatusCode::SERVICE_UNAVAILABLE, ProblemCode::SINK_UNAVAILABLE)
-                        .with_detail("the event could not be stored; retry later")
-                        .with_retry_after(std::time::Duration::from_secs(30))
-                        .into_response())
+                    Ok(Problem::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ProblemCode::SINK_UNAVAILABLE,
+                    )
+                    .with_detail("the event could not be stored; retry later")
+                    .with_retry_after(std::time::Duration::from_secs(30))
+                    .into_response())
                 }
             }
         })
@@ -241,12 +247,28 @@ mod tests {
         assert!(!dir.join(".tmp-crashed").exists());
 
         let body = br#"{"data":{"request_id":"r1"},"bytes":"\u00ff"}"#;
-        let first = sink.store(VerifiedBody::from_bytes(&body[..])).await.unwrap();
-        assert_eq!(first, Stored { file: "r1.json".into(), duplicate: false });
-        let again = sink.store(VerifiedBody::from_bytes(&body[..])).await.unwrap();
+        let first = sink
+            .store(VerifiedBody::from_bytes(&body[..]))
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            Stored {
+                file: "r1.json".into(),
+                duplicate: false
+            }
+        );
+        let again = sink
+            .store(VerifiedBody::from_bytes(&body[..]))
+            .await
+            .unwrap();
         assert!(again.duplicate);
         assert_eq!(fs::read(dir.join("r1.json")).unwrap(), body);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "one file, no temp left");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "one file, no temp left"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -259,7 +281,9 @@ mod tests {
             .map(|_| {
                 let sink = sink.clone();
                 let body = body.clone();
-                tokio::spawn(async move { sink.store(VerifiedBody::from_bytes(body)).await.unwrap() })
+                tokio::spawn(
+                    async move { sink.store(VerifiedBody::from_bytes(body)).await.unwrap() },
+                )
             })
             .collect();
         let mut fresh = 0;
