@@ -127,6 +127,12 @@ impl ProblemCode {
     pub const HANDLER_REDIRECTED: Self =
         Self::new("handler_redirected", "Handler answered with a redirect");
 
+    // --- gateway routing ---
+    /// 404: nothing is received at this path.
+    pub const NOT_FOUND: Self = Self::new("not_found", "Nothing is received here");
+    /// 405: deliveries are POSTed.
+    pub const METHOD_NOT_ALLOWED: Self = Self::new("method_not_allowed", "Method not allowed");
+
     // --- gateway destinations ---
     /// 503: the sink could not store the event (disk full, permissions); retry later.
     pub const SINK_UNAVAILABLE: Self = Self::new("sink_unavailable", "Event could not be stored");

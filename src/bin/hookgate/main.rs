@@ -14,11 +14,13 @@
 
 mod bench;
 mod cli;
+mod metrics;
 mod secrets;
 mod send;
 mod serve;
 mod sign;
 mod sink;
+mod tls;
 mod upstream;
 
 use std::process::ExitCode;

@@ -1,10 +1,353 @@
-//! `hookgate serve` (in progress).
+//! `hookgate serve`: the gateway, composed of hookgate's layers.
+//!
+//! ```text
+//! request ─▶ Record (metrics) ─▶ Route (path, method) ─▶ VerifySignature ─▶ TimeDestination ─▶ sink | upstream
+//! ```
 
-use std::process::ExitCode;
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    process::ExitCode,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use crate::cli::ServeArgs;
+use hookgate::{
+    body::ResponseBody,
+    problem::{Problem, ProblemCode},
+    signature::BufferBudget,
+    VerifySignatureLayer,
+};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tower::{Service, ServiceBuilder};
 
-pub(crate) async fn run(_args: ServeArgs) -> ExitCode {
-    eprintln!("hookgate serve: not available yet");
-    ExitCode::FAILURE
+use crate::{
+    cli::ServeArgs,
+    metrics::{self, GaugeSource, Metrics, RecordLayer, TimeDestinationLayer},
+    secrets::{self, Source, DEV_SECRET_FILE},
+    sink::Sink,
+    tls,
+    upstream::{ConnectionTls, Upstream},
+};
+
+pub(crate) async fn run(args: ServeArgs) -> ExitCode {
+    match serve(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("hookgate serve: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let secrets = secrets::load_or_create_development(&args.secrets)?;
+    if secrets.is_development() {
+        tracing::warn!(
+            "NO WEBHOOK SECRET CONFIGURED: using the development secret in {DEV_SECRET_FILE} ({}). \
+             `hookgate send` signs with it. Set ELEVENLABS_WEBHOOK_SECRET to your webhook's secret \
+             before receiving real deliveries.",
+            if secrets.source == Source::DevCreated { "just created" } else { "from an earlier run" }
+        );
+    } else {
+        tracing::info!(secrets = secrets.len(), source = %secrets.source, "webhook secrets loaded");
+    }
+    let scheme = secrets
+        .scheme()?
+        .tolerance(Duration::from_secs(args.tolerance));
+    if !args.path.starts_with('/') {
+        return Err(format!("--path {:?} must start with /", args.path));
+    }
+
+    let budget = BufferBudget::new(
+        VerifySignatureLayer::<()>::DEFAULT_BUFFER_BUDGET.max(args.max_body_bytes),
+    );
+    let gauge_budget = budget.clone();
+    let metrics = Metrics::new(vec![GaugeSource {
+        name: "buffer_bytes_in_use",
+        help: "Body bytes buffered by in-flight requests",
+        read: Box::new(move || gauge_budget.in_use() as i64),
+    }]);
+    let verify = VerifySignatureLayer::new(scheme)
+        .max_body_size(args.max_body_bytes)
+        .shared_buffer_budget(budget);
+
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(admin) = args.admin_listen {
+        spawn_admin(admin, metrics.clone()).await?;
+    }
+
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let scheme_name = if tls.is_some() { "https" } else { "http" };
+    let path = args.path.clone();
+    match &args.upstream {
+        Some(url) => {
+            let upstream = Upstream::new(
+                url,
+                Duration::from_secs_f64(args.upstream_connect_timeout),
+                Duration::from_secs_f64(args.upstream_timeout),
+            )?;
+            tracing::info!(upstream = %url, "verified deliveries are forwarded upstream");
+            let stack = ServiceBuilder::new()
+                .layer(RecordLayer(metrics.clone()))
+                .layer(RouteLayer { path })
+                .layer(verify)
+                .layer(TimeDestinationLayer(metrics.clone()))
+                .service(upstream);
+            announce(scheme_name, local, &args.path);
+            metrics.set_ready();
+            accept_loop(listener, tls, stack, grace).await;
+        }
+        None => {
+            let sink = Sink::open(&args.sink_dir).map_err(|e| {
+                format!("cannot use sink directory {}: {e}", args.sink_dir.display())
+            })?;
+            tracing::info!(dir = %args.sink_dir.display(), "verified deliveries are stored in the sink directory");
+            let stack = ServiceBuilder::new()
+                .layer(RecordLayer(metrics.clone()))
+                .layer(RouteLayer { path })
+                .layer(verify)
+                .layer(TimeDestinationLayer(metrics.clone()))
+                .service(sink);
+            announce(scheme_name, local, &args.path);
+            metrics.set_ready();
+            accept_loop(listener, tls, stack, grace).await;
+        }
+    }
+    Ok(())
+}
+
+fn announce(scheme: &str, local: SocketAddr, path: &str) {
+    tracing::info!("receiving deliveries at {scheme}://{local}{path}");
+}
+
+async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on --admin-listen {addr}: {e}"))?;
+    tracing::info!(
+        "admin: http://{}/healthz and /metrics",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let metrics = metrics.clone();
+            let service =
+                hyper::service::service_fn(move |request| metrics::admin(metrics.clone(), request));
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// Accepts connections until SIGTERM or Ctrl-C, then lets in-flight requests finish within
+/// `grace`.
+async fn accept_loop<S, B>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    stack: S,
+    grace: Duration,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let stack = stack.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            serve_connection(stream, peer, tls, stack, watcher).await;
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; letting in-flight requests finish"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
+}
+
+async fn serve_connection<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    stack: S,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let is_tls = tls.is_some();
+    let service = TowerToHyperService::new(
+        ServiceBuilder::new()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(peer);
+                request.extensions_mut().insert(ConnectionTls(is_tls));
+                request
+            })
+            .service(stack),
+    );
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let result = match tls {
+        Some(acceptor) => {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .into_owned();
+                    watcher.watch(connection).await
+                }
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => {
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            watcher.watch(connection).await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// Answers only `POST <path>`: anything else is a 404 or 405 problem, before any other work.
+#[derive(Clone, Debug)]
+struct RouteLayer {
+    path: String,
+}
+
+impl<S> tower::Layer<S> for RouteLayer {
+    type Service = Route<S>;
+    fn layer(&self, inner: S) -> Route<S> {
+        Route {
+            inner,
+            path: Arc::from(self.path.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Route<S> {
+    inner: S,
+    path: Arc<str>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Route<S>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody<ResBody>>, Error = Infallible>,
+    S::Future: Send + 'static,
+    ResBody: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if request.uri().path() != &*self.path {
+            let problem = Problem::new(StatusCode::NOT_FOUND, ProblemCode::NOT_FOUND)
+                .with_detail(format!("deliveries are received at {}", self.path));
+            return Box::pin(std::future::ready(Ok(problem.into_response())));
+        }
+        if request.method() != Method::POST {
+            let mut response = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ProblemCode::METHOD_NOT_ALLOWED,
+            )
+            .with_detail("deliveries are POSTed")
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        Box::pin(self.inner.call(request))
+    }
 }

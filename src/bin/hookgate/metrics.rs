@@ -1,0 +1,314 @@
+//! Prometheus metrics and the admin endpoints (`/healthz`, `/metrics`).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use hookgate::problem::ProblemCode;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{exponential_buckets, Histogram},
+    },
+    registry::Registry,
+};
+use tower::{Layer, Service};
+
+/// Labels of the request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    /// The problem code of an answer hookgate wrote, else `accepted` or `handler_<status>`.
+    outcome: String,
+    status: u16,
+}
+
+/// A gauge read from its source at every scrape (limiter keys, buffered bytes, ...).
+pub(crate) struct GaugeSource {
+    pub(crate) name: &'static str,
+    pub(crate) help: &'static str,
+    pub(crate) read: Box<dyn Fn() -> i64 + Send + Sync>,
+}
+
+/// Everything the gateway counts.
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<Outcome, Counter>,
+    request_seconds: Histogram,
+    verification_seconds: Histogram,
+    destination_seconds: Histogram,
+    gauges: Vec<(Gauge, GaugeSource)>,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 25 µs up to ~13 s.
+    Histogram::new(exponential_buckets(0.000_025, 2.0, 20))
+}
+
+impl Metrics {
+    pub(crate) fn new(sources: Vec<GaugeSource>) -> Arc<Self> {
+        let mut registry = Registry::with_prefix("hookgate");
+        let requests = Family::<Outcome, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by outcome (problem code, accepted, handler_<status>) and status",
+            requests.clone(),
+        );
+        let request_seconds = latency_histogram();
+        registry.register(
+            "request_seconds",
+            "Time from request arrival to the answer's head",
+            request_seconds.clone(),
+        );
+        let verification_seconds = latency_histogram();
+        registry.register(
+            "verification_seconds",
+            "Time from request arrival until the verified delivery is handed on (checks, body read, MAC)",
+            verification_seconds.clone(),
+        );
+        let destination_seconds = latency_histogram();
+        registry.register(
+            "destination_seconds",
+            "Time the sink or upstream took to answer a verified delivery",
+            destination_seconds.clone(),
+        );
+        let gauges = sources
+            .into_iter()
+            .map(|source| {
+                let gauge = Gauge::default();
+                registry.register(source.name, source.help, gauge.clone());
+                (gauge, source)
+            })
+            .collect();
+        Arc::new(Self {
+            registry,
+            requests,
+            request_seconds,
+            verification_seconds,
+            destination_seconds,
+            gauges,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    fn encode(&self) -> String {
+        for (gauge, source) in &self.gauges {
+            gauge.set((source.read)());
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    fn record<B>(&self, response: &Response<B>, started: Instant) {
+        let status = response.status();
+        let outcome = match response.extensions().get::<ProblemCode>() {
+            Some(code) => code.as_str().to_owned(),
+            None if status == StatusCode::OK => "accepted".to_owned(),
+            None => format!("handler_{}", status.as_u16()),
+        };
+        self.requests
+            .get_or_create(&Outcome {
+                outcome,
+                status: status.as_u16(),
+            })
+            .inc();
+        self.request_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// When the request arrived (a request extension set by [`Record`]).
+#[derive(Clone, Copy, Debug)]
+struct Arrived(Instant);
+
+/// Counts every answer and times it; outermost.
+#[derive(Clone, Debug)]
+pub(crate) struct RecordLayer(pub(crate) Arc<Metrics>);
+
+impl<S> Layer<S> for RecordLayer {
+    type Service = Record<S>;
+    fn layer(&self, inner: S) -> Record<S> {
+        Record {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Record<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Record<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        request.extensions_mut().insert(Arrived(started));
+        let future = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = future.await?;
+            metrics.record(&response, started);
+            Ok(response)
+        })
+    }
+}
+
+/// Times the destination (sink or upstream), and the time it took to get there.
+#[derive(Clone, Debug)]
+pub(crate) struct TimeDestinationLayer(pub(crate) Arc<Metrics>);
+
+impl<S> Layer<S> for TimeDestinationLayer {
+    type Service = TimeDestination<S>;
+    fn layer(&self, inner: S) -> TimeDestination<S> {
+        TimeDestination {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TimeDestination<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for TimeDestination<S>
+where
+    S: Service<Request<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let now = Instant::now();
+        if let Some(Arrived(arrived)) = request.extensions().get::<Arrived>() {
+            self.metrics
+                .verification_seconds
+                .observe((now - *arrived).as_secs_f64());
+        }
+        let future = self.inner.call(request);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let response = future.await;
+            metrics
+                .destination_seconds
+                .observe(now.elapsed().as_secs_f64());
+            response
+        })
+    }
+}
+
+/// `/healthz` (200 once serving, 503 before) and `/metrics` (Prometheus text format).
+pub(crate) async fn admin(
+    metrics: Arc<Metrics>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/healthz" if metrics.ready.load(Ordering::Acquire) => {
+            (StatusCode::OK, "text/plain", "ok\n".to_owned())
+        }
+        "/healthz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "starting\n".to_owned(),
+        ),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_owned(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_counted_by_problem_code_or_status() {
+        let metrics = Metrics::new(vec![GaugeSource {
+            name: "limiter_keys",
+            help: "Keys tracked",
+            read: Box::new(|| 42),
+        }]);
+        let started = Instant::now();
+        metrics.record(&Response::new(()), started);
+        let mut rejected = Response::new(());
+        *rejected.status_mut() = StatusCode::UNAUTHORIZED;
+        rejected
+            .extensions_mut()
+            .insert(ProblemCode::SIGNATURE_MISMATCH);
+        metrics.record(&rejected, started);
+        let mut teapot = Response::new(());
+        *teapot.status_mut() = StatusCode::IM_A_TEAPOT;
+        metrics.record(&teapot, started);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"hookgate_requests_total{outcome="accepted",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(text
+            .contains(r#"hookgate_requests_total{outcome="signature_mismatch",status="401"} 1"#));
+        assert!(text.contains(r#"hookgate_requests_total{outcome="handler_418",status="418"} 1"#));
+        assert!(text.contains("hookgate_limiter_keys 42"));
+        assert!(text.contains("hookgate_request_seconds_count 3"));
+    }
+}
