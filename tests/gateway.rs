@@ -1,0 +1,417 @@
+//! End to end: the `hookgate serve` binary on ephemeral loopback ports, driven by real HTTP
+//! clients, with real upstreams, real TLS, real signals.
+#![cfg(feature = "cli")]
+
+use std::{
+    convert::Infallible,
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use hookgate::scheme::ElevenLabs;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::net::TcpListener;
+
+const SECRET: &str = "e2e-secret";
+
+/// A running `hookgate serve`, killed when dropped.
+struct Gateway {
+    child: Child,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    dir: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the gateway in a fresh working directory with `args` after `serve`.
+    fn start(args: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!("hookgate-e2e-{}", fastrand_u64()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_in(&dir, args)
+    }
+
+    fn start_in(dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--shutdown-grace", "5"])
+            .args(args)
+            .current_dir(dir)
+            .env("ELEVENLABS_WEBHOOK_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .env_remove("HOOKGATE_SECRET_FILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the hookgate binary starts");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut addr, mut admin) = (None, None);
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(rest) = line.split("admin: http://").nth(1) {
+                admin = rest.split('/').next().and_then(|a| a.parse().ok());
+            }
+            if let Some(rest) = line.split("receiving deliveries at http").nth(1) {
+                let rest = rest.trim_start_matches('s').trim_start_matches("://");
+                addr = rest.split('/').next().and_then(|a| a.parse().ok());
+                break;
+            }
+            seen.push(line);
+        }
+        // Keep draining stderr so the gateway never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let addr = addr.unwrap_or_else(|| panic!("gateway did not start: {seen:#?}"));
+        Self {
+            child,
+            addr,
+            admin,
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/webhooks/elevenlabs", self.addr)
+    }
+
+    fn events(&self) -> PathBuf {
+        self.dir.join("events")
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+        ^ (std::process::id() as u64) << 32
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+fn transcript(request_id: &str) -> String {
+    format!(
+        r#"{{"type":"speech_to_text_transcription","event_timestamp":{},"data":{{"request_id":"{request_id}","transcription":{{"language_code":"en","language_probability":0.98,"text":"Hello world!","words":[]}}}}}}"#,
+        now()
+    )
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn code(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+}
+
+async fn post(url: &str, signature: Option<String>, body: impl Into<Bytes>) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = Request::post(url);
+    if let Some(signature) = signature {
+        request = request.header("elevenlabs-signature", signature);
+    }
+    let response = client
+        .request(request.body(Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn sign(body: &[u8]) -> Option<String> {
+    Some(ElevenLabs::new(SECRET).unwrap().sign(now(), body))
+}
+
+#[tokio::test]
+async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
+    let gateway = Gateway::start(&["--max-body-bytes", "10000"]);
+    let url = gateway.url();
+    let body = transcript("req_e2e_1");
+
+    let answer = post(&url, sign(body.as_bytes()), body.clone()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let stored = gateway.events().join("req_e2e_1.json");
+    assert_eq!(std::fs::read(&stored).unwrap(), body.as_bytes(), "byte-exact");
+
+    // A redelivery (re-signed, as a sender retry is) answers 200 and leaves one file.
+    let answer = post(&url, sign(body.as_bytes()), body.clone()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 1);
+
+    let cases: Vec<(Option<String>, Vec<u8>, StatusCode, &str)> = vec![
+        (None, body.clone().into(), StatusCode::UNAUTHORIZED, "missing_signature"),
+        (Some("t=x,v0=1".into()), body.clone().into(), StatusCode::BAD_REQUEST, "malformed_signature"),
+        (
+            Some(ElevenLabs::new(SECRET).unwrap().sign(now() - 3600, body.as_bytes())),
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+            "timestamp_stale",
+        ),
+        (
+            Some(ElevenLabs::new("other").unwrap().sign(now(), body.as_bytes())),
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+            "signature_mismatch",
+        ),
+        (sign(&[b' '; 10001]), vec![b' '; 10001], StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+    ];
+    for (signature, body, status, code) in cases {
+        let answer = post(&url, signature, body).await;
+        assert_eq!(answer.status, status, "{code}");
+        assert_eq!(answer.code(), code);
+        assert_eq!(answer.headers["content-type"], "application/problem+json");
+    }
+    assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 1, "nothing refused was stored");
+
+    let other_path = post(&url.replace("elevenlabs", "other"), sign(b"{}"), "{}").await;
+    assert_eq!(other_path.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admin_reports_health_and_metrics() {
+    let gateway = Gateway::start(&[]);
+    let _ = post(&gateway.url(), None, "{}").await;
+    let admin = gateway.admin.expect("admin address announced");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let health = client
+        .get(format!("http://{admin}/healthz").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let metrics = client
+        .get(format!("http://{admin}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(metrics.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains(r#"hookgate_requests_total{outcome="missing_signature",status="401"} 1"#), "{text}");
+    assert!(text.contains("hookgate_buffer_bytes_in_use"));
+}
+
+/// A test upstream: answers per the `x-test-answer` header the test puts on the delivery, and
+/// counts what it received.
+async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                    let counter = counter.clone();
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let answer = request
+                            .headers()
+                            .get("x-test-answer")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_else(|| "200".into());
+                        let forwarded_for = request.headers().get("x-forwarded-for").cloned();
+                        let signature = request.headers().get("elevenlabs-signature").cloned();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        if answer == "slow" {
+                            tokio::time::sleep(Duration::from_secs(3)).await;
+                        }
+                        let status = answer.parse::<u16>().unwrap_or(200);
+                        let mut response = Response::new(Full::new(body));
+                        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                        if let Some(v) = forwarded_for {
+                            response.headers_mut().insert("x-seen-forwarded-for", v);
+                        }
+                        if let Some(v) = signature {
+                            response.headers_mut().insert("x-seen-signature", v);
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+async fn post_with_answer(url: &str, answer: &str, body: &str) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let request = Request::post(url)
+        .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
+        .header("x-test-answer", answer)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test]
+async fn upstream_mode_forwards_exact_bytes_and_maps_upstream_trouble_to_retryable_5xx() {
+    let (addr, received) = upstream().await;
+    let gateway = Gateway::start(&["--upstream", &format!("http://{addr}/hook"), "--upstream-timeout", "1"]);
+    let url = gateway.url();
+    let body = transcript("req_up_1");
+
+    let answer = post_with_answer(&url, "200", &body).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, body.as_bytes(), "the upstream got the exact bytes");
+    assert_eq!(answer.headers["x-seen-forwarded-for"], "127.0.0.1");
+    assert!(answer.headers.contains_key("x-seen-signature"), "the signature header is forwarded");
+
+    let answer = post_with_answer(&url, "500", &body).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = post_with_answer(&url, "400", &body).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "the handler's own permanent answer is kept");
+
+    let answer = post_with_answer(&url, "slow", &body).await;
+    assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(answer.code(), "upstream_timeout");
+
+    // Forged deliveries never reach the upstream.
+    let before = received.load(Ordering::SeqCst);
+    let answer = post(&url, None, body.clone()).await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(received.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test]
+async fn upstream_down_is_503_with_retry_after() {
+    // A port nobody listens on: bind, learn the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let gateway = Gateway::start(&["--upstream", &format!("http://127.0.0.1:{port}/")]);
+    let body = transcript("req_down");
+    let answer = post(&gateway.url(), sign(body.as_bytes()), body).await;
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.code(), "upstream_unavailable");
+    assert!(answer.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn graceful_shutdown_lets_in_flight_requests_finish() {
+    let (addr, _) = upstream().await;
+    let gateway = Gateway::start(&["--upstream", &format!("http://{addr}/"), "--upstream-timeout", "10"]);
+    let url = gateway.url();
+    let body = transcript("req_slow");
+    let in_flight = tokio::spawn({
+        let url = url.clone();
+        async move { post_with_answer(&url, "slow", &body).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    gateway.signal("TERM");
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "the in-flight delivery finished");
+    let mut gateway = gateway;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = gateway.child.wait().unwrap();
+        (status, gateway)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "exits cleanly after the drain: {status:?}");
+}
+
+#[tokio::test]
+async fn sigkill_mid_stream_loses_no_acknowledged_event() {
+    let dir = std::env::temp_dir().join(format!("hookgate-e2e-kill-{}", fastrand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gateway = Gateway::start_in(&dir, &[]);
+    let url = gateway.url();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut senders = Vec::new();
+    for worker in 0..8 {
+        let url = url.clone();
+        let acknowledged = acknowledged.clone();
+        senders.push(tokio::spawn(async move {
+            let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+            for i in 0..10_000 {
+                let id = format!("kill_{worker}_{i}");
+                let body = transcript(&id);
+                let request = Request::post(&url)
+                    .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
+                    .body(Full::new(Bytes::from(body.clone())))
+                    .unwrap();
+                match client.request(request).await {
+                    Ok(response) if response.status() == StatusCode::OK => {
+                        acknowledged.lock().unwrap().push((id, body));
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut gateway = gateway;
+    gateway.child.kill().unwrap(); // SIGKILL
+    gateway.child.wait().unwrap();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap();
+    assert!(acknowledged.len() > 10, "the stream was running: {}", acknowledged.len());
+    for (id, body) in acknowledged.iter() {
+        let stored = std::fs::read(gateway.events().join(format!("{id}.json")))
+            .unwrap_or_else(|e| panic!("{id} was acknowledged but is not stored: {e}"));
+        assert_eq!(&stored, body.as_bytes(), "{id} byte-exact");
+    }
+    // A restart cleans crash leftovers and answers redeliveries of stored events with 200.
+    drop(gateway);
+    let again = Gateway::start_in(&dir, &[]);
+    let leftovers = std::fs::read_dir(again.events())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(leftovers, 0);
+    let (id, body) = &acknowledged[0];
+    let answer = post(&again.url(), sign(body.as_bytes()), body.clone()).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&answer.body).contains("\"duplicate\":true"), "{id}");
+}
