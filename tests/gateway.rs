@@ -46,7 +46,14 @@ impl Gateway {
     fn start_in(dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--shutdown-grace", "5"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--shutdown-grace",
+                "5",
+            ])
             .args(args)
             .current_dir(dir)
             .env("ELEVENLABS_WEBHOOK_SECRET", SECRET)
@@ -108,12 +115,18 @@ impl Drop for Gateway {
 }
 
 fn fastrand_u64() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
         ^ (std::process::id() as u64) << 32
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn transcript(request_id: &str) -> String {
@@ -171,7 +184,11 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
     let answer = post(&url, sign(body.as_bytes()), body.clone()).await;
     assert_eq!(answer.status, StatusCode::OK);
     let stored = gateway.events().join("req_e2e_1.json");
-    assert_eq!(std::fs::read(&stored).unwrap(), body.as_bytes(), "byte-exact");
+    assert_eq!(
+        std::fs::read(&stored).unwrap(),
+        body.as_bytes(),
+        "byte-exact"
+    );
 
     // A redelivery (re-signed, as a sender retry is) answers 200 and leaves one file.
     let answer = post(&url, sign(body.as_bytes()), body.clone()).await;
@@ -179,21 +196,44 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
     assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 1);
 
     let cases: Vec<(Option<String>, Vec<u8>, StatusCode, &str)> = vec![
-        (None, body.clone().into(), StatusCode::UNAUTHORIZED, "missing_signature"),
-        (Some("t=x,v0=1".into()), body.clone().into(), StatusCode::BAD_REQUEST, "malformed_signature"),
         (
-            Some(ElevenLabs::new(SECRET).unwrap().sign(now() - 3600, body.as_bytes())),
+            None,
+            body.clone().into(),
+            StatusCode::UNAUTHORIZED,
+            "missing_signature",
+        ),
+        (
+            Some("t=x,v0=1".into()),
+            body.clone().into(),
+            StatusCode::BAD_REQUEST,
+            "malformed_signature",
+        ),
+        (
+            Some(
+                ElevenLabs::new(SECRET)
+                    .unwrap()
+                    .sign(now() - 3600, body.as_bytes()),
+            ),
             body.clone().into(),
             StatusCode::UNAUTHORIZED,
             "timestamp_stale",
         ),
         (
-            Some(ElevenLabs::new("other").unwrap().sign(now(), body.as_bytes())),
+            Some(
+                ElevenLabs::new("other")
+                    .unwrap()
+                    .sign(now(), body.as_bytes()),
+            ),
             body.clone().into(),
             StatusCode::UNAUTHORIZED,
             "signature_mismatch",
         ),
-        (sign(&[b' '; 10001]), vec![b' '; 10001], StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        (
+            sign(&[b' '; 10001]),
+            vec![b' '; 10001],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
     ];
     for (signature, body, status, code) in cases {
         let answer = post(&url, signature, body).await;
@@ -201,7 +241,11 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
         assert_eq!(answer.code(), code);
         assert_eq!(answer.headers["content-type"], "application/problem+json");
     }
-    assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 1, "nothing refused was stored");
+    assert_eq!(
+        std::fs::read_dir(gateway.events()).unwrap().count(),
+        1,
+        "nothing refused was stored"
+    );
 
     let other_path = post(&url.replace("elevenlabs", "other"), sign(b"{}"), "{}").await;
     assert_eq!(other_path.status, StatusCode::NOT_FOUND);
@@ -222,8 +266,20 @@ async fn admin_reports_health_and_metrics() {
         .get(format!("http://{admin}/metrics").parse().unwrap())
         .await
         .unwrap();
-    let text = String::from_utf8(metrics.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    assert!(text.contains(r#"hookgate_requests_total{outcome="missing_signature",status="401"} 1"#), "{text}");
+    let text = String::from_utf8(
+        metrics
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(r#"hookgate_requests_total{outcome="missing_signature",status="401"} 1"#),
+        "{text}"
+    );
     assert!(text.contains("hookgate_buffer_bytes_in_use"));
 }
 
@@ -239,33 +295,34 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
             let (stream, _) = listener.accept().await.unwrap();
             let counter = counter.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let counter = counter.clone();
-                    async move {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let answer = request
-                            .headers()
-                            .get("x-test-answer")
-                            .map(|v| v.to_str().unwrap().to_owned())
-                            .unwrap_or_else(|| "200".into());
-                        let forwarded_for = request.headers().get("x-forwarded-for").cloned();
-                        let signature = request.headers().get("elevenlabs-signature").cloned();
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        if answer == "slow" {
-                            tokio::time::sleep(Duration::from_secs(3)).await;
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let counter = counter.clone();
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let answer = request
+                                .headers()
+                                .get("x-test-answer")
+                                .map(|v| v.to_str().unwrap().to_owned())
+                                .unwrap_or_else(|| "200".into());
+                            let forwarded_for = request.headers().get("x-forwarded-for").cloned();
+                            let signature = request.headers().get("elevenlabs-signature").cloned();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            if answer == "slow" {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                            }
+                            let status = answer.parse::<u16>().unwrap_or(200);
+                            let mut response = Response::new(Full::new(body));
+                            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                            if let Some(v) = forwarded_for {
+                                response.headers_mut().insert("x-seen-forwarded-for", v);
+                            }
+                            if let Some(v) = signature {
+                                response.headers_mut().insert("x-seen-signature", v);
+                            }
+                            Ok::<_, Infallible>(response)
                         }
-                        let status = answer.parse::<u16>().unwrap_or(200);
-                        let mut response = Response::new(Full::new(body));
-                        *response.status_mut() = StatusCode::from_u16(status).unwrap();
-                        if let Some(v) = forwarded_for {
-                            response.headers_mut().insert("x-seen-forwarded-for", v);
-                        }
-                        if let Some(v) = signature {
-                            response.headers_mut().insert("x-seen-signature", v);
-                        }
-                        Ok::<_, Infallible>(response)
-                    }
-                });
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -296,20 +353,36 @@ async fn post_with_answer(url: &str, answer: &str, body: &str) -> Answer {
 #[tokio::test]
 async fn upstream_mode_forwards_exact_bytes_and_maps_upstream_trouble_to_retryable_5xx() {
     let (addr, received) = upstream().await;
-    let gateway = Gateway::start(&["--upstream", &format!("http://{addr}/hook"), "--upstream-timeout", "1"]);
+    let gateway = Gateway::start(&[
+        "--upstream",
+        &format!("http://{addr}/hook"),
+        "--upstream-timeout",
+        "1",
+    ]);
     let url = gateway.url();
     let body = transcript("req_up_1");
 
     let answer = post_with_answer(&url, "200", &body).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.body, body.as_bytes(), "the upstream got the exact bytes");
+    assert_eq!(
+        answer.body,
+        body.as_bytes(),
+        "the upstream got the exact bytes"
+    );
     assert_eq!(answer.headers["x-seen-forwarded-for"], "127.0.0.1");
-    assert!(answer.headers.contains_key("x-seen-signature"), "the signature header is forwarded");
+    assert!(
+        answer.headers.contains_key("x-seen-signature"),
+        "the signature header is forwarded"
+    );
 
     let answer = post_with_answer(&url, "500", &body).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
     let answer = post_with_answer(&url, "400", &body).await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST, "the handler's own permanent answer is kept");
+    assert_eq!(
+        answer.status,
+        StatusCode::BAD_REQUEST,
+        "the handler's own permanent answer is kept"
+    );
 
     let answer = post_with_answer(&url, "slow", &body).await;
     assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
@@ -325,7 +398,11 @@ async fn upstream_mode_forwards_exact_bytes_and_maps_upstream_trouble_to_retryab
 #[tokio::test]
 async fn upstream_down_is_503_with_retry_after() {
     // A port nobody listens on: bind, learn the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gateway = Gateway::start(&["--upstream", &format!("http://127.0.0.1:{port}/")]);
     let body = transcript("req_down");
     let answer = post(&gateway.url(), sign(body.as_bytes()), body).await;
@@ -337,7 +414,12 @@ async fn upstream_down_is_503_with_retry_after() {
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let (addr, _) = upstream().await;
-    let gateway = Gateway::start(&["--upstream", &format!("http://{addr}/"), "--upstream-timeout", "10"]);
+    let gateway = Gateway::start(&[
+        "--upstream",
+        &format!("http://{addr}/"),
+        "--upstream-timeout",
+        "10",
+    ]);
     let url = gateway.url();
     let body = transcript("req_slow");
     let in_flight = tokio::spawn({
@@ -347,7 +429,11 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     gateway.signal("TERM");
     let answer = in_flight.await.unwrap();
-    assert_eq!(answer.status, StatusCode::OK, "the in-flight delivery finished");
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the in-flight delivery finished"
+    );
     let mut gateway = gateway;
     let status = tokio::task::spawn_blocking(move || {
         let status = gateway.child.wait().unwrap();
@@ -356,7 +442,10 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
     .await
     .unwrap()
     .0;
-    assert!(status.success(), "exits cleanly after the drain: {status:?}");
+    assert!(
+        status.success(),
+        "exits cleanly after the drain: {status:?}"
+    );
 }
 
 #[tokio::test]
@@ -396,7 +485,11 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
         sender.await.unwrap();
     }
     let acknowledged = acknowledged.lock().unwrap();
-    assert!(acknowledged.len() > 10, "the stream was running: {}", acknowledged.len());
+    assert!(
+        acknowledged.len() > 10,
+        "the stream was running: {}",
+        acknowledged.len()
+    );
     for (id, body) in acknowledged.iter() {
         let stored = std::fs::read(gateway.events().join(format!("{id}.json")))
             .unwrap_or_else(|e| panic!("{id} was acknowledged but is not stored: {e}"));
@@ -407,11 +500,86 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let again = Gateway::start_in(&dir, &[]);
     let leftovers = std::fs::read_dir(again.events())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
         .count();
     assert_eq!(leftovers, 0);
     let (id, body) = &acknowledged[0];
     let answer = post(&again.url(), sign(body.as_bytes()), body.clone()).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert!(String::from_utf8_lossy(&answer.body).contains("\"duplicate\":true"), "{id}");
+    assert!(
+        String::from_utf8_lossy(&answer.body).contains("\"duplicate\":true"),
+        "{id}"
+    );
+}
+
+#[tokio::test]
+async fn tls_with_a_certificate_made_here_serves_http2_and_http1() {
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("hookgate-e2e-tls-{}", fastrand_u64()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let gateway = Gateway::start_in(&dir, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(certified.cert.pem().as_bytes()).unwrap())
+        .unwrap();
+    for (alpn, version) in [
+        ("h2", http::Version::HTTP_2),
+        ("http/1.1", http::Version::HTTP_11),
+    ] {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.as_bytes().to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .expect("the handshake succeeds with the test's certificate");
+        let body = transcript(&format!(
+            "req_tls_{}",
+            alpn.replace('/', "_").replace('.', "_")
+        ));
+        let request = Request::post(format!("https://localhost{}", "/webhooks/elevenlabs"))
+            .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = if version == http::Version::HTTP_2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            sender.send_request(request).await.unwrap()
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(connection);
+            let (mut parts, body) = request.into_parts();
+            parts.headers.insert("host", "localhost".parse().unwrap());
+            sender
+                .send_request(Request::from_parts(parts, body))
+                .await
+                .unwrap()
+        };
+        assert_eq!(response.version(), version);
+        assert_eq!(response.status(), StatusCode::OK, "{alpn}");
+    }
+    assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 2);
 }
