@@ -24,7 +24,7 @@ use hookgate::{
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
@@ -40,6 +40,9 @@ use crate::{
     tls,
     upstream::{ConnectionTls, Upstream},
 };
+
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     match serve(args).await {
@@ -241,7 +244,14 @@ async fn serve_connection<S, B>(
             })
             .service(stack),
     );
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A client that never finishes its request head is cut off (slowloris); bodies have their
+    // own deadline in VerifySignatureLayer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
     let result = match tls {
         Some(acceptor) => {
             match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {

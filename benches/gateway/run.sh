@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Gateway performance on loopback, with `hookgate send` as the load generator (4 KiB events):
+#
+#   upstream mode: the same upstream reached directly, through nginx as a plain reverse proxy,
+#                  and through `hookgate serve --upstream` (which verifies as well), at
+#                  concurrency 1 and 16;
+#   sink mode:     `hookgate serve` storing every event durably, at concurrency 1 and 64.
+#
+# Usage: benches/gateway/run.sh [COUNT]     (needs nginx: apt-get install nginx)
+# Everything listens on 127.0.0.1 only and stops when the script ends.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+COUNT=${1:-20000}
+SINK_COUNT=${SINK_COUNT:-3000}
+command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >&2; exit 1; }
+
+cargo build --release --quiet --features cli --bin hookgate
+HOOKGATE=$PWD/target/release/hookgate
+WORK=$(mktemp -d /tmp/hookgate-perf.XXXXXX)
+export ELEVENLABS_WEBHOOK_SECRET=perf-secret
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UPSTREAM=127.0.0.1:18081   # nginx answering 200 to every POST: the handler stand-in
+NGINX_PROXY=127.0.0.1:18082
+GATEWAY=127.0.0.1:18083
+SINK_GATEWAY=127.0.0.1:18084
+
+mkdir -p "$WORK/nginx/logs"
+cat > "$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/nginx/body;
+  proxy_temp_path $WORK/nginx/proxy;
+  client_body_buffer_size 64k;
+  keepalive_requests 1000000;
+  upstream handler { server $UPSTREAM; keepalive 64; }
+  server {
+    listen $UPSTREAM;
+    location / { return 200; }
+  }
+  server {
+    listen $NGINX_PROXY;
+    location / {
+      proxy_pass http://handler;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
+
+"$HOOKGATE" serve --listen $GATEWAY --upstream "http://$UPSTREAM/" --client-rate 0 \
+  --log-format json 2>"$WORK/gateway.log" & pids+=($!)
+"$HOOKGATE" serve --listen $SINK_GATEWAY --sink-dir "$WORK/events" --client-rate 0 \
+  --log-format json 2>"$WORK/sink.log" & pids+=($!)
+sleep 1
+
+load() { # name url concurrency count
+  echo "### $1, concurrency $3"
+  "$HOOKGATE" send --url "$2" --count "$4" --concurrency "$3" --body-bytes 4096 2>&1 | grep -v '^\s*$' | tail -8
+  echo
+}
+
+echo "## upstream mode ($COUNT events of 4 KiB each)"
+for c in 1 16; do
+  load "direct to the upstream" "http://$UPSTREAM/webhooks/elevenlabs" $c "$COUNT"
+  load "through nginx (1 worker)" "http://$NGINX_PROXY/webhooks/elevenlabs" $c "$COUNT"
+  load "through hookgate (verifying)" "http://$GATEWAY/webhooks/elevenlabs" $c "$COUNT"
+done
+
+echo "## sink mode ($SINK_COUNT events of 4 KiB each, write + fsync + link + directory fsync)"
+for c in 1 64; do
+  load "hookgate sink" "http://$SINK_GATEWAY/webhooks/elevenlabs" $c "$SINK_COUNT"
+done
