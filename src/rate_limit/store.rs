@@ -430,3 +430,183 @@ impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for BoundedStateStore<K>
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{num::NonZeroU32, thread};
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    fn store(rate: Rate, clock: &FakeRelativeClock) -> MemoryStore<u64, FakeRelativeClock> {
+        MemoryStore::with_clock(rate, clock.clone()).unwrap()
+    }
+
+    /// Takes every request the key is granted right now.
+    fn drain(store: &MemoryStore<u64, FakeRelativeClock>, key: u64) -> u64 {
+        let mut granted = 0;
+        while store.decide(&key).is_allowed() {
+            granted += 1;
+        }
+        granted
+    }
+
+    #[test]
+    fn grants_exactly_rate_times_duration_plus_burst_over_fake_time() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(10)).burst(nz(5)), &clock);
+        let mut granted = drain(&store, 1);
+        assert_eq!(granted, 5);
+        // 30 s in uneven steps of 7 ms (the last step lands exactly on 30 s).
+        let mut elapsed = Duration::ZERO;
+        while elapsed < Duration::from_secs(30) {
+            let step = Duration::from_millis(7).min(Duration::from_secs(30) - elapsed);
+            clock.advance(step);
+            elapsed += step;
+            granted += drain(&store, 1);
+        }
+        assert_eq!(granted, 10 * 30 + 5);
+    }
+
+    #[test]
+    fn grants_exactly_rate_times_duration_plus_burst_for_a_per_minute_rate() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_minute(nz(120)).burst(nz(3)), &clock);
+        let mut granted = drain(&store, 9);
+        for _ in 0..600 {
+            clock.advance(Duration::from_millis(100));
+            granted += drain(&store, 9);
+        }
+        assert_eq!(granted, 2 * 60 + 3);
+    }
+
+    #[test]
+    fn keys_are_isolated() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(3)), &clock);
+        assert_eq!(drain(&store, 1), 3);
+        assert_eq!(drain(&store, 2), 3);
+        assert!(!store.decide(&1).is_allowed());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn denied_decisions_say_when_to_retry_and_allowed_ones_what_remains() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(4)), &clock);
+        let first = store.decide(&1);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (3, Duration::from_millis(250))
+        );
+        drain(&store, 1);
+        let denied = store.decide(&1);
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.reset(), Duration::from_millis(250));
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(store.decide(&1).reset(), Duration::from_millis(150));
+    }
+
+    #[test]
+    fn concurrent_callers_on_one_key_never_over_grant() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(50)).burst(nz(100)), &clock);
+        let granted: u64 = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..2_000).filter(|_| store.decide(&7).is_allowed()).count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 100);
+        clock.advance(Duration::from_secs(1));
+        let granted: u64 = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..2_000).filter(|_| store.decide(&7).is_allowed()).count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 50);
+    }
+
+    #[test]
+    fn idle_keys_are_evicted_by_the_store_itself() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(2)), &clock).sweep_interval(Duration::from_secs(5));
+        for key in 0..1_000 {
+            store.decide(&key);
+        }
+        store.decide(&5_000);
+        store.decide(&5_000);
+        assert_eq!(store.len(), 1_001);
+        // Refilled after 1 s, but the next sweep is only due after 5 s.
+        clock.advance(Duration::from_secs(2));
+        store.decide(&5_000);
+        assert_eq!(store.len(), 1_001);
+        clock.advance(Duration::from_secs(3));
+        store.decide(&5_000); // runs the sweep: only the busy key is not yet refilled
+        assert_eq!(store.len(), 1);
+        // An evicted key starts fresh with its full burst.
+        assert_eq!(drain(&store, 3), 2);
+    }
+
+    #[test]
+    fn a_key_in_use_is_not_evicted() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_minute(nz(1)), &clock).sweep_interval(Duration::ZERO);
+        assert!(store.decide(&1).is_allowed());
+        clock.advance(Duration::from_secs(30));
+        store.decide(&2); // sweeps: key 1 is still refilling, so it stays and stays limited
+        assert!(!store.decide(&1).is_allowed());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn at_the_cap_new_keys_share_the_overflow_bucket_and_tracked_keys_keep_theirs() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(2)), &clock).max_keys(NonZeroUsize::new(10).unwrap());
+        for key in 0..10 {
+            assert!(!store.decide(&key).is_overflow());
+        }
+        // Keys 100.. are not tracked: they share one bucket of burst 2.
+        let first = store.decide(&100);
+        assert!(first.is_allowed() && first.is_overflow());
+        assert!(store.decide(&101).is_allowed());
+        assert!(!store.decide(&102).is_allowed());
+        assert_eq!(store.len(), 10);
+        // Tracked key 3 still has its own bucket (one request left).
+        let tracked = store.decide(&3);
+        assert!(tracked.is_allowed() && !tracked.is_overflow());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_stays_within_the_cap() {
+        let clock = FakeRelativeClock::default();
+        let store =
+            store(Rate::per_second(nz(1)), &clock).max_keys(NonZeroUsize::new(1_000).unwrap());
+        for key in 0..200_000 {
+            store.decide(&key);
+            if key % 1_000 == 0 {
+                clock.advance(Duration::from_millis(10));
+            }
+        }
+        assert!(store.len() <= 1_000, "{} keys tracked", store.len());
+        // After the flood, idle keys go and new clients get their own buckets again.
+        clock.advance(Duration::from_secs(2));
+        let decision = store.decide(&u64::MAX);
+        assert!(decision.is_allowed() && !decision.is_overflow());
+        assert_eq!(store.len(), 1);
+    }
+}
