@@ -43,3 +43,5 @@ pub mod rate_limit;
 pub mod normalize;
 
 pub use error::ConfigError;
+#[cfg(feature = "rate-limit")]
+pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
