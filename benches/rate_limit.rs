@@ -45,6 +45,19 @@ fn decision(c: &mut Criterion) {
         b.iter(|| black_box(store.decide(black_box(&key))))
     });
 
+    // Baselines for comparison: governor's own keyed limiter (DashMap store, no cap, no
+    // sweep, no snapshot) and one reading of governor's default clock.
+    let raw = governor::RateLimiter::<IpAddr, _, _>::dashmap(governor::Quota::per_second(nz(
+        1_000_000_000,
+    )));
+    group.bench_function("baseline/governor_check_key", |b| {
+        b.iter(|| black_box(raw.check_key(black_box(&key))))
+    });
+    let clock = governor::clock::DefaultClock::default();
+    group.bench_function("baseline/default_clock_now", |b| {
+        b.iter(|| black_box(governor::clock::Clock::now(&clock)))
+    });
+
     // 10 000 tracked keys, visited in turn.
     let store = MemoryStore::<IpAddr>::new(Rate::per_second(nz(1_000_000))).unwrap();
     let keys: Vec<IpAddr> = (0..10_000).map(ip).collect();

@@ -147,9 +147,9 @@ pub trait RateLimitStore<K> {
 /// # Bounded memory, no housekeeping
 ///
 /// - Keys whose state is indistinguishable from a fresh key (idle for as long as it takes to
-///   refill their burst) are evicted by the store itself, in a sweep run inside a decision at
-///   most once per [`sweep_interval`](MemoryStore::sweep_interval) (default 1 s). No background
-///   task.
+///   refill their burst) are evicted by the store itself, in a sweep run inside a decision that
+///   adds a key (or meets the cap), at most once per
+///   [`sweep_interval`](MemoryStore::sweep_interval) (default 1 s). No background task.
 /// - At most [`max_keys`](MemoryStore::max_keys) keys (default 100 000) are tracked. **At the
 ///   cap**, a key that is not yet tracked is counted against one shared *overflow* bucket with
 ///   the same rate until a sweep frees room, and its decision says so
@@ -263,7 +263,8 @@ where
     }
 
     /// The least time between two sweeps of idle keys (default 1 s). A sweep visits every
-    /// tracked key, inside the decision that triggers it.
+    /// tracked key, inside the decision that triggers it: one that adds a new key or finds the
+    /// store full.
     #[must_use]
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = Nanos::from(interval);
@@ -289,9 +290,12 @@ where
 
     /// Counts one request against `key` and decides, at once.
     pub fn decide(&self, key: &K) -> Decision {
-        let now = self.keyed.clock().now();
-        self.maybe_sweep(now);
-        let at_cap = self.keyed.len() >= self.max_keys && !self.keyed_contains(key);
+        let len_before = self.len();
+        let mut at_cap = false;
+        if len_before >= self.max_keys && !self.keyed_contains(key) {
+            self.maybe_sweep(self.keyed.clock().now());
+            at_cap = self.len() >= self.max_keys;
+        }
         let outcome = if at_cap {
             self.overflow.check()
         } else {
@@ -303,13 +307,17 @@ where
                 let missing = self.rate.burst_size().get().saturating_sub(remaining);
                 Decision::allowed(remaining, self.rate.replenish_interval() * missing)
             }
-            Err(not_until) => Decision::denied(not_until.wait_time_from(now)),
+            Err(not_until) => Decision::denied(not_until.wait_time_from(self.keyed.clock().now())),
         };
         if at_cap {
-            decision.in_overflow()
-        } else {
-            decision
+            return decision.in_overflow();
         }
+        // Memory only grows when a key is added: that is when idle keys are swept (the clock
+        // is read for it only then, keeping the common path to governor's own reading).
+        if self.len() > len_before {
+            self.maybe_sweep(self.keyed.clock().now());
+        }
+        decision
     }
 
     fn keyed_contains(&self, key: &K) -> bool {
@@ -554,10 +562,13 @@ mod tests {
         // Refilled after 1 s, but the next sweep is only due after 5 s.
         clock.advance(Duration::from_secs(2));
         store.decide(&5_000);
-        assert_eq!(store.len(), 1_001);
+        store.decide(&6_000);
+        assert_eq!(store.len(), 1_002);
         clock.advance(Duration::from_secs(3));
-        store.decide(&5_000); // runs the sweep: only the busy key is not yet refilled
-        assert_eq!(store.len(), 1);
+        store.decide(&5_000);
+        assert_eq!(store.len(), 1_002, "known keys never trigger a sweep");
+        store.decide(&6_001); // a new key: sweeps, only the keys in use stay
+        assert_eq!(store.len(), 2);
         // An evicted key starts fresh with its full burst.
         assert_eq!(drain(&store, 3), 2);
     }
