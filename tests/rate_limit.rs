@@ -850,3 +850,39 @@ async fn failure_limiter_block_list_is_bounded() {
     );
     assert!(layer.blocked_clients() <= 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_tasks_on_one_key_never_over_grant() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = per_client(
+        Rate::per_minute(nz(10)).burst(nz(25)),
+        ClientIp::peer(),
+        &clock,
+    )
+    .layer(handler(calls.clone()));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in 0..20 {
+                    let status = service
+                        .clone()
+                        .oneshot(from([203, 0, 113, 50]))
+                        .await
+                        .unwrap()
+                        .status();
+                    ok += usize::from(status == StatusCode::OK);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.unwrap();
+    }
+    assert_eq!(granted, 25);
+    assert_eq!(calls.load(Ordering::SeqCst), 25);
+}
