@@ -410,6 +410,9 @@ pub(crate) fn parse_x_forwarded_for_entry(entry: &str) -> Option<IpAddr> {
 pub(crate) fn parse_forwarded_element(element: &str) -> Option<IpAddr> {
     let mut node = None;
     for pair in element.split(';') {
+        if pair.trim().is_empty() {
+            continue; // `for=192.0.2.1;` or `;;`: empty pairs carry nothing
+        }
         let (name, value) = pair.split_once('=')?;
         if name.trim().eq_ignore_ascii_case("for") {
             if node.is_some() {
@@ -512,6 +515,8 @@ mod tests {
             parse_forwarded_element(" For=\"[2001:db8:cafe::17]:4711\""),
             Some(ip("2001:db8:cafe::17"))
         );
+        assert_eq!(parse_forwarded_element("for=192.0.2.60;"), Some(ip("192.0.2.60")));
+        assert_eq!(parse_forwarded_element(""), None);
         assert_eq!(parse_forwarded_element("proto=https"), None);
         assert_eq!(parse_forwarded_element("for=unknown"), None);
         assert_eq!(parse_forwarded_element("for=_gazonk"), None);
