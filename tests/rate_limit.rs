@@ -886,3 +886,28 @@ async fn many_concurrent_tasks_on_one_key_never_over_grant() {
     assert_eq!(granted, 25);
     assert_eq!(calls.load(Ordering::SeqCst), 25);
 }
+
+#[tokio::test]
+async fn failure_limiter_lets_unidentified_requests_through_and_never_blocks_them_together() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    let service = layer.layer(verifier(calls.clone()));
+    let anonymous = || Request::new(Full::new(Bytes::new()));
+    for _ in 0..5 {
+        let response = service.clone().oneshot(anonymous()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(layer.blocked_clients(), 0);
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(valid(anonymous()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}

@@ -515,7 +515,10 @@ mod tests {
             parse_forwarded_element(" For=\"[2001:db8:cafe::17]:4711\""),
             Some(ip("2001:db8:cafe::17"))
         );
-        assert_eq!(parse_forwarded_element("for=192.0.2.60;"), Some(ip("192.0.2.60")));
+        assert_eq!(
+            parse_forwarded_element("for=192.0.2.60;"),
+            Some(ip("192.0.2.60"))
+        );
         assert_eq!(parse_forwarded_element(""), None);
         assert_eq!(parse_forwarded_element("proto=https"), None);
         assert_eq!(parse_forwarded_element("for=unknown"), None);
