@@ -53,6 +53,9 @@ pub use scheme::{Scheme, Verified};
 #[cfg(feature = "signature")]
 pub use signature::{VerifySignature, VerifySignatureLayer};
 
+#[cfg(feature = "rate-limit")]
+pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
+
 // The README's examples are compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -1,1 +1,180 @@
-//! Rate limiting (in progress).
+//! Rate limiting that stops floods without ever dropping a legitimate delivery (feature
+//! `rate-limit`).
+//!
+//! A webhook endpoint is public: anyone can flood it. But a sender treats a 4xx as "drop this
+//! event for good", and ElevenLabs counts every non-200 towards disabling the webhook. So the
+//! limits here turn floods away cheaply, *before* any body is read or any MAC computed, and
+//! never answer verified traffic with a 4xx.
+//!
+//! # Two places in the onion, two answers
+//!
+//! ```text
+//! request ─▶ NormalizeStatus ─▶ FailureLimit ─▶ RateLimit::per_client ─▶ VerifySignature ─▶ RateLimit::verified ─▶ handler
+//!                               429 blocked     429 + Retry-After          400/401             503 + Retry-After
+//! ```
+//!
+//! - [`RateLimitLayer::per_client`], in front of verification, keyed by client address
+//!   ([`ClientIp`]): a client over its rate gets **`429 Too Many Requests`** with problem code
+//!   `rate_limited` and `Retry-After` (whole seconds, rounded up, at least 1). Nothing behind it
+//!   runs: no body read, no MAC. A genuine sender only meets this limit if it is set below the
+//!   sender's real delivery rate; ElevenLabs' newer retry policy retries 429.
+//! - [`RateLimitLayer::verified`], behind verification, usually one [`GlobalKey`] bucket sized to
+//!   what the handler can take: traffic over it is genuine, so it gets a **retryable `503
+//!   Service Unavailable`** with problem code `throttled` and `Retry-After`, never a 4xx. It
+//!   can first wait a short, bounded time for a token ([`RateLimitLayer::wait_for_token`]).
+//! - [`FailureLimitLayer`] counts failed verifications (`400`/`401` from inside) per client
+//!   and blocks a client that keeps failing for a cooldown: `429` `client_blocked` +
+//!   `Retry-After`, answered before the request goes further, so its body is never read.
+//!
+//! Every answer the layers write is `application/problem+json` ([`crate::problem`]) with the
+//! [`ProblemCode`](crate::problem::ProblemCode) and a [`RateLimitExceeded`] in the response
+//! extensions.
+//!
+//! ```
+//! use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32, time::Duration};
+//! use bytes::Bytes;
+//! use hookgate::rate_limit::{ClientIp, FailureLimitLayer, FailurePolicy, GlobalKey, Rate, RateLimitLayer};
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let per_minute = |n| Rate::per_minute(NonZeroU32::new(n).unwrap());
+//! let handler = service_fn(|_req: Request<Full<Bytes>>| async {
+//!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+//! });
+//! let service = ServiceBuilder::new()
+//!     .layer(FailureLimitLayer::new(FailurePolicy::new(per_minute(10), Duration::from_secs(600))?, ClientIp::peer()))
+//!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer())?)
+//!     // .layer(VerifySignatureLayer::new(scheme))
+//!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey)?.wait_for_token(Duration::from_secs(1))?)
+//!     .service(handler);
+//!
+//! let from = |peer: [u8; 4]| {
+//!     let mut request = Request::post("/webhooks/elevenlabs").body(Full::new(Bytes::new())).unwrap();
+//!     request.extensions_mut().insert(SocketAddr::from((peer, 40_000))); // hyper: the accepted peer
+//!     request
+//! };
+//! let ok = service.clone().oneshot(from([203, 0, 113, 7])).await?;
+//! assert_eq!(ok.status(), StatusCode::OK);
+//! assert_eq!(ok.headers()["ratelimit-policy"], "\"client\";q=2;w=60");
+//! assert_eq!(ok.headers()["ratelimit"], "\"client\";r=1;t=30");
+//! assert_eq!(service.clone().oneshot(from([203, 0, 113, 7])).await?.status(), StatusCode::OK);
+//!
+//! let flood = service.clone().oneshot(from([203, 0, 113, 7])).await?;
+//! assert_eq!(flood.status(), StatusCode::TOO_MANY_REQUESTS);
+//! assert_eq!(flood.headers()["content-type"], "application/problem+json");
+//! let retry_after: u64 = flood.headers()["retry-after"].to_str()?.parse()?;
+//! assert!((1..=30).contains(&retry_after));
+//!
+//! // Another client has its own bucket.
+//! assert_eq!(service.clone().oneshot(from([198, 51, 100, 1])).await?.status(), StatusCode::OK);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Rates
+//!
+//! [`Rate::per_second(n)`](Rate::per_second) means *n requests per second* (likewise
+//! `per_minute`, `per_hour`, [`Rate::new`] for any period), refilled evenly (GCRA, on
+//! [governor](https://docs.rs/governor)), with a burst that defaults to `n`
+//! ([`Rate::burst`]). Over any `D` seconds a key is granted at most `burst + rate × D`.
+//!
+//! # Client addresses and proxies
+//!
+//! **Read this before deploying behind a load balancer, CDN or reverse proxy.**
+//!
+//! [`ClientIp`] keys by the **socket peer**. Behind a proxy every request comes from the proxy,
+//! so all clients share one bucket and a single flood blocks everyone, including the sender,
+//! unless you declare the proxy: [`ClientIp::behind_proxies`] with its CIDRs and the header it
+//! appends to ([`ForwardedHeader::XForwardedFor`] or RFC 7239 [`ForwardedHeader::Forwarded`]).
+//! The header is then walked **right to left** past trusted hops; the first untrusted address
+//! is the client.
+//!
+//! - **Never trust the leftmost entry**: it is whatever the client wrote. The walk never gets
+//!   to it unless every hop to its right is a trusted proxy.
+//! - **Never list a proxy you do not run** (or a CIDR wider than your proxies): anything in
+//!   the list can make up client addresses and move itself into any bucket.
+//! - Only the one header you name is read; a client can write the other one freely.
+//! - An untrusted peer is keyed by itself, whatever headers it sends.
+//! - IPv6 clients are keyed by their /64 ([`ClientIp::ipv6_prefix`]): one host can hold a whole
+//!   /64.
+//!
+//! The peer address comes from a [`SocketAddr`](std::net::SocketAddr) request extension (insert
+//! it when you accept a connection with hyper), from axum's `ConnectInfo<SocketAddr>` (feature
+//! `axum`, with `into_make_service_with_connect_info::<SocketAddr>()`), or from wherever
+//! [`ClientIp::peer_addr_with`] says (tonic's `TcpConnectInfo`, your own types).
+//!
+//! # Requests without a key
+//!
+//! A request whose client cannot be identified (no peer address; a trusted proxy that sent no
+//! forwarding header; an unparseable or `unknown` hop before any untrusted address) is never
+//! put in a shared bucket by accident. By default ([`OnMissingKey::Reject`]) it is answered
+//! `500` with problem code `client_unidentified` and logged at `warn`: that is a deployment
+//! error, and 5xx keeps the sender retrying until it is fixed. [`OnMissingKey::Allow`] lets
+//! such requests through unlimited instead. [`FailureLimitLayer`] lets them through.
+//!
+//! # Memory is bounded, with no housekeeping for you
+//!
+//! The in-memory [`MemoryStore`] (the default) evicts idle keys itself, in a sweep run inside a
+//! decision that adds a key, at most once per second, with no background task, and tracks at most
+//! [`MemoryStore::max_keys`] keys (100 000 by default; an IP-address key costs about 50 to 70
+//! bytes, map overhead included). At the cap, keys not yet tracked share one overflow bucket until a sweep
+//! frees room ([`Decision::is_overflow`]), so a flood of a million spoofed addresses costs a
+//! bounded map, not a growing one. [`FailureLimitLayer`] bounds its block list the same way.
+//!
+//! # `RateLimit-Policy` and `RateLimit` headers
+//!
+//! Both limiters add the headers of the IETF draft *RateLimit header fields for HTTP*, in the
+//! structured-field form of
+//! [draft-ietf-httpapi-ratelimit-headers-10](https://datatracker.ietf.org/doc/draft-ietf-httpapi-ratelimit-headers/10/)
+//! (the form in use since -08), to every answer while enforcing:
+//!
+//! ```text
+//! RateLimit-Policy: "client";q=120;w=60      (policy "client" or "verified": q requests per w seconds)
+//! RateLimit: "client";r=17;t=52              (r more requests now; full again after t seconds)
+//! ```
+//!
+//! On a rejection `r=0` and `t` is the wait until the next request may pass (as `Retry-After`).
+//!
+//! # Shadow mode
+//!
+//! [`RateLimitLayer::shadow`] and [`FailurePolicy::shadow`] count as usual but never reject:
+//! a request over the limit goes on with a [`RateLimitExceeded`] (`enforced: false`) in its
+//! request and response extensions and a `debug` trace on target `hookgate::rate_limit`. No
+//! rate-limit headers are added. Use it to try a rate on real traffic first.
+//!
+//! # Shared stores
+//!
+//! Limiter state lives behind [`RateLimitStore`], so several gateway instances can share one
+//! limit through a store such as Redis. A store that decides synchronously returns
+//! [`Check::Ready`]; one that must wait returns its own future in [`Check::Pending`] (no boxed
+//! future per request either way). When a store fails, the layer fails open by default
+//! ([`OnStoreError`]).
+//!
+//! # Testing
+//!
+//! [`MemoryStore::with_clock`] and [`FailureLimitLayer::with_clock`] take any governor clock:
+//! governor's `FakeRelativeClock` for deterministic tests, [`TokioClock`] to follow
+//! `tokio::time::pause`/`advance` together with the verified limiter's waits.
+
+mod clock;
+mod failure;
+mod future;
+mod key;
+mod layer;
+mod rate;
+mod service;
+mod store;
+
+pub use self::{
+    clock::TokioClock,
+    failure::{FailureLimit, FailureLimitLayer, FailurePolicy, FailureResponseFuture},
+    future::ResponseFuture,
+    key::{ClientIp, ForwardedHeader, GlobalKey, HeaderKey, KeyExtractor, MissingKey, PeerAddrFn},
+    layer::{OnMissingKey, OnStoreError, RateLimitLayer, MAX_WAIT_FOR_TOKEN},
+    rate::Rate,
+    service::{RateLimit, RateLimitExceeded},
+    store::{Check, Decision, MemoryStore, RateLimitStore, StoreError},
+};

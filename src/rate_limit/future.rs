@@ -1,0 +1,252 @@
+//! [`ResponseFuture`] of [`RateLimit`](super::RateLimit).
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{
+    service::{RateHeaders, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY},
+    Check, Decision, KeyExtractor, RateLimitExceeded, RateLimitStore, StoreError,
+};
+use crate::body::ResponseBody;
+
+pin_project! {
+    /// Response future of [`RateLimit`](super::RateLimit).
+    pub struct ResponseFuture<S, ReqBody, E, St>
+    where
+        S: Service<Request<ReqBody>>,
+        E: KeyExtractor,
+        St: RateLimitStore<E::Key>,
+    {
+        #[pin]
+        kind: Kind<S, ReqBody, E, St>,
+    }
+}
+
+impl<S, ReqBody, E, St> ResponseFuture<S, ReqBody, E, St>
+where
+    S: Service<Request<ReqBody>>,
+    E: KeyExtractor,
+    St: RateLimitStore<E::Key>,
+{
+    pub(crate) fn new(kind: Kind<S, ReqBody, E, St>) -> Self {
+        Self { kind }
+    }
+}
+
+impl<S, ReqBody, E, St> fmt::Debug for ResponseFuture<S, ReqBody, E, St>
+where
+    S: Service<Request<ReqBody>>,
+    E: KeyExtractor,
+    St: RateLimitStore<E::Key>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Rejected { .. } => "rejected",
+            Kind::Checking { .. } => "checking",
+            Kind::Waiting { .. } => "waiting",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    pub(crate) enum Kind<S, ReqBody, E, St>
+    where
+        S: Service<Request<ReqBody>>,
+        E: KeyExtractor,
+        St: RateLimitStore<E::Key>,
+    {
+        Inner {
+            #[pin]
+            future: S::Future,
+            headers: Option<RateHeaders>,
+            exceeded: Option<RateLimitExceeded>,
+        },
+        Rejected {
+            rejection: Option<Rejection>,
+        },
+        Checking {
+            #[pin]
+            check: St::Future,
+            deferred: Option<Deferred<S, ReqBody, E, St>>,
+            may_wait: bool,
+        },
+        Waiting {
+            #[pin]
+            sleep: tokio::time::Sleep,
+            deferred: Option<Deferred<S, ReqBody, E, St>>,
+        },
+    }
+}
+
+impl<S, ReqBody, E, St> Kind<S, ReqBody, E, St>
+where
+    S: Service<Request<ReqBody>>,
+    E: KeyExtractor,
+    St: RateLimitStore<E::Key>,
+{
+    pub(crate) fn inner(
+        future: S::Future,
+        headers: Option<RateHeaders>,
+        exceeded: Option<RateLimitExceeded>,
+    ) -> Self {
+        Self::Inner {
+            future,
+            headers,
+            exceeded,
+        }
+    }
+
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
+        Self::Rejected {
+            rejection: Some(rejection),
+        }
+    }
+
+    pub(crate) fn checking(
+        check: St::Future,
+        deferred: Deferred<S, ReqBody, E, St>,
+        may_wait: bool,
+    ) -> Self {
+        Self::Checking {
+            check,
+            deferred: Some(deferred),
+            may_wait,
+        }
+    }
+
+    pub(crate) fn waiting(wait: Duration, deferred: Deferred<S, ReqBody, E, St>) -> Self {
+        Self::Waiting {
+            sleep: tokio::time::sleep(wait),
+            deferred: Some(deferred),
+        }
+    }
+}
+
+/// A request whose decision is still to come: the readied inner service, the request, its key.
+pub(crate) struct Deferred<S, ReqBody, E, St>
+where
+    E: KeyExtractor,
+{
+    inner: S,
+    request: Request<ReqBody>,
+    key: E::Key,
+    shared: Arc<Shared<E, St>>,
+}
+
+impl<S, ReqBody, E, St> Deferred<S, ReqBody, E, St>
+where
+    S: Service<Request<ReqBody>>,
+    E: KeyExtractor,
+    St: RateLimitStore<E::Key>,
+{
+    pub(crate) fn new(
+        inner: S,
+        request: Request<ReqBody>,
+        key: E::Key,
+        shared: &Arc<Shared<E, St>>,
+    ) -> Self {
+        Self {
+            inner,
+            request,
+            key,
+            shared: Arc::clone(shared),
+        }
+    }
+
+    fn resume(
+        self,
+        result: Result<Decision, StoreError>,
+        may_wait: bool,
+    ) -> Kind<S, ReqBody, E, St> {
+        match self.shared.judge(result, may_wait) {
+            Verdict::Pass { headers, exceeded } => {
+                let Self {
+                    mut inner,
+                    mut request,
+                    ..
+                } = self;
+                if let Some(exceeded) = exceeded {
+                    request.extensions_mut().insert(exceeded);
+                }
+                Kind::inner(inner.call(request), headers, exceeded)
+            }
+            Verdict::Reject(rejection) => Kind::rejected(rejection),
+            Verdict::Wait(wait) => Kind::waiting(wait, self),
+        }
+    }
+
+    /// After a wait: one more decision, without waiting again.
+    fn retry(self) -> Kind<S, ReqBody, E, St> {
+        match self.shared.store.check(&self.key) {
+            Check::Ready(result) => self.resume(result, false),
+            Check::Pending(check) => Kind::checking(check, self, false),
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody, E, St> Future for ResponseFuture<S, ReqBody, E, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    E: KeyExtractor,
+    St: RateLimitStore<E::Key>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut kind = self.project().kind;
+        loop {
+            let next = match kind.as_mut().project() {
+                KindProj::Inner {
+                    future,
+                    headers,
+                    exceeded,
+                } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some((policy, limit)) = headers.take() {
+                        let map = response.headers_mut();
+                        map.insert(RATELIMIT_POLICY.clone(), policy);
+                        map.insert(RATELIMIT.clone(), limit);
+                    }
+                    if let Some(exceeded) = exceeded.take() {
+                        response.extensions_mut().insert(exceeded);
+                    }
+                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                }
+                KindProj::Rejected { rejection } => {
+                    let rejection = rejection.take().expect("future polled after completion");
+                    return Poll::Ready(Ok(rejection.into_response()));
+                }
+                KindProj::Checking {
+                    check,
+                    deferred,
+                    may_wait,
+                } => {
+                    let result = ready!(check.poll(cx));
+                    let deferred = deferred.take().expect("future polled after completion");
+                    deferred.resume(result, *may_wait)
+                }
+                KindProj::Waiting { sleep, deferred } => {
+                    ready!(sleep.poll(cx));
+                    let deferred = deferred.take().expect("future polled after completion");
+                    deferred.retry()
+                }
+            };
+            kind.set(next);
+        }
+    }
+}

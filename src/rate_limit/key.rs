@@ -1,0 +1,654 @@
+//! Which bucket a request counts against: the [`KeyExtractor`] trait and its implementations.
+
+use std::{
+    fmt,
+    hash::Hash,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
+};
+
+use http::{header::HeaderName, Extensions, HeaderMap, HeaderValue, Request};
+use ipnet::IpNet;
+
+use crate::ConfigError;
+
+/// Finds the key a request is counted under: the client address, a header value, one global
+/// bucket, or anything you write.
+///
+/// An extractor that cannot find a key returns [`MissingKey`]; the layer then answers as its
+/// [`OnMissingKey`](super::OnMissingKey) setting says. It never silently puts such requests in
+/// a shared bucket.
+///
+/// ```
+/// use hookgate::rate_limit::{KeyExtractor, MissingKey};
+/// use http::Request;
+///
+/// /// Counts requests per tenant, from the path `/webhooks/{tenant}`.
+/// #[derive(Clone, Debug)]
+/// struct Tenant;
+///
+/// impl KeyExtractor for Tenant {
+///     type Key = String;
+///
+///     fn extract<B>(&self, request: &Request<B>) -> Result<String, MissingKey> {
+///         request
+///             .uri()
+///             .path()
+///             .strip_prefix("/webhooks/")
+///             .filter(|tenant| !tenant.is_empty() && tenant.len() <= 64)
+///             .map(str::to_owned)
+///             .ok_or(MissingKey::new("no tenant in the path"))
+///     }
+/// }
+///
+/// let request = Request::post("/webhooks/acme").body(()).unwrap();
+/// assert_eq!(Tenant.extract(&request).unwrap(), "acme");
+/// let request = Request::post("/other").body(()).unwrap();
+/// assert_eq!(Tenant.extract(&request).unwrap_err().reason(), "no tenant in the path");
+/// ```
+pub trait KeyExtractor {
+    /// The key: keep it small, every tracked key is held in memory.
+    type Key: Clone + Hash + Eq + fmt::Debug + Send + Sync + 'static;
+
+    /// The key for this request, or why there is none.
+    ///
+    /// # Errors
+    ///
+    /// [`MissingKey`] when the request carries nothing to key it by.
+    fn extract<B>(&self, request: &Request<B>) -> Result<Self::Key, MissingKey>;
+}
+
+/// Why a [`KeyExtractor`] found no key for a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MissingKey {
+    reason: &'static str,
+}
+
+impl MissingKey {
+    /// A missing key with a short reason (logged, never sent to the client).
+    #[must_use]
+    pub const fn new(reason: &'static str) -> Self {
+        Self { reason }
+    }
+
+    /// The reason the key is missing.
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        self.reason
+    }
+}
+
+impl fmt::Display for MissingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason)
+    }
+}
+
+/// One bucket for every request: a global limit.
+///
+/// ```
+/// use hookgate::rate_limit::{GlobalKey, KeyExtractor};
+///
+/// let request = http::Request::new(());
+/// assert_eq!(GlobalKey.extract(&request), Ok(()));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalKey;
+
+impl KeyExtractor for GlobalKey {
+    type Key = ();
+
+    fn extract<B>(&self, _request: &Request<B>) -> Result<(), MissingKey> {
+        Ok(())
+    }
+}
+
+/// Keys requests by the value of one header, e.g. an API key or a tenant id set by a trusted
+/// gateway.
+///
+/// A request without the header, or with a value longer than
+/// [`max_len`](HeaderKey::max_len) bytes (default 128), has no key. Values are held in memory
+/// as the key, so keep them short; they are never logged.
+///
+/// **Any client can send any header value**: key by a header only when something you trust has
+/// set or checked it, or accept that a client can pick its own bucket.
+///
+/// ```
+/// use hookgate::rate_limit::{HeaderKey, KeyExtractor};
+/// use http::{HeaderName, Request};
+///
+/// let key = HeaderKey::new(HeaderName::from_static("x-tenant"));
+/// let request = Request::builder().header("x-tenant", "acme").body(()).unwrap();
+/// assert_eq!(key.extract(&request).unwrap(), "acme");
+/// assert!(key.extract(&Request::new(())).is_err());
+/// ```
+#[derive(Clone, Debug)]
+pub struct HeaderKey {
+    name: HeaderName,
+    max_len: usize,
+}
+
+impl HeaderKey {
+    /// Keys by the value of the header `name`.
+    #[must_use]
+    pub fn new(name: HeaderName) -> Self {
+        Self { name, max_len: 128 }
+    }
+
+    /// The longest value accepted as a key, in bytes; longer values have no key.
+    #[must_use]
+    pub fn max_len(mut self, bytes: usize) -> Self {
+        self.max_len = bytes;
+        self
+    }
+}
+
+impl KeyExtractor for HeaderKey {
+    type Key = HeaderValue;
+
+    fn extract<B>(&self, request: &Request<B>) -> Result<HeaderValue, MissingKey> {
+        match request.headers().get(&self.name) {
+            Some(value) if value.len() <= self.max_len => Ok(value.clone()),
+            Some(_) => Err(MissingKey::new("key header value too long")),
+            None => Err(MissingKey::new("key header missing")),
+        }
+    }
+}
+
+/// Which forwarding header the trusted proxies in front of you append the client address to.
+///
+/// Only one is read: if your proxy writes `X-Forwarded-For`, a client could fill in `Forwarded`
+/// with anything it likes, and the other way round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2` (addresses, optionally with a port; IPv6 may be
+    /// bracketed).
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=192.0.2.60;proto=https, for="[2001:db8::1]:4711"`.
+    Forwarded,
+}
+
+/// Finds the socket peer address in a request's extensions.
+pub type PeerAddrFn = fn(&Extensions) -> Option<SocketAddr>;
+
+/// Keys requests by the client's IP address.
+///
+/// # Which address
+///
+/// The client is the **socket peer**, read from a [`SocketAddr`] request extension (and, with the
+/// `axum` feature, from axum's `ConnectInfo<SocketAddr>`, which
+/// `into_make_service_with_connect_info::<SocketAddr>()` sets). With hyper, insert the peer
+/// yourself when you accept the connection (`request.extensions_mut().insert(peer)`); with tonic
+/// or anything else, tell the extractor where to look with
+/// [`peer_addr_with`](ClientIp::peer_addr_with).
+///
+/// Only when the peer is one of your **trusted proxies** (a CIDR list) is the forwarding header
+/// read, walked **right to left** past trusted hops: the first address that is not a trusted
+/// proxy is the client. The leftmost entry is whatever the client wrote and is never trusted
+/// for that reason alone. A request from an untrusted peer is keyed by the peer, whatever
+/// headers it sends.
+///
+/// # No key
+///
+/// The client is unidentified ([`MissingKey`]) when no peer address is found, when a trusted
+/// proxy sent no forwarding header, or when the walk meets an entry it cannot parse (including
+/// `unknown` and obfuscated RFC 7239 identifiers) before an untrusted address. If every hop is
+/// trusted, the leftmost one is the client.
+///
+/// # IPv6
+///
+/// One host owns a whole IPv6 /64 and can change its address within it at will, so IPv6 clients
+/// are keyed by their /64 prefix ([`ipv6_prefix`](ClientIp::ipv6_prefix) changes it). IPv4-mapped
+/// IPv6 addresses (`::ffff:192.0.2.1`, seen on dual-stack sockets) count as their IPv4 address.
+///
+/// ```
+/// use std::net::{IpAddr, SocketAddr};
+/// use hookgate::rate_limit::{ClientIp, ForwardedHeader, KeyExtractor};
+/// use http::Request;
+///
+/// let key = ClientIp::behind_proxies(["10.0.0.0/8"], ForwardedHeader::XForwardedFor).unwrap();
+///
+/// // From the proxy at 10.0.0.2: the client is the rightmost untrusted entry.
+/// let mut request = Request::builder()
+///     .header("x-forwarded-for", "6.6.6.6, 203.0.113.9, 10.0.0.7")
+///     .body(())
+///     .unwrap();
+/// request.extensions_mut().insert(SocketAddr::from(([10, 0, 0, 2], 41000)));
+/// assert_eq!(key.extract(&request).unwrap(), IpAddr::from([203, 0, 113, 9]));
+///
+/// // A direct, untrusted peer: its headers are ignored.
+/// request.extensions_mut().insert(SocketAddr::from(([198, 51, 100, 4], 41000)));
+/// assert_eq!(key.extract(&request).unwrap(), IpAddr::from([198, 51, 100, 4]));
+/// ```
+#[derive(Clone)]
+pub struct ClientIp {
+    trusted: Vec<IpNet>,
+    header: ForwardedHeader,
+    ipv6_prefix: u8,
+    peer: PeerAddrFn,
+}
+
+impl ClientIp {
+    /// The socket peer is the client; forwarding headers are ignored. Use this when clients
+    /// connect to you directly.
+    #[must_use]
+    pub fn peer() -> Self {
+        Self {
+            trusted: Vec::new(),
+            header: ForwardedHeader::XForwardedFor,
+            ipv6_prefix: 64,
+            peer: default_peer_addr,
+        }
+    }
+
+    /// Behind proxies: peers in `trusted` (CIDRs such as `"10.0.0.0/8"`, or single addresses)
+    /// are proxies whose `header` is believed, walked right to left.
+    ///
+    /// # Errors
+    ///
+    /// An entry that is neither a CIDR nor an IP address.
+    pub fn behind_proxies<I, S>(trusted: I, header: ForwardedHeader) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let trusted = trusted
+            .into_iter()
+            .map(|entry| {
+                let entry = entry.as_ref().trim();
+                entry
+                    .parse::<IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| {
+                        ConfigError::new(format!(
+                            "rate limit: trusted proxy {entry:?} is neither a CIDR nor an IP address"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            trusted,
+            header,
+            ..Self::peer()
+        })
+    }
+
+    /// Keys IPv6 clients by their first `bits` bits (default 64; 128 keys every address
+    /// separately).
+    ///
+    /// # Errors
+    ///
+    /// `bits` outside `1..=128`.
+    pub fn ipv6_prefix(mut self, bits: u8) -> Result<Self, ConfigError> {
+        if !(1..=128).contains(&bits) {
+            return Err(ConfigError::new(
+                "rate limit: the IPv6 prefix length must be between 1 and 128",
+            ));
+        }
+        self.ipv6_prefix = bits;
+        Ok(self)
+    }
+
+    /// Where to find the socket peer in the request's extensions, e.g. tonic's
+    /// `TcpConnectInfo`:
+    /// `|ext| ext.get::<TcpConnectInfo>().and_then(|info| info.remote_addr())`.
+    #[must_use]
+    pub fn peer_addr_with(mut self, peer: PeerAddrFn) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// The client key for a request from `peer` carrying `headers`: the walk described on
+    /// [`ClientIp`], then the IPv6 prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`MissingKey`] as described under *No key* on [`ClientIp`].
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Result<IpAddr, MissingKey> {
+        let peer = peer.to_canonical();
+        if !self.is_trusted(peer) {
+            return Ok(self.group(peer));
+        }
+        let name = match self.header {
+            ForwardedHeader::XForwardedFor => "x-forwarded-for",
+            ForwardedHeader::Forwarded => "forwarded",
+        };
+        let parse = match self.header {
+            ForwardedHeader::XForwardedFor => parse_x_forwarded_for_entry,
+            ForwardedHeader::Forwarded => parse_forwarded_element,
+        };
+        let mut leftmost = None;
+        // Lines in order, entries in order: the last entry of the last line is the nearest hop.
+        for line in headers.get_all(name).iter().rev() {
+            let Ok(line) = line.to_str() else {
+                return Err(MissingKey::new("unreadable forwarding header"));
+            };
+            // Splitting on every comma is right for the entries that matter: a trusted proxy
+            // writes addresses, which contain no commas. What a client wrote further left may
+            // split oddly, and is never reached before a well-formed untrusted address.
+            for entry in line.rsplit(',') {
+                match parse(entry) {
+                    Some(ip) => {
+                        let ip = ip.to_canonical();
+                        if !self.is_trusted(ip) {
+                            return Ok(self.group(ip));
+                        }
+                        leftmost = Some(ip);
+                    }
+                    None => return Err(MissingKey::new("unparseable forwarding header entry")),
+                }
+            }
+        }
+        leftmost
+            .map(|ip| self.group(ip))
+            .ok_or(MissingKey::new("trusted proxy sent no forwarding header"))
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    fn group(&self, ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => {
+                let bits = u32::from(self.ipv6_prefix);
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        }
+    }
+}
+
+impl Default for ClientIp {
+    fn default() -> Self {
+        Self::peer()
+    }
+}
+
+impl fmt::Debug for ClientIp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientIp")
+            .field("trusted", &self.trusted)
+            .field("header", &self.header)
+            .field("ipv6_prefix", &self.ipv6_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyExtractor for ClientIp {
+    type Key = IpAddr;
+
+    fn extract<B>(&self, request: &Request<B>) -> Result<IpAddr, MissingKey> {
+        let peer = (self.peer)(request.extensions()).ok_or(MissingKey::new(
+            "no socket peer address in the request extensions",
+        ))?;
+        self.resolve(peer.ip(), request.headers())
+    }
+}
+
+/// The default peer lookup: a plain `SocketAddr` extension, then axum's `ConnectInfo`.
+fn default_peer_addr(extensions: &Extensions) -> Option<SocketAddr> {
+    if let Some(addr) = extensions.get::<SocketAddr>() {
+        return Some(*addr);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
+        return Some(info.0);
+    }
+    None
+}
+
+/// One `X-Forwarded-For` entry: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`, `[2001:db8::1]`,
+/// `[2001:db8::1]:443`.
+pub(crate) fn parse_x_forwarded_for_entry(entry: &str) -> Option<IpAddr> {
+    parse_node(entry.trim())
+}
+
+/// One RFC 7239 `Forwarded` element (`for=...;proto=...`): its `for` node.
+pub(crate) fn parse_forwarded_element(element: &str) -> Option<IpAddr> {
+    let mut node = None;
+    for pair in element.split(';') {
+        if pair.trim().is_empty() {
+            continue; // `for=192.0.2.1;` or `;;`: empty pairs carry nothing
+        }
+        let (name, value) = pair.split_once('=')?;
+        if name.trim().eq_ignore_ascii_case("for") {
+            if node.is_some() {
+                return None; // two `for` parameters: ambiguous
+            }
+            let value = value.trim();
+            let value = match value.strip_prefix('"') {
+                Some(quoted) => quoted.strip_suffix('"')?,
+                None => value,
+            };
+            node = Some(value);
+        }
+    }
+    parse_node(node?)
+}
+
+fn parse_node(node: &str) -> Option<IpAddr> {
+    if let Some(rest) = node.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(is_port)) {
+            return None;
+        }
+        return inside.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    if let Ok(ip) = node.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    // `192.0.2.1:80`: only IPv4 may carry a port without brackets.
+    let (host, port) = node.rsplit_once(':')?;
+    if !is_port(port) {
+        return None;
+    }
+    host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+fn is_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.parse::<u16>().is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn headers(name: &'static str, values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    fn xff(trusted: &[&str]) -> ClientIp {
+        ClientIp::behind_proxies(trusted, ForwardedHeader::XForwardedFor).unwrap()
+    }
+
+    #[test]
+    fn node_forms_parse() {
+        assert_eq!(
+            parse_x_forwarded_for_entry(" 192.0.2.1 "),
+            Some(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            parse_x_forwarded_for_entry("192.0.2.1:8080"),
+            Some(ip("192.0.2.1"))
+        );
+        assert_eq!(
+            parse_x_forwarded_for_entry("2001:db8::1"),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            parse_x_forwarded_for_entry("[2001:db8::1]"),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            parse_x_forwarded_for_entry("[2001:db8::1]:443"),
+            Some(ip("2001:db8::1"))
+        );
+        for garbage in [
+            "",
+            "unknown",
+            "[2001:db8::1",
+            "[192.0.2.1]",
+            "1.2.3.4:",
+            "1.2.3.4:99999",
+            "[::1]x",
+            "_hidden",
+            "::1:80:",
+        ] {
+            assert_eq!(parse_x_forwarded_for_entry(garbage), None, "{garbage:?}");
+        }
+        assert_eq!(
+            parse_forwarded_element("for=192.0.2.60;proto=http;by=203.0.113.43"),
+            Some(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            parse_forwarded_element(" For=\"[2001:db8:cafe::17]:4711\""),
+            Some(ip("2001:db8:cafe::17"))
+        );
+        assert_eq!(
+            parse_forwarded_element("for=192.0.2.60;"),
+            Some(ip("192.0.2.60"))
+        );
+        assert_eq!(parse_forwarded_element(""), None);
+        assert_eq!(parse_forwarded_element("proto=https"), None);
+        assert_eq!(parse_forwarded_element("for=unknown"), None);
+        assert_eq!(parse_forwarded_element("for=_gazonk"), None);
+        assert_eq!(parse_forwarded_element("for=\"1.2.3.4"), None);
+        assert_eq!(parse_forwarded_element("for=1.2.3.4;for=5.6.7.8"), None);
+    }
+
+    #[test]
+    fn untrusted_peer_headers_are_ignored() {
+        let key = xff(&["10.0.0.0/8"]);
+        let map = headers("x-forwarded-for", &["10.1.1.1", "203.0.113.5"]);
+        assert_eq!(
+            key.resolve(ip("198.51.100.7"), &map),
+            Ok(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            ClientIp::peer().resolve(ip("10.0.0.1"), &map),
+            Ok(ip("10.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn walk_stops_at_the_first_untrusted_hop_from_the_right() {
+        let key = xff(&["10.0.0.0/8", "192.168.1.1"]);
+        let map = headers(
+            "x-forwarded-for",
+            &["1.1.1.1, 203.0.113.5", "192.168.1.1, 10.2.3.4"],
+        );
+        assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("203.0.113.5")));
+    }
+
+    #[test]
+    fn spoofed_leftmost_entries_do_not_move_the_client() {
+        let key = xff(&["10.0.0.0/8"]);
+        let honest = headers("x-forwarded-for", &["203.0.113.5"]);
+        for spoof in [
+            "1.2.3.4, 203.0.113.5",
+            "10.9.9.9, 203.0.113.5",
+            "garbage, not-an-ip, 203.0.113.5",
+            "[::1]:80, 203.0.113.5",
+            "\"for=1.2.3.4\", 203.0.113.5",
+        ] {
+            let spoofed = headers("x-forwarded-for", &[spoof]);
+            assert_eq!(
+                key.resolve(ip("10.0.0.1"), &spoofed),
+                key.resolve(ip("10.0.0.1"), &honest)
+            );
+        }
+    }
+
+    #[test]
+    fn trusted_peer_without_header_or_with_garbage_is_unidentified() {
+        let key = xff(&["10.0.0.0/8"]);
+        assert!(key.resolve(ip("10.0.0.1"), &HeaderMap::new()).is_err());
+        let map = headers("x-forwarded-for", &["203.0.113.5, bogus"]);
+        assert!(key.resolve(ip("10.0.0.1"), &map).is_err());
+        // The other header is never read.
+        let map = headers("forwarded", &["for=203.0.113.5"]);
+        assert!(key.resolve(ip("10.0.0.1"), &map).is_err());
+    }
+
+    #[test]
+    fn all_hops_trusted_gives_the_leftmost() {
+        let key = xff(&["10.0.0.0/8"]);
+        let map = headers("x-forwarded-for", &["10.5.5.5, 10.6.6.6"]);
+        assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("10.5.5.5")));
+    }
+
+    #[test]
+    fn forwarded_header_walks_the_same_way() {
+        let key = ClientIp::behind_proxies(
+            ["10.0.0.0/8", "2001:db8:ffff::/48"],
+            ForwardedHeader::Forwarded,
+        )
+        .unwrap();
+        let map = headers(
+            "forwarded",
+            &["for=6.6.6.6, for=\"[2001:db8:1:2::99]:4711\";proto=https, for=\"[2001:db8:ffff::1]\""],
+        );
+        assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("2001:db8:1:2::")));
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64_and_mapped_v4_is_v4() {
+        let key = ClientIp::peer();
+        let a = key
+            .resolve(ip("2001:db8:1:2:aaaa::1"), &HeaderMap::new())
+            .unwrap();
+        let b = key
+            .resolve(ip("2001:db8:1:2:bbbb::2"), &HeaderMap::new())
+            .unwrap();
+        let c = key
+            .resolve(ip("2001:db8:1:3::1"), &HeaderMap::new())
+            .unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            key.resolve(ip("::ffff:192.0.2.1"), &HeaderMap::new()),
+            Ok(ip("192.0.2.1"))
+        );
+        let exact = ClientIp::peer().ipv6_prefix(128).unwrap();
+        assert_ne!(
+            exact.resolve(ip("2001:db8:1:2::1"), &HeaderMap::new()),
+            exact.resolve(ip("2001:db8:1:2::2"), &HeaderMap::new())
+        );
+        assert!(ClientIp::peer().ipv6_prefix(0).is_err());
+        assert!(ClientIp::peer().ipv6_prefix(129).is_err());
+    }
+
+    #[test]
+    fn bad_trusted_entries_are_refused() {
+        assert!(ClientIp::behind_proxies(["10.0.0.0/33"], ForwardedHeader::Forwarded).is_err());
+        assert!(ClientIp::behind_proxies(["proxy.local"], ForwardedHeader::Forwarded).is_err());
+        assert!(
+            ClientIp::behind_proxies(["::1", "10.0.0.0/8"], ForwardedHeader::Forwarded).is_ok()
+        );
+    }
+
+    #[test]
+    fn missing_peer_is_unidentified() {
+        let request = Request::new(());
+        assert_eq!(
+            ClientIp::peer().extract(&request),
+            Err(MissingKey::new(
+                "no socket peer address in the request extensions"
+            ))
+        );
+        let custom =
+            ClientIp::peer().peer_addr_with(|_| Some(SocketAddr::from(([192, 0, 2, 9], 1))));
+        assert_eq!(custom.extract(&request), Ok(ip("192.0.2.9")));
+    }
+}

@@ -1,0 +1,366 @@
+//! [`RateLimit`]: the service made by [`RateLimitLayer`](super::RateLimitLayer).
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::{
+    future::{Deferred, Kind, ResponseFuture},
+    layer::Placement,
+    Check, Decision, KeyExtractor, OnMissingKey, OnStoreError, RateLimitStore, StoreError,
+};
+use crate::{
+    body::ResponseBody,
+    problem::{retry_after_secs, Problem, ProblemCode},
+};
+
+/// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers-10).
+pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// The `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-10).
+pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A request over the rate, recorded in the request extensions (shadow mode) and in the
+/// response extensions (shadow mode and rejections), for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RateLimitExceeded {
+    /// The policy name: `"client"` (before verification) or `"verified"`.
+    pub policy: &'static str,
+    /// When the key may make its next request.
+    pub retry_after: Duration,
+    /// `false` in shadow mode: the request was let through.
+    pub enforced: bool,
+}
+
+/// Enforces a rate limit on the inner service; made by [`RateLimitLayer`](super::RateLimitLayer).
+pub struct RateLimit<S, E, St> {
+    inner: S,
+    shared: Arc<Shared<E, St>>,
+}
+
+pub(crate) struct Shared<E, St> {
+    pub(crate) extractor: E,
+    pub(crate) store: Arc<St>,
+    pub(crate) placement: Placement,
+    pub(crate) enforce: bool,
+    pub(crate) max_wait: Duration,
+    pub(crate) on_missing_key: OnMissingKey,
+    pub(crate) on_store_error: OnStoreError,
+    pub(crate) policy: HeaderValue,
+}
+
+/// The headers added to an answer: `RateLimit-Policy` and `RateLimit`.
+pub(crate) type RateHeaders = (HeaderValue, HeaderValue);
+
+/// What to do with a request once the store has decided.
+pub(crate) enum Verdict {
+    Pass {
+        headers: Option<RateHeaders>,
+        exceeded: Option<RateLimitExceeded>,
+    },
+    Reject(Rejection),
+    Wait(Duration),
+}
+
+/// A complete answer written by the layer.
+#[derive(Debug)]
+pub(crate) struct Rejection {
+    pub(crate) problem: Problem,
+    pub(crate) headers: Option<RateHeaders>,
+    pub(crate) exceeded: Option<RateLimitExceeded>,
+}
+
+impl Rejection {
+    pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
+        let mut response = self.problem.into_response();
+        if let Some((policy, limit)) = self.headers {
+            response
+                .headers_mut()
+                .insert(RATELIMIT_POLICY.clone(), policy);
+            response.headers_mut().insert(RATELIMIT.clone(), limit);
+        }
+        if let Some(exceeded) = self.exceeded {
+            response.extensions_mut().insert(exceeded);
+        }
+        response
+    }
+}
+
+impl<E, St> Shared<E, St> {
+    fn headers(&self, remaining: u32, reset: Duration) -> RateHeaders {
+        // `"verified";r=4294967295;t=18446744073709551615` fits in 64 bytes. Written by hand:
+        // this runs on every allowed request, and `format!` costs more than the decision.
+        let mut buf = [0_u8; 64];
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        push(b"\"");
+        push(self.placement.policy_name().as_bytes());
+        push(b"\";r=");
+        push(decimal(u64::from(remaining), &mut [0; 20]));
+        push(b";t=");
+        push(decimal(reset_secs(reset), &mut [0; 20]));
+        let value = HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static(""));
+        (self.policy.clone(), value)
+    }
+
+    /// Turns a store's answer into what the layer does.
+    pub(crate) fn judge(&self, result: Result<Decision, StoreError>, may_wait: bool) -> Verdict {
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(error) => {
+                tracing::warn!(
+                    target: "hookgate::rate_limit",
+                    policy = self.placement.policy_name(),
+                    %error,
+                    "rate limit store failed"
+                );
+                return match self.on_store_error {
+                    OnStoreError::Reject => Verdict::Reject(Rejection {
+                        problem: Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            ProblemCode::LIMITER_UNAVAILABLE,
+                        )
+                        .with_retry_after(Duration::from_secs(1)),
+                        headers: None,
+                        exceeded: None,
+                    }),
+                    OnStoreError::Allow => Verdict::Pass {
+                        headers: None,
+                        exceeded: None,
+                    },
+                };
+            }
+        };
+        if decision.is_allowed() {
+            return Verdict::Pass {
+                headers: self
+                    .enforce
+                    .then(|| self.headers(decision.remaining(), decision.reset())),
+                exceeded: None,
+            };
+        }
+        let retry_after = decision.reset();
+        if !self.enforce {
+            tracing::debug!(
+                target: "hookgate::rate_limit",
+                policy = self.placement.policy_name(),
+                retry_after_ms = retry_after.as_millis() as u64,
+                overflow = decision.is_overflow(),
+                "rate limit exceeded (shadow mode: not enforced)"
+            );
+            return Verdict::Pass {
+                headers: None,
+                exceeded: Some(RateLimitExceeded {
+                    policy: self.placement.policy_name(),
+                    retry_after,
+                    enforced: false,
+                }),
+            };
+        }
+        if may_wait && !self.max_wait.is_zero() && retry_after <= self.max_wait {
+            return Verdict::Wait(retry_after);
+        }
+        tracing::debug!(
+            target: "hookgate::rate_limit",
+            policy = self.placement.policy_name(),
+            retry_after_ms = retry_after.as_millis() as u64,
+            overflow = decision.is_overflow(),
+            "rate limit exceeded"
+        );
+        let (status, code, detail) = match self.placement {
+            Placement::PerClient => (
+                StatusCode::TOO_MANY_REQUESTS,
+                ProblemCode::RATE_LIMITED,
+                "too many requests from this client; retry after the indicated delay",
+            ),
+            Placement::Verified => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::THROTTLED,
+                "verified deliveries are arriving faster than the configured rate; retry later",
+            ),
+        };
+        Verdict::Reject(Rejection {
+            problem: Problem::new(status, code)
+                .with_detail(detail)
+                .with_retry_after(retry_after),
+            headers: Some(self.headers(0, retry_after)),
+            exceeded: Some(RateLimitExceeded {
+                policy: self.placement.policy_name(),
+                retry_after,
+                enforced: true,
+            }),
+        })
+    }
+
+    fn unidentified(&self, reason: &'static str) -> Option<Rejection> {
+        tracing::warn!(
+            target: "hookgate::rate_limit",
+            policy = self.placement.policy_name(),
+            reason,
+            "rate limit key missing"
+        );
+        match self.on_missing_key {
+            OnMissingKey::Allow => None,
+            OnMissingKey::Reject => Some(Rejection {
+                problem: Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ProblemCode::CLIENT_UNIDENTIFIED,
+                )
+                .with_detail("the receiver could not identify the client for rate limiting"),
+                headers: None,
+                exceeded: None,
+            }),
+        }
+    }
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
+    }
+}
+
+/// Whole seconds for the `t` parameter: rounded up; 0 only for no wait at all.
+fn reset_secs(reset: Duration) -> u64 {
+    if reset.is_zero() {
+        0
+    } else {
+        retry_after_secs(reset)
+    }
+}
+
+impl<S, E, St> RateLimit<S, E, St> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<E, St>>) -> Self {
+        Self { inner, shared }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service, consuming the limiter.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, E, St> Clone for RateLimit<S, E, St> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S: fmt::Debug, E: fmt::Debug, St: fmt::Debug> fmt::Debug for RateLimit<S, E, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("extractor", &self.shared.extractor)
+            .field("store", &self.shared.store)
+            .field("placement", &self.shared.placement)
+            .field("enforce", &self.shared.enforce)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, E, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, E, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    E: KeyExtractor,
+    St: RateLimitStore<E::Key>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody, E, St>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let shared = &self.shared;
+        let key = match shared.extractor.extract(&request) {
+            Ok(key) => key,
+            Err(missing) => {
+                return match shared.unidentified(missing.reason()) {
+                    Some(rejection) => ResponseFuture::new(Kind::rejected(rejection)),
+                    None => ResponseFuture::new(Kind::inner(self.inner.call(request), None, None)),
+                }
+            }
+        };
+        let verdict = match shared.store.check(&key) {
+            Check::Ready(result) => shared.judge(result, true),
+            Check::Pending(check) => {
+                let inner = self.take_ready_inner();
+                let deferred = Deferred::new(inner, request, key, &self.shared);
+                return ResponseFuture::new(Kind::checking(check, deferred, true));
+            }
+        };
+        match verdict {
+            Verdict::Pass { headers, exceeded } => {
+                if let Some(exceeded) = exceeded {
+                    request.extensions_mut().insert(exceeded);
+                }
+                ResponseFuture::new(Kind::inner(self.inner.call(request), headers, exceeded))
+            }
+            Verdict::Reject(rejection) => ResponseFuture::new(Kind::rejected(rejection)),
+            Verdict::Wait(wait) => {
+                let inner = self.take_ready_inner();
+                let deferred = Deferred::new(inner, request, key, &self.shared);
+                ResponseFuture::new(Kind::waiting(wait, deferred))
+            }
+        }
+    }
+}
+
+impl<S: Clone, E, St> RateLimit<S, E, St> {
+    /// The service `poll_ready` readied, leaving a fresh clone in its place (the tower idiom for
+    /// calling it later from a future).
+    fn take_ready_inner(&mut self) -> S {
+        let clone = self.inner.clone();
+        std::mem::replace(&mut self.inner, clone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_writes_every_digit() {
+        for n in [0, 7, 10, 99, 1_000_007, u64::from(u32::MAX), u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn reset_is_whole_seconds_rounded_up_and_zero_only_when_full() {
+        assert_eq!(reset_secs(Duration::ZERO), 0);
+        assert_eq!(reset_secs(Duration::from_nanos(1)), 1);
+        assert_eq!(reset_secs(Duration::from_millis(29_500)), 30);
+    }
+}

@@ -1,0 +1,624 @@
+//! Where limiter state lives: the [`RateLimitStore`] trait and the in-memory [`MemoryStore`].
+
+use std::{
+    borrow::Cow,
+    error::Error,
+    fmt,
+    future::{Future, Ready},
+    hash::Hash,
+    num::NonZeroUsize,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use governor::{
+    clock::{Clock, DefaultClock, Reference},
+    middleware::{NoOpMiddleware, StateInformationMiddleware},
+    nanos::Nanos,
+    state::{keyed::ShrinkableKeyedStateStore, InMemoryState, NotKeyed, StateStore},
+    RateLimiter,
+};
+
+use super::Rate;
+use crate::ConfigError;
+
+/// The answer of a store for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    allowed: bool,
+    remaining: u32,
+    reset: Duration,
+    overflow: bool,
+}
+
+impl Decision {
+    /// The request may pass; `remaining` more could pass right now, and the key is back to its
+    /// full burst after `reset`.
+    #[must_use]
+    pub const fn allowed(remaining: u32, reset: Duration) -> Self {
+        Self {
+            allowed: true,
+            remaining,
+            reset,
+            overflow: false,
+        }
+    }
+
+    /// The request is over the rate; the next one may pass after `retry_after`.
+    #[must_use]
+    pub const fn denied(retry_after: Duration) -> Self {
+        Self {
+            allowed: false,
+            remaining: 0,
+            reset: retry_after,
+            overflow: false,
+        }
+    }
+
+    /// Marks a decision taken on the shared overflow bucket (the store was full).
+    #[must_use]
+    pub const fn in_overflow(mut self) -> Self {
+        self.overflow = true;
+        self
+    }
+
+    /// Whether the request may pass.
+    #[must_use]
+    pub const fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// How many more requests the key could make right now.
+    #[must_use]
+    pub const fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// Allowed: when the key is back to its full burst. Denied: when the next request may pass.
+    #[must_use]
+    pub const fn reset(&self) -> Duration {
+        self.reset
+    }
+
+    /// Whether the decision was taken on the overflow bucket shared by keys that arrived while
+    /// the store was full.
+    #[must_use]
+    pub const fn is_overflow(&self) -> bool {
+        self.overflow
+    }
+}
+
+/// A store could not decide (e.g. a shared store is unreachable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError {
+    message: Cow<'static, str>,
+}
+
+impl StoreError {
+    /// An error with a message for logs (never sent to the client).
+    #[must_use]
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for StoreError {}
+
+/// A store's answer: at once (in-memory stores), or later (a store across the network).
+#[derive(Debug)]
+pub enum Check<F> {
+    /// The decision, taken synchronously; the layer then needs no future of its own.
+    Ready(Result<Decision, StoreError>),
+    /// A decision to wait for.
+    Pending(F),
+}
+
+/// Holds the rate-limiting state of every key: in memory ([`MemoryStore`], the default) or in a
+/// store shared by several instances.
+///
+/// `check` counts one request against `key` and decides. A store that answers at once returns
+/// [`Check::Ready`]; one that must wait returns its own future type in [`Check::Pending`], so
+/// no future is boxed per request.
+pub trait RateLimitStore<K> {
+    /// The future of a decision the store cannot take synchronously.
+    type Future: Future<Output = Result<Decision, StoreError>>;
+
+    /// Counts one request against `key`.
+    fn check(&self, key: &K) -> Check<Self::Future>;
+
+    /// The rate this store enforces (for the `RateLimit-Policy` header).
+    fn rate(&self) -> Rate;
+}
+
+/// The in-memory store: one [governor] GCRA state (8 bytes) per key in a concurrent map.
+///
+/// # Bounded memory, no housekeeping
+///
+/// - Keys whose state is indistinguishable from a fresh key (idle for as long as it takes to
+///   refill their burst) are evicted by the store itself, in a sweep run inside a decision that
+///   adds a key (or meets the cap), at most once per
+///   [`sweep_interval`](MemoryStore::sweep_interval) (default 1 s). No background task.
+/// - At most [`max_keys`](MemoryStore::max_keys) keys (default 100 000) are tracked. **At the
+///   cap**, a key that is not yet tracked is counted against one shared *overflow* bucket with
+///   the same rate until a sweep frees room, and its decision says so
+///   ([`Decision::is_overflow`]); tracked keys keep their own buckets. A flood of distinct
+///   (spoofed) keys therefore shares one bucket instead of growing memory. The cap may be
+///   exceeded by at most one key per concurrently running decision.
+///
+/// [governor]: https://docs.rs/governor
+///
+/// ```
+/// use std::{num::NonZeroU32, num::NonZeroUsize, time::Duration};
+/// use governor::clock::FakeRelativeClock;
+/// use hookgate::rate_limit::{Check, MemoryStore, Rate, RateLimitStore};
+///
+/// let clock = FakeRelativeClock::default();
+/// let store = MemoryStore::with_clock(Rate::per_second(NonZeroU32::new(2).unwrap()), clock.clone())
+///     .unwrap()
+///     .max_keys(NonZeroUsize::new(10_000).unwrap());
+/// let decide = |key: &str| match store.check(&key.to_owned()) {
+///     Check::Ready(decision) => decision.unwrap(),
+///     Check::Pending(_) => unreachable!("the memory store always answers at once"),
+/// };
+/// assert!(decide("a").is_allowed());
+/// assert!(decide("a").is_allowed());
+/// let denied = decide("a");
+/// assert!(!denied.is_allowed());
+/// assert_eq!(denied.reset(), Duration::from_millis(500));
+/// assert!(decide("b").is_allowed()); // another key, another bucket
+/// clock.advance(Duration::from_millis(500));
+/// assert!(decide("a").is_allowed());
+/// ```
+pub struct MemoryStore<K, C = DefaultClock>
+where
+    K: Hash + Eq + Clone,
+    C: Clock,
+{
+    keyed: RateLimiter<K, BoundedStateStore<K>, C, StateInformationMiddleware>,
+    // The same map the limiter holds (`RateLimiter` does not lend its store).
+    map: Arc<BoundedMap<K>>,
+    overflow: RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>,
+    rate: Rate,
+    max_keys: usize,
+    sweep_interval: Nanos,
+    start: C::Instant,
+    last_sweep: AtomicU64,
+}
+
+impl<K> MemoryStore<K>
+where
+    K: Hash + Eq + Clone,
+{
+    /// A store enforcing `rate` per key, on the system's monotonic clock.
+    ///
+    /// # Errors
+    ///
+    /// A rate whose refill interval is below one nanosecond.
+    pub fn new(rate: Rate) -> Result<Self, ConfigError> {
+        Self::with_clock(rate, DefaultClock::default())
+    }
+}
+
+impl<K, C> MemoryStore<K, C>
+where
+    K: Hash + Eq + Clone,
+    C: Clock + Clone,
+{
+    /// A store on the given clock, e.g. governor's `FakeRelativeClock` in tests, or
+    /// [`TokioClock`](super::TokioClock) to follow tokio's (pausable) time.
+    ///
+    /// # Errors
+    ///
+    /// A rate whose refill interval is below one nanosecond.
+    pub fn with_clock(rate: Rate, clock: C) -> Result<Self, ConfigError> {
+        let quota = rate.to_quota()?;
+        let start = clock.now();
+        let map = Arc::new(BoundedMap::default());
+        Ok(Self {
+            keyed: RateLimiter::<_, _, _, NoOpMiddleware<C::Instant>>::new(
+                quota,
+                BoundedStateStore(Arc::clone(&map)),
+                clock.clone(),
+            )
+            .with_middleware::<StateInformationMiddleware>(),
+            map,
+            overflow: RateLimiter::<_, _, _, NoOpMiddleware<C::Instant>>::new(
+                quota,
+                InMemoryState::default(),
+                clock,
+            )
+            .with_middleware::<StateInformationMiddleware>(),
+            rate,
+            max_keys: 100_000,
+            sweep_interval: Nanos::from(Duration::from_secs(1)),
+            start,
+            last_sweep: AtomicU64::new(0),
+        })
+    }
+}
+
+impl<K, C> MemoryStore<K, C>
+where
+    K: Hash + Eq + Clone,
+    C: Clock,
+{
+    /// The most keys tracked at once (default 100 000); see the type docs for what happens at
+    /// the cap. An IP-address key costs about 50 to 70 bytes with the map's spare room
+    /// (`examples/rate_limit_memory.rs` measures it), so the default cap holds under 10 MiB.
+    #[must_use]
+    pub fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
+        self.max_keys = max_keys.get();
+        self
+    }
+
+    /// The least time between two sweeps of idle keys (default 1 s). A sweep visits every
+    /// tracked key, inside the decision that triggers it: one that adds a new key or finds the
+    /// store full.
+    #[must_use]
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = Nanos::from(interval);
+        self
+    }
+
+    /// The number of keys tracked now.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.keyed.len()
+    }
+
+    /// Whether no key is tracked.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Evicts idle keys now (the store also does this by itself).
+    pub fn sweep(&self) {
+        self.keyed.retain_recent();
+    }
+
+    /// Counts one request against `key` and decides, at once.
+    pub fn decide(&self, key: &K) -> Decision {
+        let len_before = self.len();
+        let mut at_cap = false;
+        if len_before >= self.max_keys && !self.keyed_contains(key) {
+            self.maybe_sweep(self.keyed.clock().now());
+            at_cap = self.len() >= self.max_keys;
+        }
+        let outcome = if at_cap {
+            self.overflow.check()
+        } else {
+            self.keyed.check_key(key)
+        };
+        let decision = match outcome {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let missing = self.rate.burst_size().get().saturating_sub(remaining);
+                Decision::allowed(remaining, self.rate.replenish_interval() * missing)
+            }
+            Err(not_until) => Decision::denied(not_until.wait_time_from(self.keyed.clock().now())),
+        };
+        if at_cap {
+            return decision.in_overflow();
+        }
+        // Memory only grows when a key is added: that is when idle keys are swept (the clock
+        // is read for it only then, keeping the common path to governor's own reading).
+        if self.len() > len_before {
+            self.maybe_sweep(self.keyed.clock().now());
+        }
+        decision
+    }
+
+    fn keyed_contains(&self, key: &K) -> bool {
+        self.map.map.contains_key(key)
+    }
+
+    fn maybe_sweep(&self, now: C::Instant) {
+        let elapsed = u64::from(now.duration_since(self.start));
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if elapsed.saturating_sub(last) >= u64::from(self.sweep_interval)
+            && self
+                .last_sweep
+                .compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.keyed.retain_recent();
+        }
+    }
+}
+
+impl<K, C> fmt::Debug for MemoryStore<K, C>
+where
+    K: Hash + Eq + Clone,
+    C: Clock,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("rate", &self.rate)
+            .field("keys", &self.len())
+            .field("max_keys", &self.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, C> RateLimitStore<K> for MemoryStore<K, C>
+where
+    K: Hash + Eq + Clone,
+    C: Clock,
+{
+    type Future = Ready<Result<Decision, StoreError>>;
+
+    fn check(&self, key: &K) -> Check<Self::Future> {
+        Check::Ready(Ok(self.decide(key)))
+    }
+
+    fn rate(&self) -> Rate {
+        self.rate
+    }
+}
+
+/// governor's keyed state, with an exact key count so the cap costs no map scan.
+struct BoundedMap<K> {
+    map: DashMap<K, InMemoryState>,
+    len: AtomicUsize,
+}
+
+/// The [`StateStore`] handed to governor: a shared handle on the map.
+struct BoundedStateStore<K>(Arc<BoundedMap<K>>);
+
+impl<K: Hash + Eq> Default for BoundedMap<K> {
+    fn default() -> Self {
+        Self {
+            map: DashMap::new(),
+            len: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> StateStore for BoundedStateStore<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let this = &*self.0;
+        if let Some(state) = this.map.get(key) {
+            return state.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        let state = this.map.entry(key.clone()).or_insert_with(|| {
+            this.len.fetch_add(1, Ordering::Relaxed);
+            InMemoryState::default()
+        });
+        state.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for BoundedStateStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let this = &*self.0;
+        let before = this.len.load(Ordering::Relaxed);
+        let mut removed = 0;
+        this.map.retain(|_, state| {
+            // Reads the theoretical arrival time without changing it: the closure refuses.
+            let tat = state
+                .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>)
+                .err()
+                .flatten();
+            let keep = tat.is_some_and(|tat| tat > drop_below);
+            removed += usize::from(!keep);
+            keep
+        });
+        this.len.fetch_sub(removed, Ordering::Relaxed);
+        if removed > 0 && this.map.capacity() > 4 * before.saturating_sub(removed).max(64) {
+            this.map.shrink_to_fit();
+        }
+    }
+
+    fn shrink_to_fit(&self) {
+        self.0.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.0.len.load(Ordering::Relaxed)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{num::NonZeroU32, thread};
+
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn nz(n: u32) -> NonZeroU32 {
+        NonZeroU32::new(n).unwrap()
+    }
+
+    fn store(rate: Rate, clock: &FakeRelativeClock) -> MemoryStore<u64, FakeRelativeClock> {
+        MemoryStore::with_clock(rate, clock.clone()).unwrap()
+    }
+
+    /// Takes every request the key is granted right now.
+    fn drain(store: &MemoryStore<u64, FakeRelativeClock>, key: u64) -> u64 {
+        let mut granted = 0;
+        while store.decide(&key).is_allowed() {
+            granted += 1;
+        }
+        granted
+    }
+
+    #[test]
+    fn grants_exactly_rate_times_duration_plus_burst_over_fake_time() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(10)).burst(nz(5)), &clock);
+        let mut granted = drain(&store, 1);
+        assert_eq!(granted, 5);
+        // 30 s in uneven steps of 7 ms (the last step lands exactly on 30 s).
+        let mut elapsed = Duration::ZERO;
+        while elapsed < Duration::from_secs(30) {
+            let step = Duration::from_millis(7).min(Duration::from_secs(30) - elapsed);
+            clock.advance(step);
+            elapsed += step;
+            granted += drain(&store, 1);
+        }
+        assert_eq!(granted, 10 * 30 + 5);
+    }
+
+    #[test]
+    fn grants_exactly_rate_times_duration_plus_burst_for_a_per_minute_rate() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_minute(nz(120)).burst(nz(3)), &clock);
+        let mut granted = drain(&store, 9);
+        for _ in 0..600 {
+            clock.advance(Duration::from_millis(100));
+            granted += drain(&store, 9);
+        }
+        assert_eq!(granted, 2 * 60 + 3);
+    }
+
+    #[test]
+    fn keys_are_isolated() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(3)), &clock);
+        assert_eq!(drain(&store, 1), 3);
+        assert_eq!(drain(&store, 2), 3);
+        assert!(!store.decide(&1).is_allowed());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn denied_decisions_say_when_to_retry_and_allowed_ones_what_remains() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(4)), &clock);
+        let first = store.decide(&1);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (3, Duration::from_millis(250))
+        );
+        drain(&store, 1);
+        let denied = store.decide(&1);
+        assert!(!denied.is_allowed());
+        assert_eq!(denied.reset(), Duration::from_millis(250));
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(store.decide(&1).reset(), Duration::from_millis(150));
+    }
+
+    #[test]
+    fn concurrent_callers_on_one_key_never_over_grant() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(50)).burst(nz(100)), &clock);
+        let granted: u64 = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..2_000).filter(|_| store.decide(&7).is_allowed()).count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 100);
+        clock.advance(Duration::from_secs(1));
+        let granted: u64 = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..2_000).filter(|_| store.decide(&7).is_allowed()).count() as u64
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 50);
+    }
+
+    #[test]
+    fn idle_keys_are_evicted_by_the_store_itself() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(2)), &clock).sweep_interval(Duration::from_secs(5));
+        for key in 0..1_000 {
+            store.decide(&key);
+        }
+        store.decide(&5_000);
+        store.decide(&5_000);
+        assert_eq!(store.len(), 1_001);
+        // Refilled after 1 s, but the next sweep is only due after 5 s.
+        clock.advance(Duration::from_secs(2));
+        store.decide(&5_000);
+        store.decide(&6_000);
+        assert_eq!(store.len(), 1_002);
+        clock.advance(Duration::from_secs(3));
+        store.decide(&5_000);
+        assert_eq!(store.len(), 1_002, "known keys never trigger a sweep");
+        store.decide(&6_001); // a new key: sweeps, only the keys in use stay
+        assert_eq!(store.len(), 2);
+        // An evicted key starts fresh with its full burst.
+        assert_eq!(drain(&store, 3), 2);
+    }
+
+    #[test]
+    fn a_key_in_use_is_not_evicted() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_minute(nz(1)), &clock).sweep_interval(Duration::ZERO);
+        assert!(store.decide(&1).is_allowed());
+        clock.advance(Duration::from_secs(30));
+        store.decide(&2); // sweeps: key 1 is still refilling, so it stays and stays limited
+        assert!(!store.decide(&1).is_allowed());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn at_the_cap_new_keys_share_the_overflow_bucket_and_tracked_keys_keep_theirs() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(2)), &clock).max_keys(NonZeroUsize::new(10).unwrap());
+        for key in 0..10 {
+            assert!(!store.decide(&key).is_overflow());
+        }
+        // Keys 100.. are not tracked: they share one bucket of burst 2.
+        let first = store.decide(&100);
+        assert!(first.is_allowed() && first.is_overflow());
+        assert!(store.decide(&101).is_allowed());
+        assert!(!store.decide(&102).is_allowed());
+        assert_eq!(store.len(), 10);
+        // Tracked key 3 still has its own bucket (one request left).
+        let tracked = store.decide(&3);
+        assert!(tracked.is_allowed() && !tracked.is_overflow());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_stays_within_the_cap() {
+        let clock = FakeRelativeClock::default();
+        let store =
+            store(Rate::per_second(nz(1)), &clock).max_keys(NonZeroUsize::new(1_000).unwrap());
+        for key in 0..200_000 {
+            store.decide(&key);
+            if key % 1_000 == 0 {
+                clock.advance(Duration::from_millis(10));
+            }
+        }
+        assert!(store.len() <= 1_000, "{} keys tracked", store.len());
+        // After the flood, idle keys go and new clients get their own buckets again.
+        clock.advance(Duration::from_secs(2));
+        let decision = store.decide(&u64::MAX);
+        assert!(decision.is_allowed() && !decision.is_overflow());
+        assert_eq!(store.len(), 1);
+    }
+}

@@ -1,0 +1,913 @@
+//! RateLimitLayer and FailureLimitLayer as tower services: answers, headers, shadow mode,
+//! key handling, shared state, waits and store failures. Deterministic: fake or paused clocks.
+#![cfg(feature = "rate-limit")]
+
+use std::{
+    convert::Infallible,
+    future::{ready, Ready},
+    net::SocketAddr,
+    num::{NonZeroU32, NonZeroUsize},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use governor::clock::FakeRelativeClock;
+use hookgate::{
+    body::ResponseBody,
+    problem::ProblemCode,
+    rate_limit::{
+        Check, ClientIp, Decision, FailureLimitLayer, FailurePolicy, ForwardedHeader, GlobalKey,
+        KeyExtractor, MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded,
+        RateLimitLayer, RateLimitStore, StoreError, TokioClock,
+    },
+};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
+
+type Body = Full<Bytes>;
+
+fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap()
+}
+
+/// The handler: answers 200 "ok" and counts its calls.
+fn handler(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(move |_req: Request<Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        ready(Ok::<_, Infallible>(Response::new(Full::new(
+            Bytes::from_static(b"ok"),
+        ))))
+    })
+}
+
+fn from(peer: [u8; 4]) -> Request<Body> {
+    let mut request = Request::post("/webhooks/elevenlabs")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(SocketAddr::from((peer, 40_000)));
+    request
+}
+
+fn from_proxy(xff: &str) -> Request<Body> {
+    let mut request = from([10, 0, 0, 2]);
+    request
+        .headers_mut()
+        .insert("x-forwarded-for", xff.parse().unwrap());
+    request
+}
+
+async fn json<B>(response: Response<ResponseBody<B>>) -> serde_json::Value
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+fn per_client<E: KeyExtractor>(
+    rate: Rate,
+    key: E,
+    clock: &FakeRelativeClock,
+) -> RateLimitLayer<E, MemoryStore<E::Key, FakeRelativeClock>> {
+    RateLimitLayer::per_client_with_store(
+        MemoryStore::with_clock(rate, clock.clone()).unwrap(),
+        key,
+    )
+}
+
+#[tokio::test]
+async fn per_client_answers_429_problem_json_with_retry_after_and_ratelimit_headers() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = per_client(Rate::per_minute(nz(2)), ClientIp::peer(), &clock);
+    let service = layer.layer(handler(calls.clone()));
+
+    let ok = service
+        .clone()
+        .oneshot(from([203, 0, 113, 1]))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.headers()["ratelimit-policy"], "\"client\";q=2;w=60");
+    assert_eq!(ok.headers()["ratelimit"], "\"client\";r=1;t=30");
+    assert!(!ok.body().is_problem());
+    service
+        .clone()
+        .oneshot(from([203, 0, 113, 1]))
+        .await
+        .unwrap();
+
+    clock.advance(Duration::from_millis(500));
+    let limited = service
+        .clone()
+        .oneshot(from([203, 0, 113, 1]))
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    // 29.5 s until the next request: rounded up.
+    assert_eq!(limited.headers()["retry-after"], "30");
+    assert_eq!(
+        limited.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert_eq!(limited.headers()["ratelimit-policy"], "\"client\";q=2;w=60");
+    assert_eq!(limited.headers()["ratelimit"], "\"client\";r=0;t=30");
+    assert_eq!(
+        limited.extensions().get::<ProblemCode>(),
+        Some(&ProblemCode::RATE_LIMITED)
+    );
+    let exceeded = *limited.extensions().get::<RateLimitExceeded>().unwrap();
+    assert!(exceeded.enforced);
+    assert_eq!(exceeded.policy, "client");
+    let body = json(limited).await;
+    assert_eq!(body["code"], "rate_limited");
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["retry_after"], 30);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a rejected request never reaches the handler"
+    );
+}
+
+#[tokio::test]
+async fn sub_second_waits_are_announced_as_one_second() {
+    let clock = FakeRelativeClock::default();
+    let service = per_client(
+        Rate::per_second(nz(10)).burst(nz(1)),
+        ClientIp::peer(),
+        &clock,
+    )
+    .layer(handler(Arc::default()));
+    service
+        .clone()
+        .oneshot(from([203, 0, 113, 1]))
+        .await
+        .unwrap();
+    let limited = service
+        .clone()
+        .oneshot(from([203, 0, 113, 1]))
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    assert_eq!(limited.headers()["ratelimit"], "\"client\";r=0;t=1");
+}
+
+#[tokio::test]
+async fn verified_traffic_over_its_rate_gets_a_retryable_503_never_a_4xx() {
+    let clock = FakeRelativeClock::default();
+    let layer = RateLimitLayer::verified_with_store(
+        MemoryStore::with_clock(Rate::per_second(nz(1)), clock.clone()).unwrap(),
+        GlobalKey,
+    );
+    let service = layer.layer(handler(Arc::default()));
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([1, 1, 1, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let throttled = service.clone().oneshot(from([2, 2, 2, 2])).await.unwrap();
+    assert_eq!(throttled.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(throttled.headers()["retry-after"], "1");
+    assert_eq!(
+        throttled.headers()["ratelimit-policy"],
+        "\"verified\";q=1;w=1"
+    );
+    assert_eq!(throttled.headers()["ratelimit"], "\"verified\";r=0;t=1");
+    assert_eq!(
+        throttled.extensions().get::<ProblemCode>(),
+        Some(&ProblemCode::THROTTLED)
+    );
+    let body = json(throttled).await;
+    assert_eq!(body["code"], "throttled");
+    assert_eq!(body["status"], 503);
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([2, 2, 2, 2]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn state_is_shared_by_every_clone_and_every_service_of_the_layer() {
+    let clock = FakeRelativeClock::default();
+    let layer = per_client(Rate::per_hour(nz(3)), ClientIp::peer(), &clock);
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Two services from the layer (as a server making one per connection) and fresh clones.
+    let a = layer.layer(handler(calls.clone()));
+    let b = layer.clone().layer(handler(calls.clone()));
+    let mut statuses = Vec::new();
+    for service in [a.clone(), b.clone(), a.clone(), b.clone(), a, b] {
+        statuses.push(
+            service
+                .oneshot(from([198, 51, 100, 9]))
+                .await
+                .unwrap()
+                .status(),
+        );
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 3);
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        3
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn clients_have_separate_buckets() {
+    let clock = FakeRelativeClock::default();
+    let service =
+        per_client(Rate::per_hour(nz(1)), ClientIp::peer(), &clock).layer(handler(Arc::default()));
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 2]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn forwarded_for_spoofing_cannot_move_a_client_into_another_bucket() {
+    let clock = FakeRelativeClock::default();
+    let key = ClientIp::behind_proxies(["10.0.0.0/8"], ForwardedHeader::XForwardedFor).unwrap();
+    let service = per_client(Rate::per_hour(nz(1)), key, &clock).layer(handler(Arc::default()));
+
+    // The attacker at 203.0.113.66 (as seen by our proxy) uses up its bucket.
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from_proxy("203.0.113.66"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // Whatever it writes to the left of what the proxy appended, it stays in its own bucket.
+    for spoof in [
+        "198.51.100.1, 203.0.113.66",
+        "10.0.0.99, 203.0.113.66",
+        "garbage, ;;;, 203.0.113.66",
+        "[2001:db8::1]:443, 2001:db8::2, 203.0.113.66",
+        "unknown,203.0.113.66",
+        "203.0.113.67, 203.0.113.66",
+    ] {
+        let response = service.clone().oneshot(from_proxy(spoof)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{spoof}");
+    }
+    // The client it tried to impersonate still has its own, untouched bucket.
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from_proxy("198.51.100.1"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // A peer that is not a trusted proxy is keyed by itself, whatever header it sends.
+    let mut direct = from([198, 51, 100, 200]);
+    direct
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.99".parse().unwrap());
+    assert_eq!(
+        service.clone().oneshot(direct).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let mut again = from([198, 51, 100, 200]);
+    again
+        .headers_mut()
+        .insert("x-forwarded-for", "203.0.113.100".parse().unwrap());
+    assert_eq!(
+        service.clone().oneshot(again).await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn ipv6_clients_in_one_64_share_a_bucket() {
+    let clock = FakeRelativeClock::default();
+    let service =
+        per_client(Rate::per_hour(nz(1)), ClientIp::peer(), &clock).layer(handler(Arc::default()));
+    let v6 = |addr: &str| {
+        let mut request = Request::new(Full::new(Bytes::new()));
+        request
+            .extensions_mut()
+            .insert(SocketAddr::new(addr.parse().unwrap(), 443));
+        request
+    };
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(v6("2001:db8:1:2::1"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(v6("2001:db8:1:2:ffff::9"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(v6("2001:db8:1:3::1"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn shadow_mode_never_rejects_and_reports_what_it_would_have_done() {
+    let clock = FakeRelativeClock::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let seen_in_handler = seen.clone();
+    let inner = service_fn(move |req: Request<Body>| {
+        if req.extensions().get::<RateLimitExceeded>().is_some() {
+            seen_in_handler.fetch_add(1, Ordering::SeqCst);
+        }
+        ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))))
+    });
+    let service = per_client(Rate::per_hour(nz(2)), ClientIp::peer(), &clock)
+        .shadow()
+        .layer(inner);
+    for i in 0..10 {
+        let response = service
+            .clone()
+            .oneshot(from([203, 0, 113, 5]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get("ratelimit").is_none());
+        let exceeded = response.extensions().get::<RateLimitExceeded>();
+        if i < 2 {
+            assert!(exceeded.is_none());
+        } else {
+            assert!(!exceeded.unwrap().enforced);
+        }
+    }
+    assert_eq!(seen.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test]
+async fn a_request_without_a_key_gets_500_client_unidentified_by_default() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service =
+        per_client(Rate::per_hour(nz(5)), ClientIp::peer(), &clock).layer(handler(calls.clone()));
+    let response = service
+        .clone()
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(response.headers().get("retry-after").is_none());
+    assert_eq!(json(response).await["code"], "client_unidentified");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+
+    // Unidentified requests never share a bucket by accident: with `Allow` they are unlimited.
+    let service = per_client(Rate::per_hour(nz(1)), ClientIp::peer(), &clock)
+        .on_missing_key(OnMissingKey::Allow)
+        .layer(handler(calls.clone()));
+    for _ in 0..5 {
+        let response = service
+            .clone()
+            .oneshot(Request::new(Full::new(Bytes::new())))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn verified_limiter_waits_a_bounded_time_for_a_token() {
+    let store =
+        MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), TokioClock::new()).unwrap();
+    let service = RateLimitLayer::verified_with_store(store, GlobalKey)
+        .wait_for_token(Duration::from_millis(300))
+        .unwrap()
+        .layer(handler(Arc::default()));
+    let start = tokio::time::Instant::now();
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([1, 1, 1, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    // The next token is due in 250 ms, within the bound: the request waits, then passes.
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([1, 1, 1, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+
+    // Three callers at once: the first waits 250 ms, the second would need 500 ms (over the
+    // bound) and the third 750 ms: both get 503 at once.
+    let (a, b, c) = tokio::join!(
+        service.clone().oneshot(from([1, 1, 1, 1])),
+        service.clone().oneshot(from([1, 1, 1, 1])),
+        service.clone().oneshot(from([1, 1, 1, 1])),
+    );
+    let mut statuses = [
+        a.unwrap().status(),
+        b.unwrap().status(),
+        c.unwrap().status(),
+    ];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::SERVICE_UNAVAILABLE
+        ]
+    );
+}
+
+#[test]
+fn only_the_verified_limiter_may_wait_and_only_briefly() {
+    let per_client = RateLimitLayer::per_client(Rate::per_second(nz(1)), GlobalKey).unwrap();
+    assert!(per_client
+        .wait_for_token(Duration::from_millis(100))
+        .is_err());
+    let verified = RateLimitLayer::verified(Rate::per_second(nz(1)), GlobalKey).unwrap();
+    assert!(verified
+        .clone()
+        .wait_for_token(Duration::from_secs(11))
+        .is_err());
+    assert!(verified.wait_for_token(Duration::from_secs(2)).is_ok());
+    assert!(RateLimitLayer::per_client(Rate::per_second(nz(u32::MAX)), GlobalKey).is_err());
+}
+
+/// A store that answers later, like one across the network, deciding with a memory store.
+struct RemoteLike {
+    memory: MemoryStore<(), FakeRelativeClock>,
+    fail: bool,
+}
+
+impl RateLimitStore<()> for RemoteLike {
+    type Future = Ready<Result<Decision, StoreError>>;
+
+    fn check(&self, key: &()) -> Check<Self::Future> {
+        if self.fail {
+            Check::Pending(ready(Err(StoreError::new("connection refused"))))
+        } else {
+            Check::Pending(ready(Ok(self.memory.decide(key))))
+        }
+    }
+
+    fn rate(&self) -> Rate {
+        self.memory.rate()
+    }
+}
+
+fn remote_like(fail: bool) -> RemoteLike {
+    RemoteLike {
+        memory: MemoryStore::with_clock(Rate::per_hour(nz(1)), FakeRelativeClock::default())
+            .unwrap(),
+        fail,
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_answers_later_is_awaited() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = RateLimitLayer::verified_with_store(remote_like(false), GlobalKey)
+        .layer(handler(calls.clone()));
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([1, 1, 1, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let second = service.clone().oneshot(from([1, 1, 1, 1])).await.unwrap();
+    assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn store_failures_fail_open_by_default_and_closed_on_request() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let open = RateLimitLayer::per_client_with_store(remote_like(true), GlobalKey)
+        .layer(handler(calls.clone()));
+    for _ in 0..3 {
+        assert_eq!(
+            open.clone()
+                .oneshot(from([1, 1, 1, 1]))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    let closed = RateLimitLayer::per_client_with_store(remote_like(true), GlobalKey)
+        .on_store_error(OnStoreError::Reject)
+        .layer(handler(calls.clone()));
+    let response = closed.oneshot(from([1, 1, 1, 1])).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(json(response).await["code"], "limiter_unavailable");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+/// An inner service that is never ready: its readiness error must come through the layer.
+#[derive(Clone)]
+struct Unready;
+
+impl Service<Request<Body>> for Unready {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Ready<Result<Response<Body>, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Err("inner overloaded".into()))
+    }
+
+    fn call(&mut self, _req: Request<Body>) -> Self::Future {
+        ready(Ok(Response::new(Full::new(Bytes::new()))))
+    }
+}
+
+#[tokio::test]
+async fn poll_ready_passes_through_to_the_inner_service() {
+    let clock = FakeRelativeClock::default();
+    let mut service = per_client(Rate::per_hour(nz(1)), ClientIp::peer(), &clock).layer(Unready);
+    let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+    assert_eq!(ready.unwrap_err().to_string(), "inner overloaded");
+}
+
+/// The stand-in for the verification layer: 401 unless the request says `x-valid`.
+fn verifier(
+    calls: Arc<AtomicUsize>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(move |req: Request<Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let mut response = Response::new(Full::new(Bytes::new()));
+        if req.headers().get("x-valid").is_none() {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .extensions_mut()
+                .insert(ProblemCode::SIGNATURE_MISMATCH);
+        }
+        ready(Ok::<_, Infallible>(response))
+    })
+}
+
+fn valid(mut request: Request<Body>) -> Request<Body> {
+    request
+        .headers_mut()
+        .insert("x-valid", "1".parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_unblocks_it() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = FailurePolicy::new(Rate::per_minute(nz(3)), Duration::from_secs(120)).unwrap();
+    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone());
+    let service = layer.layer(verifier(calls.clone()));
+
+    // Successes never count.
+    for _ in 0..10 {
+        assert_eq!(
+            service
+                .clone()
+                .oneshot(valid(from([203, 0, 113, 8])))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::OK
+        );
+    }
+    // Three failures are allowed; the fourth blocks.
+    for _ in 0..4 {
+        assert_eq!(
+            service
+                .clone()
+                .oneshot(from([203, 0, 113, 8]))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(layer.blocked_clients(), 1);
+    let before = calls.load(Ordering::SeqCst);
+    clock.advance(Duration::from_secs(20));
+    let blocked = service
+        .clone()
+        .oneshot(valid(from([203, 0, 113, 8])))
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(blocked.headers()["retry-after"], "100");
+    assert_eq!(
+        blocked.extensions().get::<ProblemCode>(),
+        Some(&ProblemCode::CLIENT_BLOCKED)
+    );
+    assert_eq!(json(blocked).await["code"], "client_blocked");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "a blocked client never reaches verification"
+    );
+
+    // Another client is unaffected.
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(valid(from([203, 0, 113, 9])))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // After the cooldown the client is verified again.
+    clock.advance(Duration::from_secs(100));
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(valid(from([203, 0, 113, 8])))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(layer.blocked_clients(), 0);
+}
+
+#[tokio::test]
+async fn failure_limiter_counts_400_and_401_only() {
+    let clock = FakeRelativeClock::default();
+    let status = Arc::new(AtomicUsize::new(0));
+    let answer = status.clone();
+    let inner = service_fn(move |_req: Request<Body>| {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() =
+            StatusCode::from_u16(answer.load(Ordering::SeqCst) as u16).unwrap();
+        ready(Ok::<_, Infallible>(response))
+    });
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+    let service =
+        FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone()).layer(inner);
+    for code in [413_usize, 404, 500, 503, 408, 429, 200] {
+        status.store(code, Ordering::SeqCst);
+        for _ in 0..3 {
+            service
+                .clone()
+                .oneshot(from([203, 0, 113, 1]))
+                .await
+                .unwrap();
+        }
+    }
+    status.store(200, Ordering::SeqCst);
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    for code in [400_usize, 401] {
+        let clock = FakeRelativeClock::default();
+        let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+        let answer = Arc::new(AtomicUsize::new(code));
+        let inner = service_fn(move |_req: Request<Body>| {
+            let mut response = Response::new(Full::new(Bytes::new()));
+            *response.status_mut() =
+                StatusCode::from_u16(answer.load(Ordering::SeqCst) as u16).unwrap();
+            ready(Ok::<_, Infallible>(response))
+        });
+        let service = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock).layer(inner);
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 1]))
+            .await
+            .unwrap();
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 1]))
+            .await
+            .unwrap();
+        assert_eq!(
+            service
+                .clone()
+                .oneshot(from([203, 0, 113, 1]))
+                .await
+                .unwrap()
+                .status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{code}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failure_limiter_in_shadow_mode_never_blocks() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))
+        .unwrap()
+        .shadow();
+    let service = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock)
+        .layer(verifier(calls.clone()));
+    for _ in 0..5 {
+        service
+            .clone()
+            .oneshot(from([203, 0, 113, 1]))
+            .await
+            .unwrap();
+    }
+    let response = service
+        .clone()
+        .oneshot(valid(from([203, 0, 113, 1])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let exceeded = response.extensions().get::<RateLimitExceeded>().unwrap();
+    assert_eq!(exceeded.policy, "failures");
+    assert!(!exceeded.enforced);
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn failure_limiter_block_list_is_bounded() {
+    let clock = FakeRelativeClock::default();
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))
+        .unwrap()
+        .max_keys(NonZeroUsize::new(5).unwrap());
+    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone());
+    let service = layer.layer(verifier(Arc::default()));
+    for host in 0..50u8 {
+        for _ in 0..2 {
+            service
+                .clone()
+                .oneshot(from([203, 0, 113, host]))
+                .await
+                .unwrap();
+        }
+    }
+    assert!(layer.blocked_clients() <= 5, "{}", layer.blocked_clients());
+    // Once blocks expire, room is made for new ones.
+    clock.advance(Duration::from_secs(61));
+    for _ in 0..2 {
+        service
+            .clone()
+            .oneshot(from([198, 51, 100, 1]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(from([198, 51, 100, 1]))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert!(layer.blocked_clients() <= 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_tasks_on_one_key_never_over_grant() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = per_client(
+        Rate::per_minute(nz(10)).burst(nz(25)),
+        ClientIp::peer(),
+        &clock,
+    )
+    .layer(handler(calls.clone()));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                let mut ok = 0;
+                for _ in 0..20 {
+                    let status = service
+                        .clone()
+                        .oneshot(from([203, 0, 113, 50]))
+                        .await
+                        .unwrap()
+                        .status();
+                    ok += usize::from(status == StatusCode::OK);
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut granted = 0;
+    for task in tasks {
+        granted += task.await.unwrap();
+    }
+    assert_eq!(granted, 25);
+    assert_eq!(calls.load(Ordering::SeqCst), 25);
+}
+
+#[tokio::test]
+async fn failure_limiter_lets_unidentified_requests_through_and_never_blocks_them_together() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    let service = layer.layer(verifier(calls.clone()));
+    let anonymous = || Request::new(Full::new(Bytes::new()));
+    for _ in 0..5 {
+        let response = service.clone().oneshot(anonymous()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    assert_eq!(layer.blocked_clients(), 0);
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(valid(anonymous()))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
