@@ -36,7 +36,6 @@ pub mod body;
 mod error;
 pub mod problem;
 
-
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 
@@ -44,4 +43,5 @@ pub mod rate_limit;
 pub mod normalize;
 
 pub use error::ConfigError;
-
+#[cfg(feature = "normalize")]
+pub use normalize::{NormalizeStatus, NormalizeStatusLayer, Normalized, SenderContract};

@@ -91,8 +91,10 @@ impl ProblemCode {
     /// 400: the request body could not be read (the client broke off or sent invalid framing).
     pub const BODY_UNREADABLE: Self = Self::new("body_unreadable", "Request body unreadable");
     /// 503: the memory budget for bodies buffered by all in-flight requests is exhausted.
-    pub const BUFFER_BUDGET_EXHAUSTED: Self =
-        Self::new("buffer_budget_exhausted", "Receiver busy buffering other deliveries");
+    pub const BUFFER_BUDGET_EXHAUSTED: Self = Self::new(
+        "buffer_budget_exhausted",
+        "Receiver busy buffering other deliveries",
+    );
 
     // --- rate limiting ---
     /// 429: too many requests from one client before verification.
@@ -114,7 +116,8 @@ impl ProblemCode {
     /// 500: the inner service panicked.
     pub const HANDLER_PANICKED: Self = Self::new("handler_panicked", "Handler panicked");
     /// 503: the handler did not answer before the deadline.
-    pub const HANDLER_TIMEOUT: Self = Self::new("handler_timeout", "Handler did not answer in time");
+    pub const HANDLER_TIMEOUT: Self =
+        Self::new("handler_timeout", "Handler did not answer in time");
     /// 503: the inner service is overloaded (load shedding, concurrency limits).
     pub const HANDLER_OVERLOADED: Self = Self::new("handler_overloaded", "Handler overloaded");
     /// 503: the handler answered 408, 425 or 429; the sender should retry.
@@ -309,9 +312,10 @@ mod tests {
         let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
             .into_response::<Empty<Bytes>>();
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
-        let json: serde_json::Value =
-            serde_json::from_slice(&Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH).to_json())
-                .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH).to_json(),
+        )
+        .unwrap();
         assert!(json.get("detail").is_none());
         assert!(json.get("retry_after").is_none());
     }
