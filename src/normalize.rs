@@ -223,14 +223,68 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct NormalizeStatusLayer {
+    contract: SenderContract,
     settings: Settings,
 }
 
-#[derive(Clone, Debug)]
+/// What a service and its response futures need per request: the contract reduced to the
+/// statuses the layer looks up, plus the layer's options. Small and `Copy`: no shared state
+/// and no allocation per request.
+#[derive(Clone, Copy, Debug)]
 struct Settings {
-    contract: SenderContract,
+    /// Bit `i`: the sender counts `200 + i` as success.
+    success_2xx: u128,
+    /// Bit `i`: the sender retries `500 + i`.
+    retried_5xx: u128,
+    /// Bits 0, 1, 2: the sender retries `408`, `425`, `429`.
+    retried_retry_later: u8,
+    success_status: StatusCode,
+    retry_later_status: StatusCode,
+    failure_status: StatusCode,
     retry_after: Duration,
     handler_deadline: Option<Duration>,
+}
+
+impl Settings {
+    fn new(contract: &SenderContract) -> Self {
+        let bits = |from: u16, set: &StatusSet| {
+            (0..100u16).fold(0u128, |acc, i| {
+                acc | (u128::from(set.contains(from + i)) << i)
+            })
+        };
+        let retried_retry_later = [408u16, 425, 429]
+            .iter()
+            .enumerate()
+            .fold(0u8, |acc, (i, &code)| {
+                acc | (u8::from(contract.retried.contains(code)) << i)
+            });
+        Self {
+            success_2xx: bits(200, &contract.success),
+            retried_5xx: bits(500, &contract.retried),
+            retried_retry_later,
+            success_status: contract.success_status,
+            retry_later_status: contract.retry_later_status,
+            failure_status: contract.failure_status,
+            retry_after: DEFAULT_RETRY_AFTER,
+            handler_deadline: None,
+        }
+    }
+
+    /// Whether the sender counts `code` (a 2xx) as success.
+    fn is_success(&self, code: u16) -> bool {
+        matches!(code, 200..=299) && (self.success_2xx >> (code - 200)) & 1 == 1
+    }
+
+    /// Whether the sender retries `code` (a 5xx, `408`, `425` or `429`).
+    fn is_retried(&self, code: u16) -> bool {
+        match code {
+            500..=599 => (self.retried_5xx >> (code - 500)) & 1 == 1,
+            408 => self.retried_retry_later & 1 != 0,
+            425 => self.retried_retry_later & 2 != 0,
+            429 => self.retried_retry_later & 4 != 0,
+            _ => false,
+        }
+    }
 }
 
 impl NormalizeStatusLayer {
@@ -238,11 +292,8 @@ impl NormalizeStatusLayer {
     /// `503`s it writes itself.
     pub fn new(contract: SenderContract) -> Self {
         Self {
-            settings: Settings {
-                contract,
-                retry_after: DEFAULT_RETRY_AFTER,
-                handler_deadline: None,
-            },
+            settings: Settings::new(&contract),
+            contract,
         }
     }
 
@@ -276,7 +327,7 @@ impl NormalizeStatusLayer {
     /// The contract this layer applies.
     #[must_use]
     pub fn contract(&self) -> &SenderContract {
-        &self.settings.contract
+        &self.contract
     }
 }
 
@@ -292,7 +343,7 @@ impl<S> Layer<S> for NormalizeStatusLayer {
     fn layer(&self, inner: S) -> Self::Service {
         NormalizeStatus {
             inner,
-            settings: self.settings.clone(),
+            settings: self.settings,
             not_ready: None,
         }
     }
@@ -338,7 +389,7 @@ impl<S: Clone> Clone for NormalizeStatus<S> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            settings: self.settings.clone(),
+            settings: self.settings,
             not_ready: None,
         }
     }
@@ -348,9 +399,7 @@ impl<S: fmt::Debug> fmt::Debug for NormalizeStatus<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NormalizeStatus")
             .field("inner", &self.inner)
-            .field("contract", &self.settings.contract)
-            .field("retry_after", &self.settings.retry_after)
-            .field("handler_deadline", &self.settings.handler_deadline)
+            .field("settings", &self.settings)
             .field("not_ready", &self.not_ready)
             .finish()
     }
@@ -392,7 +441,7 @@ where
             Ok(future) => ResponseFuture {
                 kind: Kind::Inner { future },
                 deadline: self.settings.handler_deadline.map(tokio::time::sleep),
-                settings: self.settings.clone(),
+                settings: self.settings,
             },
             Err(payload) => {
                 log_panic(payload, "call");
@@ -427,7 +476,7 @@ impl<F> ResponseFuture<F> {
         Self {
             kind: Kind::Failed { cause: Some(cause) },
             deadline: None,
-            settings: settings.clone(),
+            settings: *settings,
         }
     }
 }
@@ -482,7 +531,7 @@ where
             Ok(Poll::Pending) => match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
                 Some(Poll::Ready(())) => {
                     tracing::warn!(
-                        deadline = ?settings.handler_deadline,
+                        deadline = ?settings.handler_deadline.unwrap_or_default(),
                         "handler did not answer before the deadline; answered 503"
                     );
                     Poll::Ready(Ok(failure_response(
@@ -500,16 +549,15 @@ where
 
 /// Applies the contract to a response of the inner service.
 fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<ResponseBody<B>> {
-    let contract = &settings.contract;
     let status = response.status();
     let code = status.as_u16();
     match code {
         // The fast path: the sender already reads the answer the way the handler meant it.
-        200..=299 if contract.success.contains(code) => response.map(ResponseBody::new),
+        200..=299 if settings.is_success(code) => response.map(ResponseBody::new),
         400..=499 if !matches!(code, 408 | 425 | 429) => response.map(ResponseBody::new),
-        500..=599 if contract.retried.contains(code) => response.map(ResponseBody::new),
+        500..=599 if settings.is_retried(code) => response.map(ResponseBody::new),
         408 | 425 | 429
-            if contract.retried.contains(code)
+            if settings.is_retried(code)
                 || response.extensions().get::<ProblemCode>().is_some() =>
         {
             response.map(ResponseBody::new)
@@ -518,11 +566,11 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
         200..=299 => {
             tracing::debug!(
                 original = code,
-                answer = contract.success_status.as_u16(),
+                answer = settings.success_status.as_u16(),
                 "success status rewritten for the sender"
             );
             let mut response = response.map(ResponseBody::new);
-            *response.status_mut() = contract.success_status;
+            *response.status_mut() = settings.success_status;
             response.extensions_mut().insert(Normalized {
                 original: Some(status),
                 cause: NormalizeCause::SuccessStatus,
@@ -555,22 +603,21 @@ fn failure_response<B>(
     inner_retry_after: Option<HeaderValue>,
     settings: &Settings,
 ) -> Response<ResponseBody<B>> {
-    let contract = &settings.contract;
     let (status, code) = match cause {
         NormalizeCause::Timeout | NormalizeCause::Deadline => {
-            (contract.retry_later_status, ProblemCode::HANDLER_TIMEOUT)
+            (settings.retry_later_status, ProblemCode::HANDLER_TIMEOUT)
         }
         NormalizeCause::Overloaded => {
-            (contract.retry_later_status, ProblemCode::HANDLER_OVERLOADED)
+            (settings.retry_later_status, ProblemCode::HANDLER_OVERLOADED)
         }
         NormalizeCause::RetryLaterStatus => {
-            (contract.retry_later_status, ProblemCode::HANDLER_THROTTLED)
+            (settings.retry_later_status, ProblemCode::HANDLER_THROTTLED)
         }
-        NormalizeCause::Redirect => (contract.failure_status, ProblemCode::HANDLER_REDIRECTED),
-        NormalizeCause::Panic => (contract.failure_status, ProblemCode::HANDLER_PANICKED),
+        NormalizeCause::Redirect => (settings.failure_status, ProblemCode::HANDLER_REDIRECTED),
+        NormalizeCause::Panic => (settings.failure_status, ProblemCode::HANDLER_PANICKED),
         NormalizeCause::Error
         | NormalizeCause::UnexpectedStatus
-        | NormalizeCause::SuccessStatus => (contract.failure_status, ProblemCode::HANDLER_ERROR),
+        | NormalizeCause::SuccessStatus => (settings.failure_status, ProblemCode::HANDLER_ERROR),
     };
     let mut problem = Problem::new(status, code).with_detail(cause.detail());
     // A `Retry-After` the inner service set in delta-seconds goes into the body too; an
@@ -734,15 +781,32 @@ impl fmt::Display for NormalizeCause {
     }
 }
 
-/// Response extension added by [`NormalizeStatus`] to every response it changed or wrote.
+/// Response extension added by [`NormalizeStatus`] to every response it changed or wrote, so
+/// metrics and logs can count normalizations by cause.
 ///
 /// ```
-/// # use hookgate::normalize::{Normalized, NormalizeCause};
-/// # fn count(response: &http::Response<()>) {
-/// if let Some(normalized) = response.extensions().get::<Normalized>() {
-///     let original = normalized.original.map_or(0, |s| s.as_u16());
-///     tracing::info!(cause = normalized.cause.as_str(), original, "normalized");
-/// }
+/// use hookgate::normalize::{NormalizeCause, NormalizeStatusLayer, Normalized};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Empty;
+/// use bytes::Bytes;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let shedding = tower::service_fn(|_req: Request<()>| async {
+///     Err::<Response<Empty<Bytes>>, _>(tower::load_shed::error::Overloaded::new())
+/// });
+/// let response = NormalizeStatusLayer::elevenlabs()
+///     .layer(shedding)
+///     .oneshot(Request::new(()))
+///     .await
+///     .unwrap();
+/// assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+///
+/// let normalized = response.extensions().get::<Normalized>().unwrap();
+/// assert_eq!(normalized.original, None); // the inner service answered nothing
+/// assert_eq!(normalized.cause, NormalizeCause::Overloaded);
+/// assert_eq!(normalized.cause.as_str(), "overloaded"); // a stable metrics label
 /// # }
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1791,6 +1855,42 @@ mod tests {
             c.action_for(StatusCode::SERVICE_UNAVAILABLE),
             SenderAction::Throttle
         );
+    }
+
+    #[test]
+    fn per_request_settings_agree_with_the_contract() {
+        let odd = SenderContract::builder("odd")
+            .on([200, 203, 299], SenderAction::Success)
+            .on([425, 500, 503, 511, 599], SenderAction::Retry)
+            .on([429, 502], SenderAction::Throttle)
+            .build()
+            .unwrap();
+        for contract in [
+            SenderContract::elevenlabs(),
+            SenderContract::standard_webhooks(),
+            odd,
+        ] {
+            let settings = Settings::new(&contract);
+            for code in 100..=599u16 {
+                let action = contract.action_for(StatusCode::from_u16(code).unwrap());
+                if (200..=299).contains(&code) {
+                    assert_eq!(
+                        settings.is_success(code),
+                        action == SenderAction::Success,
+                        "{} {code}",
+                        contract.name()
+                    );
+                }
+                if (500..=599).contains(&code) || matches!(code, 408 | 425 | 429) {
+                    assert_eq!(
+                        settings.is_retried(code),
+                        action.is_retried(),
+                        "{} {code}",
+                        contract.name()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
