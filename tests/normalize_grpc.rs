@@ -2,17 +2,26 @@
 //! wrapped by the layer, served on a loopback port and called with the tonic-health client.
 #![cfg(feature = "normalize")]
 
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hookgate::normalize::{NormalizeStatusLayer, SenderAction, SenderContract};
 use http::StatusCode;
 use tokio::sync::oneshot;
 use tokio_stream_shim::next_within;
-use tonic::transport::{server::TcpIncoming, Channel, Server};
+use tonic::{
+    body::Body,
+    transport::{server::TcpIncoming, Channel, Server},
+};
 use tonic_health::{
     pb::{health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest},
     server::{health_reporter, HealthReporter},
 };
+use tower::{util::MapResponse, ServiceExt};
 
 const SERVICE: &str = "hookgate.test.Transcripts";
 const BOUND: Duration = Duration::from_secs(10);
@@ -55,7 +64,19 @@ async fn bounded<T>(future: impl Future<Output = T>) -> T {
         .expect("bounded by 10 s")
 }
 
-async fn client(addr: SocketAddr) -> HealthClient<Channel> {
+/// What the client transport saw: the HTTP status and content type of every response.
+type Seen = Arc<Mutex<Vec<(StatusCode, Option<String>)>>>;
+
+/// A tonic-health client whose transport records each response's HTTP status, so the tests can
+/// assert the layer left it alone (tonic itself reads the grpc-status trailer, not the status).
+async fn client(
+    addr: SocketAddr,
+) -> (
+    HealthClient<
+        MapResponse<Channel, impl FnOnce(http::Response<Body>) -> http::Response<Body> + Clone>,
+    >,
+    Seen,
+) {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_timeout(BOUND)
@@ -63,7 +84,35 @@ async fn client(addr: SocketAddr) -> HealthClient<Channel> {
         .connect()
         .await
         .unwrap();
-    HealthClient::new(channel)
+    let seen = Seen::default();
+    let record = seen.clone();
+    let transport = channel.map_response(move |response: http::Response<Body>| {
+        let content_type = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_owned());
+        record
+            .lock()
+            .unwrap()
+            .push((response.status(), content_type));
+        response
+    });
+    (HealthClient::new(transport), seen)
+}
+
+/// Every response the client saw was the gRPC server's own: HTTP 200, `application/grpc`.
+fn assert_untouched(seen: &Seen, expected_responses: usize) {
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), expected_responses, "{seen:?}");
+    for (status, content_type) in seen.iter() {
+        assert_eq!(*status, StatusCode::OK, "{seen:?}");
+        assert!(
+            content_type
+                .as_deref()
+                .is_some_and(|t| t.starts_with("application/grpc")),
+            "{seen:?}"
+        );
+    }
 }
 
 fn check(service: &str) -> HealthCheckRequest {
@@ -75,7 +124,7 @@ fn check(service: &str) -> HealthCheckRequest {
 #[tokio::test]
 async fn unary_answers_and_grpc_errors_pass_through() {
     let (addr, _reporter, shutdown) = serve(NormalizeStatusLayer::elevenlabs()).await;
-    let mut client = client(addr).await;
+    let (mut client, seen) = client(addr).await;
 
     let answer = bounded(client.check(check(SERVICE))).await.unwrap();
     assert_eq!(answer.into_inner().status(), ServingStatus::Serving);
@@ -86,6 +135,7 @@ async fn unary_answers_and_grpc_errors_pass_through() {
         .await
         .unwrap_err();
     assert_eq!(error.code(), tonic::Code::NotFound);
+    assert_untouched(&seen, 2);
 
     drop(client);
     shutdown.finish().await;
@@ -94,7 +144,7 @@ async fn unary_answers_and_grpc_errors_pass_through() {
 #[tokio::test]
 async fn server_streaming_passes_through_frame_by_frame() {
     let (addr, reporter, shutdown) = serve(NormalizeStatusLayer::elevenlabs()).await;
-    let mut client = client(addr).await;
+    let (mut client, seen) = client(addr).await;
 
     let mut updates = bounded(client.watch(check(SERVICE)))
         .await
@@ -108,6 +158,7 @@ async fn server_streaming_passes_through_frame_by_frame() {
         .await;
     let second = next_within(&mut updates, BOUND).await;
     assert_eq!(second.status(), ServingStatus::NotServing);
+    assert_untouched(&seen, 1);
 
     drop(updates);
     drop(client);
@@ -126,10 +177,11 @@ async fn grpc_is_exempt_even_where_the_contract_would_rewrite_200() {
         .unwrap();
     assert_eq!(contract.action_for(StatusCode::OK), SenderAction::Drop);
     let (addr, _reporter, shutdown) = serve(NormalizeStatusLayer::new(contract)).await;
-    let mut client = client(addr).await;
+    let (mut client, seen) = client(addr).await;
 
     let answer = bounded(client.check(check(SERVICE))).await.unwrap();
     assert_eq!(answer.into_inner().status(), ServingStatus::Serving);
+    assert_untouched(&seen, 1);
 
     drop(client);
     shutdown.finish().await;
