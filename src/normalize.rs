@@ -26,6 +26,7 @@
 //! | answered 3xx | `500` problem | [`Redirect`] |
 //! | answered `408`, `425` or `429` | `503` problem, the inner `Retry-After` kept (or the layer's [`retry_after`]) | [`RetryLaterStatus`] |
 //! | answered another 4xx | kept: it is the handler's own, deliberate rejection | – |
+//! | answered a 4xx written by a hookgate layer (it carries a [`ProblemCode`]) | kept | – |
 //! | answered 5xx | kept | – |
 //! | answered a status outside 200–599 | `500` problem | [`UnexpectedStatus`] |
 //! | failed with [`tower::timeout::error::Elapsed`] (or a tokio `Elapsed`) | `503` problem + `Retry-After` | [`Timeout`] |
@@ -165,6 +166,8 @@
 //!   it because it is the handler's deliberate answer.
 //! - Errors and panics on a gRPC request are answered with HTTP `500`/`503`, which gRPC clients
 //!   map to `INTERNAL`/`UNAVAILABLE`.
+//! - A panic while the response *body* streams comes after the status line was sent: it cannot
+//!   become a `500` any more. Handlers that answer webhooks should answer with a complete body.
 //!
 //! [`SuccessStatus`]: NormalizeCause::SuccessStatus
 //! [`Redirect`]: NormalizeCause::Redirect
