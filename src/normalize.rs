@@ -233,7 +233,7 @@ pub struct NormalizeStatusLayer {
 /// What a service and its response futures need per request: the contract reduced to the
 /// statuses the layer looks up, plus the layer's options. Small and `Copy`: no shared state
 /// and no allocation per request.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 struct Settings {
     /// Bit `i`: the sender counts `200 + i` as success.
     success_2xx: u128,
@@ -246,6 +246,19 @@ struct Settings {
     failure_status: StatusCode,
     retry_after: Duration,
     handler_deadline: Option<Duration>,
+}
+
+impl fmt::Debug for Settings {
+    /// The answers and options; the status bits are the contract's, shown by its own `Debug`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("success_status", &self.success_status.as_u16())
+            .field("retry_later_status", &self.retry_later_status.as_u16())
+            .field("failure_status", &self.failure_status.as_u16())
+            .field("retry_after", &self.retry_after)
+            .field("handler_deadline", &self.handler_deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Settings {
