@@ -56,6 +56,9 @@ pub use signature::{VerifySignature, VerifySignatureLayer};
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
 
+#[cfg(feature = "normalize")]
+pub use normalize::{NormalizeStatus, NormalizeStatusLayer, Normalized, SenderContract};
+
 // The README's examples are compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
