@@ -192,7 +192,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let problem = match self.layer.client.extract(&request) {
-            Ok(ip) if self.layer.allows(ip) => return ResponseFuture::inner(self.inner.call(request)),
+            Ok(ip) if self.layer.allows(ip) => {
+                return ResponseFuture::inner(self.inner.call(request))
+            }
             Ok(ip) => {
                 tracing::debug!(%ip, "client not on the allow-list");
                 Problem::new(StatusCode::FORBIDDEN, ProblemCode::CLIENT_NOT_ALLOWED)
@@ -358,7 +360,9 @@ where
                 Poll::Ready(Ok(response.map(ResponseBody::new)))
             }
             KindProj::Rejected { problem, grpc } => {
-                let problem = problem.take().expect("ResponseFuture polled after completion");
+                let problem = problem
+                    .take()
+                    .expect("ResponseFuture polled after completion");
                 Poll::Ready(Ok(problem.into_response_for(*grpc)))
             }
         }
@@ -411,27 +415,58 @@ mod tests {
     async fn allow_list_passes_members_and_refuses_others_with_403() {
         let layer = AllowIpLayer::new(["192.0.2.0/24", "2001:db8::1"], ClientIp::peer()).unwrap();
         let svc = layer.layer(ok());
-        let (status, _) = code(svc.clone().oneshot(request([192, 0, 2, 200], &[])).await.unwrap()).await;
+        let (status, _) = code(
+            svc.clone()
+                .oneshot(request([192, 0, 2, 200], &[]))
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, c) = code(svc.clone().oneshot(request([192, 0, 3, 1], &[])).await.unwrap()).await;
-        assert_eq!((status, c.as_str()), (StatusCode::FORBIDDEN, "client_not_allowed"));
+        let (status, c) = code(
+            svc.clone()
+                .oneshot(request([192, 0, 3, 1], &[]))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, c.as_str()),
+            (StatusCode::FORBIDDEN, "client_not_allowed")
+        );
         // No peer address at all: a deployment error, retryable.
         let (status, c) = code(svc.oneshot(Request::new(())).await.unwrap()).await;
-        assert_eq!((status, c.as_str()), (StatusCode::INTERNAL_SERVER_ERROR, "client_unidentified"));
+        assert_eq!(
+            (status, c.as_str()),
+            (StatusCode::INTERNAL_SERVER_ERROR, "client_unidentified")
+        );
     }
 
     #[tokio::test]
     async fn allow_list_reads_forwarded_addresses_only_from_trusted_proxies() {
-        let client = ClientIp::behind_proxies(["10.0.0.0/8"], ForwardedHeader::XForwardedFor).unwrap();
+        let client =
+            ClientIp::behind_proxies(["10.0.0.0/8"], ForwardedHeader::XForwardedFor).unwrap();
         let svc = AllowIpLayer::elevenlabs_egress(client).layer(ok());
         let via_proxy = request([10, 0, 0, 5], &[("x-forwarded-for", "34.67.146.145")]);
-        assert_eq!(svc.clone().oneshot(via_proxy).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            svc.clone().oneshot(via_proxy).await.unwrap().status(),
+            StatusCode::OK
+        );
         // The same claim from an untrusted peer is ignored: the peer is the client.
         let spoofed = request([198, 51, 100, 1], &[("x-forwarded-for", "34.67.146.145")]);
-        assert_eq!(svc.clone().oneshot(spoofed).await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            svc.clone().oneshot(spoofed).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
         // A leftmost spoof behind the proxy does not help either.
-        let spoofed = request([10, 0, 0, 5], &[("x-forwarded-for", "34.67.146.145, 203.0.113.9")]);
-        assert_eq!(svc.oneshot(spoofed).await.unwrap().status(), StatusCode::FORBIDDEN);
+        let spoofed = request(
+            [10, 0, 0, 5],
+            &[("x-forwarded-for", "34.67.146.145, 203.0.113.9")],
+        );
+        assert_eq!(
+            svc.oneshot(spoofed).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
     }
 
     #[test]
@@ -443,7 +478,10 @@ mod tests {
             .allow(["198.51.100.0/24"])
             .unwrap();
         assert!(layer.allows("198.51.100.9".parse().unwrap()));
-        assert!(layer.allows("::ffff:192.0.2.1".parse().unwrap()), "IPv4-mapped counts as IPv4");
+        assert!(
+            layer.allows("::ffff:192.0.2.1".parse().unwrap()),
+            "IPv4-mapped counts as IPv4"
+        );
         assert!(!layer.allows("192.0.2.2".parse().unwrap()));
     }
 
@@ -452,25 +490,56 @@ mod tests {
         let direct = RequireHttpsLayer::new(ClientIp::peer()).layer(ok());
         let mut tls = request([203, 0, 113, 1], &[]);
         tls.extensions_mut().insert(TlsConnection);
-        assert_eq!(direct.clone().oneshot(tls).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            direct.clone().oneshot(tls).await.unwrap().status(),
+            StatusCode::OK
+        );
         let claimed = request([203, 0, 113, 1], &[("x-forwarded-proto", "https")]);
         let (status, c) = code(direct.oneshot(claimed).await.unwrap()).await;
-        assert_eq!((status, c.as_str()), (StatusCode::FORBIDDEN, "https_required"));
+        assert_eq!(
+            (status, c.as_str()),
+            (StatusCode::FORBIDDEN, "https_required")
+        );
 
-        let client = ClientIp::behind_proxies(["10.0.0.1"], ForwardedHeader::XForwardedFor).unwrap();
+        let client =
+            ClientIp::behind_proxies(["10.0.0.1"], ForwardedHeader::XForwardedFor).unwrap();
         let proxied = RequireHttpsLayer::new(client).layer(ok());
         let https = request([10, 0, 0, 1], &[("x-forwarded-proto", "https")]);
-        assert_eq!(proxied.clone().oneshot(https).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(
+            proxied.clone().oneshot(https).await.unwrap().status(),
+            StatusCode::OK
+        );
         let http = request([10, 0, 0, 1], &[("x-forwarded-proto", "http")]);
-        assert_eq!(proxied.clone().oneshot(http).await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            proxied.clone().oneshot(http).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
         let none = request([10, 0, 0, 1], &[]);
-        assert_eq!(proxied.oneshot(none).await.unwrap().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            proxied.oneshot(none).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
 
         let client = ClientIp::behind_proxies(["10.0.0.1"], ForwardedHeader::Forwarded).unwrap();
         let rfc = RequireHttpsLayer::new(client).layer(ok());
-        let https = request([10, 0, 0, 1], &[("forwarded", "for=192.0.2.1;proto=http, for=192.0.2.9;proto=\"HTTPS\"")]);
-        assert_eq!(rfc.clone().oneshot(https).await.unwrap().status(), StatusCode::OK);
-        let http = request([10, 0, 0, 1], &[("forwarded", "for=192.0.2.1;proto=https, for=192.0.2.9")]);
-        assert_eq!(rfc.oneshot(http).await.unwrap().status(), StatusCode::FORBIDDEN);
+        let https = request(
+            [10, 0, 0, 1],
+            &[(
+                "forwarded",
+                "for=192.0.2.1;proto=http, for=192.0.2.9;proto=\"HTTPS\"",
+            )],
+        );
+        assert_eq!(
+            rfc.clone().oneshot(https).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let http = request(
+            [10, 0, 0, 1],
+            &[("forwarded", "for=192.0.2.1;proto=https, for=192.0.2.9")],
+        );
+        assert_eq!(
+            rfc.oneshot(http).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
     }
 }

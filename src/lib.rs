@@ -44,6 +44,9 @@ pub mod signature;
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;
 
+#[cfg(feature = "client-checks")]
+pub mod client_checks;
+
 #[cfg(feature = "normalize")]
 pub mod normalize;
 

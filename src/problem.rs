@@ -96,6 +96,13 @@ impl ProblemCode {
         "Receiver busy buffering other deliveries",
     );
 
+    // --- client checks ---
+    /// 403: the client's address is not on the allow-list.
+    pub const CLIENT_NOT_ALLOWED: Self =
+        Self::new("client_not_allowed", "Client address not allowed");
+    /// 403: the request did not arrive over HTTPS.
+    pub const HTTPS_REQUIRED: Self = Self::new("https_required", "HTTPS required");
+
     // --- rate limiting ---
     /// 429: too many requests from one client before verification.
     pub const RATE_LIMITED: Self = Self::new("rate_limited", "Too many requests");

@@ -583,3 +583,131 @@ async fn tls_with_a_certificate_made_here_serves_http2_and_http1() {
     }
     assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 2);
 }
+
+/// An HTTP client whose connections come from `local` (any 127.0.0.0/8 address is loopback).
+fn client_from(
+    local: [u8; 4],
+) -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_local_address(Some(std::net::IpAddr::from(local)));
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+async fn status_from(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    url: &str,
+    signature: Option<String>,
+    body: String,
+) -> StatusCode {
+    let mut request = Request::post(url);
+    if let Some(signature) = signature {
+        request = request.header("elevenlabs-signature", signature);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let _ = response.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn forged_floods_from_several_addresses_never_pass_and_never_crowd_out_the_sender() {
+    let gateway = Gateway::start(&[
+        "--client-rate",
+        "50",
+        "--client-burst",
+        "50",
+        "--max-failures-per-minute",
+        "20",
+    ]);
+    let url = gateway.url();
+    let mut attackers = Vec::new();
+    for attacker in 2..6u8 {
+        let url = url.clone();
+        attackers.push(tokio::spawn(async move {
+            let client = client_from([127, 0, 0, attacker]);
+            let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+            for i in 0..400 {
+                let body = transcript(&format!("forged_{attacker}_{i}"));
+                let forged = ElevenLabs::new("guessed-secret")
+                    .unwrap()
+                    .sign(now(), body.as_bytes());
+                let signature = if i % 2 == 0 { Some(forged) } else { None };
+                let status = status_from(&client, &url, signature, body).await;
+                *statuses.entry(status.as_u16()).or_default() += 1;
+            }
+            statuses
+        }));
+    }
+    let sender = client_from([127, 0, 0, 1]);
+    for i in 0..40 {
+        let body = transcript(&format!("legit_{i}"));
+        let status = status_from(&sender, &url, sign(body.as_bytes()), body).await;
+        assert_eq!(status, StatusCode::OK, "legitimate delivery {i}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for attacker in attackers {
+        let statuses = attacker.await.unwrap();
+        assert!(
+            !statuses.contains_key(&200),
+            "a forged request passed: {statuses:?}"
+        );
+        assert!(
+            statuses.keys().all(|s| [400, 401, 429].contains(s)),
+            "forged requests get 401 or 429: {statuses:?}"
+        );
+        assert!(
+            statuses.get(&429).copied().unwrap_or(0) > 300,
+            "the flood was cut off: {statuses:?}"
+        );
+    }
+    let stored = std::fs::read_dir(gateway.events()).unwrap().count();
+    assert_eq!(stored, 40, "only the legitimate deliveries were stored");
+}
+
+#[tokio::test]
+async fn allow_list_and_https_requirement_turn_clients_away_with_403() {
+    let gateway = Gateway::start(&["--allow-ip", "127.0.0.2/32"]);
+    let body = transcript("req_allowed");
+    let refused = status_from(
+        &client_from([127, 0, 0, 1]),
+        &gateway.url(),
+        sign(body.as_bytes()),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+    let allowed = status_from(
+        &client_from([127, 0, 0, 2]),
+        &gateway.url(),
+        sign(body.as_bytes()),
+        body,
+    )
+    .await;
+    assert_eq!(allowed, StatusCode::OK);
+
+    let gateway = Gateway::start(&["--require-https", "--trusted-proxy", "127.0.0.3"]);
+    let body = transcript("req_https");
+    let plain = post(&gateway.url(), sign(body.as_bytes()), body.clone()).await;
+    assert_eq!(plain.status, StatusCode::FORBIDDEN);
+    assert_eq!(plain.code(), "https_required");
+    // The trusted proxy says the client used HTTPS.
+    let request = Request::post(gateway.url())
+        .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(Full::new(Bytes::from(body.clone())))
+        .unwrap();
+    let response = client_from([127, 0, 0, 3]).request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The same claim from anyone else is not believed.
+    let request = Request::post(gateway.url())
+        .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
+        .header("x-forwarded-proto", "https")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = client_from([127, 0, 0, 4]).request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}

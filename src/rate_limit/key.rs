@@ -345,6 +345,24 @@ impl ClientIp {
             .ok_or(MissingKey::new("trusted proxy sent no forwarding header"))
     }
 
+    /// The socket peer address this extractor finds in a request's extensions.
+    #[must_use]
+    pub fn peer_addr(&self, extensions: &Extensions) -> Option<SocketAddr> {
+        (self.peer)(extensions)
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    #[must_use]
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.is_trusted(ip.to_canonical())
+    }
+
+    /// The forwarding header the trusted proxies write.
+    #[must_use]
+    pub fn forwarded_header(&self) -> ForwardedHeader {
+        self.header
+    }
+
     fn is_trusted(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }

@@ -91,6 +91,12 @@ pub(crate) struct ServeArgs {
     /// Burst allowed per client on top of the rate.
     #[arg(long, default_value_t = 100, env = "HOOKGATE_CLIENT_BURST")]
     pub(crate) client_burst: u32,
+    /// Failed verifications (400/401) per client per minute before it is blocked (0: never block).
+    #[arg(long, default_value_t = 30, env = "HOOKGATE_MAX_FAILURES_PER_MINUTE")]
+    pub(crate) max_failures_per_minute: u32,
+    /// Seconds a client that kept failing verification stays blocked.
+    #[arg(long, default_value_t = 300, env = "HOOKGATE_FAILURE_COOLDOWN")]
+    pub(crate) failure_cooldown: u64,
     /// A proxy whose X-Forwarded-For / Forwarded headers are trusted (CIDR; repeatable).
     #[arg(
         long = "trusted-proxy",

@@ -1,7 +1,9 @@
 //! `hookgate serve`: the gateway, composed of hookgate's layers.
 //!
 //! ```text
-//! request ─▶ Record (metrics) ─▶ Route (path, method) ─▶ VerifySignature ─▶ TimeDestination ─▶ sink | upstream
+//! request ─▶ Record (metrics) ─▶ Route (POST <path>) ─▶ NormalizeStatus (the sender's contract)
+//!   ─▶ RequireHttps? ─▶ AllowIp? ─▶ FailureLimit ─▶ RateLimit per client ─▶ VerifySignature
+//!   ─▶ TimeDestination ─▶ sink | upstream
 //! ```
 
 use std::{
@@ -17,19 +19,28 @@ use std::{
 
 use hookgate::{
     body::ResponseBody,
+    client_checks::{AllowIpLayer, RequireHttpsLayer, TlsConnection},
+    elevenlabs::EGRESS_IPS,
     problem::{Problem, ProblemCode},
+    rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, Rate},
     signature::BufferBudget,
-    VerifySignatureLayer,
+    FailureLimitLayer, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
 };
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
+use std::num::NonZeroU32;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tower::{
+    util::{BoxCloneSyncService, MapResponse},
+    Layer,
+};
 use tower::{Service, ServiceBuilder};
 
 use crate::{
@@ -38,7 +49,7 @@ use crate::{
     secrets::{self, Source, DEV_SECRET_FILE},
     sink::Sink,
     tls,
-    upstream::{ConnectionTls, Upstream},
+    upstream::Upstream,
 };
 
 /// How long a client may take to send a request head.
@@ -74,35 +85,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         return Err(format!("--path {:?} must start with /", args.path));
     }
 
-    let budget = BufferBudget::new(
-        VerifySignatureLayer::<()>::DEFAULT_BUFFER_BUDGET.max(args.max_body_bytes),
-    );
-    let gauge_budget = budget.clone();
-    let metrics = Metrics::new(vec![GaugeSource {
-        name: "buffer_bytes_in_use",
-        help: "Body bytes buffered by in-flight requests",
-        read: Box::new(move || gauge_budget.in_use() as i64),
-    }]);
-    let verify = VerifySignatureLayer::new(scheme)
-        .max_body_size(args.max_body_bytes)
-        .shared_buffer_budget(budget);
-
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    if let Some(admin) = args.admin_listen {
-        spawn_admin(admin, metrics.clone()).await?;
-    }
+    let mut gauges = Vec::new();
+    let budget = BufferBudget::new(
+        VerifySignatureLayer::<()>::DEFAULT_BUFFER_BUDGET.max(args.max_body_bytes),
+    );
+    let gauge_budget = budget.clone();
+    gauges.push(GaugeSource {
+        name: "buffer_bytes_in_use",
+        help: "Body bytes buffered by in-flight requests",
+        read: Box::new(move || gauge_budget.in_use() as i64),
+    });
+    let verify = VerifySignatureLayer::new(scheme)
+        .max_body_size(args.max_body_bytes)
+        .shared_buffer_budget(budget);
 
-    let grace = Duration::from_secs(args.shutdown_grace);
-    let scheme_name = if tls.is_some() { "https" } else { "http" };
-    let path = args.path.clone();
-    match &args.upstream {
+    let destination = match &args.upstream {
         Some(url) => {
             let upstream = Upstream::new(
                 url,
@@ -110,33 +111,179 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 Duration::from_secs_f64(args.upstream_timeout),
             )?;
             tracing::info!(upstream = %url, "verified deliveries are forwarded upstream");
-            let stack = ServiceBuilder::new()
-                .layer(RecordLayer(metrics.clone()))
-                .layer(RouteLayer { path })
-                .layer(verify)
-                .layer(TimeDestinationLayer(metrics.clone()))
-                .service(upstream);
-            announce(scheme_name, local, &args.path);
-            metrics.set_ready();
-            accept_loop(listener, tls, stack, grace).await;
+            Destination::Upstream(upstream)
         }
         None => {
             let sink = Sink::open(&args.sink_dir).map_err(|e| {
                 format!("cannot use sink directory {}: {e}", args.sink_dir.display())
             })?;
             tracing::info!(dir = %args.sink_dir.display(), "verified deliveries are stored in the sink directory");
-            let stack = ServiceBuilder::new()
-                .layer(RecordLayer(metrics.clone()))
-                .layer(RouteLayer { path })
-                .layer(verify)
-                .layer(TimeDestinationLayer(metrics.clone()))
-                .service(sink);
-            announce(scheme_name, local, &args.path);
-            metrics.set_ready();
-            accept_loop(listener, tls, stack, grace).await;
+            Destination::Sink(sink)
         }
+    };
+
+    let stack = build_stack(&args, verify, destination, &mut gauges)?;
+    let metrics = Metrics::new(gauges);
+    let stack = ServiceBuilder::new()
+        .layer(RecordLayer(metrics.clone()))
+        .layer(RouteLayer {
+            path: args.path.clone(),
+        })
+        .layer(NormalizeStatusLayer::elevenlabs())
+        .service(stack.into_service(metrics.clone()));
+
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(admin) = args.admin_listen {
+        spawn_admin(admin, metrics.clone()).await?;
     }
+    announce(
+        if tls.is_some() { "https" } else { "http" },
+        local,
+        &args.path,
+    );
+    metrics.set_ready();
+    accept_loop(
+        listener,
+        tls,
+        stack,
+        Duration::from_secs(args.shutdown_grace),
+    )
+    .await;
     Ok(())
+}
+
+/// Where verified deliveries go.
+enum Destination {
+    Sink(Sink),
+    Upstream(Upstream),
+}
+
+/// The response body of the composed stack: boxed, so optional layers can be left out.
+type BoxBody = UnsyncBoxBody<bytes::Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The webhook stack, boxed at each optional layer. The cost (an allocation or two per
+/// request and layer) is noise beside a network round trip; the library layers themselves
+/// stay unboxed for users who compose them statically.
+type Webhook = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
+
+fn boxed<S, B>(service: S) -> Webhook
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(MapResponse::new(service, |response: Response<B>| {
+        response.map(|body| body.map_err(Into::into).boxed_unsync())
+    }))
+}
+
+/// The layers between the route and the destination, still missing the destination's timing
+/// (which needs the metrics, registered after every gauge source is known).
+struct Stack {
+    verify: VerifySignatureLayer<hookgate::scheme::ElevenLabs>,
+    destination: Destination,
+    outer: Vec<Box<dyn FnOnce(Webhook) -> Webhook + Send>>,
+}
+
+impl Stack {
+    fn into_service(self, metrics: Arc<Metrics>) -> Webhook {
+        let timed = TimeDestinationLayer(metrics);
+        let mut webhook = match self.destination {
+            Destination::Sink(sink) => boxed(
+                ServiceBuilder::new()
+                    .layer(self.verify)
+                    .layer(timed)
+                    .service(sink),
+            ),
+            Destination::Upstream(upstream) => boxed(
+                ServiceBuilder::new()
+                    .layer(self.verify)
+                    .layer(timed)
+                    .service(upstream),
+            ),
+        };
+        // Innermost first.
+        for wrap in self.outer {
+            webhook = wrap(webhook);
+        }
+        webhook
+    }
+}
+
+/// Client checks, failure limiting and the per-client rate limit, as the flags ask; the
+/// design's onion, outermost last in `outer`.
+fn build_stack(
+    args: &ServeArgs,
+    verify: VerifySignatureLayer<hookgate::scheme::ElevenLabs>,
+    destination: Destination,
+    gauges: &mut Vec<GaugeSource>,
+) -> Result<Stack, String> {
+    let client_ip = if args.trusted_proxies.is_empty() {
+        ClientIp::peer()
+    } else {
+        ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
+            .map_err(|e| format!("--trusted-proxy: {e}"))?
+    };
+    let mut outer: Vec<Box<dyn FnOnce(Webhook) -> Webhook + Send>> = Vec::new();
+
+    if let Some(rate) = NonZeroU32::new(args.client_rate) {
+        let burst = NonZeroU32::new(args.client_burst).unwrap_or(rate);
+        let layer =
+            RateLimitLayer::per_client(Rate::per_second(rate).burst(burst), client_ip.clone())
+                .map_err(|e| format!("--client-rate: {e}"))?;
+        let probe = layer.clone();
+        gauges.push(GaugeSource {
+            name: "limiter_clients",
+            help: "Clients tracked by the per-client rate limiter",
+            read: Box::new(move || probe.store().len() as i64),
+        });
+        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
+    }
+    if let Some(failures) = NonZeroU32::new(args.max_failures_per_minute) {
+        let policy = FailurePolicy::new(
+            Rate::per_minute(failures).burst(failures),
+            Duration::from_secs(args.failure_cooldown),
+        )
+        .map_err(|e| format!("--max-failures-per-minute: {e}"))?;
+        let layer = FailureLimitLayer::new(policy, client_ip.clone());
+        let blocked = layer.clone();
+        gauges.push(GaugeSource {
+            name: "blocked_clients",
+            help: "Clients blocked after failing verification too often",
+            read: Box::new(move || blocked.blocked_clients() as i64),
+        });
+        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
+    }
+    if !args.allow_ips.is_empty() || args.allow_elevenlabs_egress {
+        let mut networks: Vec<String> = args.allow_ips.clone();
+        if args.allow_elevenlabs_egress {
+            networks.extend(EGRESS_IPS.iter().map(|ip| (*ip).to_owned()));
+        }
+        let layer = AllowIpLayer::new(&networks, client_ip.clone())
+            .map_err(|e| format!("--allow-ip: {e}"))?;
+        tracing::info!(
+            networks = networks.len(),
+            "only allow-listed client addresses are accepted"
+        );
+        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
+    }
+    if args.require_https {
+        let layer = RequireHttpsLayer::new(client_ip);
+        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
+    }
+    Ok(Stack {
+        verify,
+        destination,
+        outer,
+    })
 }
 
 fn announce(scheme: &str, local: SocketAddr, path: &str) {
@@ -239,7 +386,9 @@ async fn serve_connection<S, B>(
         ServiceBuilder::new()
             .map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(peer);
-                request.extensions_mut().insert(ConnectionTls(is_tls));
+                if is_tls {
+                    request.extensions_mut().insert(TlsConnection);
+                }
                 request
             })
             .service(stack),

@@ -12,6 +12,7 @@ use std::{
 
 use hookgate::{
     body::ResponseBody,
+    client_checks::TlsConnection,
     problem::{Problem, ProblemCode},
     signature::VerifiedBody,
 };
@@ -25,10 +26,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use tower::Service;
-
-/// Whether the connection a request came in on was TLS; inserted by `serve` per connection.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ConnectionTls(pub(crate) bool);
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -118,7 +115,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Request<VerifiedBody> {
     let (mut parts, body) = request.into_parts();
     let peer = parts.extensions.get::<SocketAddr>().map(|a| a.ip());
-    let tls = parts.extensions.get::<ConnectionTls>().is_some_and(|t| t.0);
+    let tls = parts.extensions.get::<TlsConnection>().is_some();
     parts.uri = upstream.target(&parts.uri);
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
@@ -235,7 +232,7 @@ mod tests {
         request
             .extensions_mut()
             .insert("10.0.0.7:5000".parse::<SocketAddr>().unwrap());
-        request.extensions_mut().insert(ConnectionTls(true));
+        request.extensions_mut().insert(TlsConnection);
         let forwarded = forwarded_request(&u, request);
         let h = forwarded.headers();
         assert!(h.get("connection").is_none());
