@@ -484,7 +484,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     for sender in senders {
         sender.await.unwrap();
     }
-    let acknowledged = acknowledged.lock().unwrap();
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
     assert!(
         acknowledged.len() > 10,
         "the stream was running: {}",
@@ -551,10 +551,7 @@ async fn tls_with_a_certificate_made_here_serves_http2_and_http1() {
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
             .expect("the handshake succeeds with the test's certificate");
-        let body = transcript(&format!(
-            "req_tls_{}",
-            alpn.replace('/', "_").replace('.', "_")
-        ));
+        let body = transcript(&format!("req_tls_{}", alpn.replace(['/', '.'], "_")));
         let request = Request::post(format!("https://localhost{}", "/webhooks/elevenlabs"))
             .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
             .body(Full::new(Bytes::from(body)))

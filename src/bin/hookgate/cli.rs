@@ -31,6 +31,8 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+// Parsed once at start: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the gateway: verify deliveries and hand them to a sink directory or an upstream.
