@@ -2,7 +2,7 @@
 //! allow-list, [`AllowIpLayer`] (with ElevenLabs' published egress addresses as a preset).
 //!
 //! Both find the client the way the rate limiter does, through a
-//! [`ClientIp`](crate::rate_limit::ClientIp): the socket peer, or, when the peer is one of your
+//! [`ClientIp`]: the socket peer, or, when the peer is one of your
 //! trusted proxies, the forwarding header walked right to left. Both answer a failed check with
 //! a permanent `403` and a problem+json body (`client_not_allowed`, `https_required`): such a
 //! request does not come from the sender.
@@ -39,7 +39,7 @@
 //! - An allow-list of the sender's egress IPs is defence in depth, never a replacement for the
 //!   signature: addresses change, and cloud egress ranges are shared.
 //! - Behind a TLS-terminating proxy, the connection to you is plain HTTP: declare the proxy
-//!   with [`ClientIp::behind_proxies`](crate::rate_limit::ClientIp::behind_proxies) so its
+//!   with [`ClientIp::behind_proxies`] so its
 //!   `X-Forwarded-Proto` (or `Forwarded: proto=`) is believed. Nobody else's is.
 //! - A request whose client cannot be identified (no peer address, a trusted proxy without a
 //!   forwarding header) is a deployment error: `500 client_unidentified`, retryable.
