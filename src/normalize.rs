@@ -36,6 +36,12 @@
 //! | did not answer within the [`handler_deadline`] | `503` problem + `Retry-After` | [`Deadline`] |
 //! | answered gRPC (`content-type: application/grpc*`) | untouched | – |
 //!
+//! What happens to the inner response: a kept answer passes on unchanged (headers, body,
+//! extensions). A 2xx rewritten to the success status keeps the handler's headers, body and
+//! extensions: only the status changes. Every other rewrite replaces the response with a
+//! problem: the inner body is dropped unread and its headers (a `Location`, cookies) are
+//! discarded; only the `Retry-After` of a `408`/`425`/`429` is carried over.
+//!
 //! Errors are found by downcasting the boxed error and walking its `source()` chain, so an
 //! `Elapsed` wrapped by another layer is still recognised. A failing `poll_ready` does not kill
 //! the connection either: the layer reports itself ready and answers the next request from the

@@ -8,6 +8,7 @@ use std::{
     pin::Pin,
     sync::Once,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -38,6 +39,8 @@ enum Outcome {
     PanicInCall,
     PanicInFuture,
     ReadyError,
+    /// Never answers: the layer's handler deadline must.
+    Hang,
 }
 
 fn outcome() -> impl Strategy<Value = Outcome> {
@@ -53,6 +56,7 @@ fn outcome() -> impl Strategy<Value = Outcome> {
         1 => Just(Outcome::PanicInCall),
         1 => Just(Outcome::PanicInFuture),
         1 => Just(Outcome::ReadyError),
+        1 => Just(Outcome::Hang),
     ]
 }
 
@@ -150,6 +154,9 @@ impl Future for ScriptedFuture {
     type Output = Result<Response<Full<Bytes>>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(Outcome::Hang) = self.0 {
+            return Poll::Pending;
+        }
         Poll::Ready(match self.0.take().expect("polled once") {
             Outcome::Answer {
                 status,
@@ -161,7 +168,9 @@ impl Future for ScriptedFuture {
             Outcome::Overloaded => Err(Box::new(tower::load_shed::error::Overloaded::new())),
             Outcome::OtherError => Err("secret=hunter2".into()),
             Outcome::PanicInFuture => panic!("{PLANNED_PANIC} in the future"),
-            Outcome::PanicInCall | Outcome::ReadyError => unreachable!("never called"),
+            Outcome::PanicInCall | Outcome::ReadyError | Outcome::Hang => {
+                unreachable!("never called")
+            }
         })
     }
 }
@@ -184,11 +193,25 @@ fn quiet_planned_panics() {
 }
 
 fn run(contract: &SenderContract, outcome: &Outcome) -> Response<ResponseBody<Full<Bytes>>> {
-    let service = NormalizeStatusLayer::new(contract.clone()).layer(Scripted(outcome.clone()));
+    let service = NormalizeStatusLayer::new(contract.clone())
+        .handler_deadline(Duration::from_secs(10))
+        .layer(Scripted(outcome.clone()));
+    // A paused clock: the deadline fires without a real wait.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
         .build()
         .unwrap();
-    let answer: Result<_, Infallible> = rt.block_on(service.oneshot(Request::new(Full::default())));
+    // Bounded in virtual time too: a layer that never answers fails instead of hanging.
+    let answer: Result<_, Infallible> = rt
+        .block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(3600),
+                service.oneshot(Request::new(Full::default())),
+            )
+            .await
+        })
+        .expect("the layer answers within an hour of virtual time");
     answer.unwrap()
 }
 
@@ -240,6 +263,10 @@ proptest! {
             Outcome::Answer { status, .. } => Some(StatusCode::from_u16(status).unwrap()),
             _ => None,
         };
+
+        if let Outcome::Hang = outcome {
+            prop_assert_eq!(normalized.map(|n| n.cause), Some(NormalizeCause::Deadline));
+        }
 
         match intent(&outcome) {
             Intent::Untouchable => {
