@@ -162,6 +162,9 @@ pub(crate) struct SendArgs {
     /// Deliveries in flight at once (one keep-alive connection each).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrency: u16,
+    /// OS threads the load generator runs its connections on (default: the number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
 }
 
 #[derive(Debug, Args)]

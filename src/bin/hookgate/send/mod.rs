@@ -220,7 +220,11 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
     let delivered = if args.count == 1 {
         send_one(&plan, &args.url).await
     } else {
-        load(Arc::new(plan), args.count, args.concurrency).await
+        let threads = args.threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, usize::from),
+            usize::from,
+        );
+        load(Arc::new(plan), args.count, args.concurrency, threads).await
     };
     if delivered {
         ExitCode::SUCCESS
@@ -275,12 +279,14 @@ async fn send_one(plan: &Plan, url: &str) -> bool {
     .await
 }
 
-/// `count` events over `concurrency` workers; a progress bar, then the summary.
-async fn load(plan: Arc<Plan>, count: u64, concurrency: u16) -> bool {
+/// `count` events over `concurrency` workers spread over `threads` OS threads, each running a
+/// current-thread runtime (a worker's connection task then wakes it without crossing threads);
+/// a progress bar, then the summary.
+async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> bool {
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
         if let Ok(style) =
-            ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}  {msg}")
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
         {
             bar.set_style(style);
         }
@@ -288,38 +294,79 @@ async fn load(plan: Arc<Plan>, count: u64, concurrency: u16) -> bool {
     } else {
         ProgressBar::hidden()
     };
-    let workers = u64::from(concurrency).min(count);
+    let workers = usize::from(concurrency).min(usize::try_from(count).unwrap_or(usize::MAX));
+    let threads = threads.clamp(1, workers);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
-        let share = usize::try_from(count / workers + 1).unwrap_or(0);
-        tasks.push(tokio::spawn(async move {
-            let mut connection = Connection::new(plan.target.clone());
-            let mut stats = Stats::with_capacity(share);
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= count {
-                    break;
-                }
-                let (body, _) = plan.bodies.event(n);
-                deliver(&plan, &mut connection, &body, &mut stats, |_, _, _| {}).await;
-                progress.inc(1);
-            }
-            stats
-        }));
-    }
-    let mut total = Stats::default();
-    for task in tasks {
-        match task.await {
-            Ok(stats) => total.merge(stats),
-            Err(error) => eprintln!("hookgate send: a worker failed: {error}"),
-        }
-    }
+    let handles: Vec<_> = (0..threads)
+        .map(|thread| {
+            let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
+            let mine = (thread..workers).step_by(threads).count();
+            std::thread::spawn(move || load_thread(&plan, &next, &progress, count, mine))
+        })
+        .collect();
+    let results = tokio::task::spawn_blocking(move || {
+        handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err("a load thread panicked".into()))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_else(|error| vec![Err(error.to_string())]);
     let elapsed = started.elapsed();
     progress.finish_and_clear();
+    let mut total = Stats::default();
+    for result in results {
+        match result {
+            Ok(stats) => total.merge(stats),
+            Err(error) => eprintln!("hookgate send: {error}"),
+        }
+    }
     let all_delivered = total.delivered == count;
     print!("{}", total.summary(elapsed, concurrency));
     all_delivered
+}
+
+/// One load thread: `workers` workers taking event numbers from `next` until `count`.
+fn load_thread(
+    plan: &Arc<Plan>,
+    next: &Arc<AtomicU64>,
+    progress: &ProgressBar,
+    count: u64,
+    workers: usize,
+) -> Result<Stats, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..workers)
+            .map(|_| {
+                let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
+                tokio::spawn(async move {
+                    let mut connection = Connection::new(plan.target.clone());
+                    let mut stats = Stats::default();
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= count {
+                            break;
+                        }
+                        let (body, _) = plan.bodies.event(n);
+                        deliver(&plan, &mut connection, &body, &mut stats, |_, _, _| {}).await;
+                        progress.inc(1);
+                    }
+                    stats
+                })
+            })
+            .collect();
+        let mut stats = Stats::default();
+        for task in tasks {
+            stats.merge(task.await.map_err(|e| format!("a worker failed: {e}"))?);
+        }
+        Ok(stats)
+    })
 }

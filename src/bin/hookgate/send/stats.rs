@@ -47,13 +47,6 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    pub(crate) fn with_capacity(attempts: usize) -> Self {
-        Self {
-            latencies: Vec::with_capacity(attempts),
-            ..Self::default()
-        }
-    }
-
     pub(crate) fn record(&mut self, kind: AnswerKind, latency: Option<Duration>) {
         if let Some(latency) = latency {
             self.latencies.push(latency);
