@@ -434,3 +434,100 @@ async fn secrets_come_only_from_the_environment_or_a_file() {
     assert!(stdout.contains("signed with the secret file"), "{stdout}");
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+/// Starts `hookgate send` with `args`, interrupts it (SIGINT, as Ctrl-C) once the receiver
+/// has seen `seen_before` attempts, and returns its exit code, stdout and run time.
+async fn interrupted_send(
+    args: &[&str],
+    seen: &Arc<Mutex<Vec<Seen>>>,
+    seen_before: usize,
+) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let child = hookgate_async(Some(SECRET))
+        .arg("send")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while seen.lock().unwrap().len() < seen_before {
+        assert!(started.elapsed() < RUN_LIMIT, "the receiver saw too little");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the attempts' answers arrive and the retry waits begin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::time::timeout(RUN_LIMIT, child.wait_with_output())
+        .await
+        .expect("hookgate send stopped in time")
+        .unwrap();
+    let (stdout, _) = texts(&output, &[SECRET]);
+    (output.status.code(), stdout, started.elapsed())
+}
+
+#[tokio::test]
+async fn ctrl_c_ends_retry_waits_and_still_summarises() {
+    // Every answer is retryable and the waits are the real ones (30 s): only Ctrl-C ends this.
+    let (addr, seen) = serve(vec![(503, Duration::ZERO)]).await;
+    let args = ["--url", &url(addr), "--count", "100", "--concurrency", "2"];
+    let (code, stdout, elapsed) = interrupted_send(&args, &seen, 2).await;
+    assert_eq!(code, Some(130), "{stdout}");
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    assert!(stdout.contains("0 delivered"), "{stdout}");
+    assert!(
+        stdout.contains("  503 Service Unavailable (throttled): 2\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stopped by Ctrl-C: 2 of 100 events handled, 2 cut short in a retry wait"),
+        "{stdout}"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // One event: the wait before attempt 2 ends too.
+    let (addr, seen) = serve(vec![(503, Duration::ZERO)]).await;
+    let (code, stdout, _) = interrupted_send(&["--url", &url(addr)], &seen, 1).await;
+    assert_eq!(code, Some(130), "{stdout}");
+    assert!(stdout.contains("attempt 1/5: 503"), "{stdout}");
+    assert!(
+        stdout.contains("stopped before the next attempt: not delivered"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn load_generation_reconnects_when_the_receiver_closes_connections() {
+    let (app, seen) = router(vec![(200, Duration::ZERO)]);
+    let app = app.layer(axum::middleware::map_response(
+        |mut response: Response| async {
+            response
+                .headers_mut()
+                .insert("connection", http::HeaderValue::from_static("close"));
+            response
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (code, stdout, stderr, _) = send(&[
+        "--url",
+        &url(addr),
+        "--count",
+        "20",
+        "--concurrency",
+        "2",
+        "--time-scale",
+        "0",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("  200 OK: 20\n"), "{stdout}");
+    assert!(!stdout.contains("no answer"), "{stdout}");
+    assert_eq!(seen.lock().unwrap().len(), 20);
+}

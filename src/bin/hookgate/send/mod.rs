@@ -15,7 +15,7 @@ use std::{
     io::IsTerminal as _,
     process::ExitCode,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -26,6 +26,7 @@ use hookgate::scheme::ElevenLabs;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::Notify;
 
 use self::{
     client::{Connection, Target},
@@ -46,6 +47,39 @@ struct Plan {
     max_attempts: usize,
     time_scale: f64,
     timeout: Duration,
+    stop: Stop,
+}
+
+/// Ctrl-C: no new event is started and retry waits end; answers in flight are still awaited.
+#[derive(Debug, Default)]
+struct Stop {
+    requested: AtomicBool,
+    notify: Notify,
+}
+
+impl Stop {
+    fn request(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+        self.notify.notify_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+
+    /// Sleeps for `wait`; false when a stop cut it short.
+    async fn sleep(&self, wait: Duration) -> bool {
+        let notified = self.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.requested() {
+            return false;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            () = notified => false,
+        }
+    }
 }
 
 /// Where bodies come from.
@@ -102,6 +136,7 @@ impl Plan {
             max_attempts: usize::from(args.max_attempts).min(schedule::MAX_ATTEMPTS),
             time_scale: args.time_scale,
             timeout: Duration::from_secs_f64(args.timeout),
+            stop: Stop::default(),
         })
     }
 }
@@ -201,7 +236,12 @@ async fn deliver(
                 stats.delivered += 1;
                 return true;
             }
-            (Verdict::Retry, Some(wait)) => tokio::time::sleep(wait).await,
+            (Verdict::Retry, Some(wait)) => {
+                if !plan.stop.sleep(wait).await {
+                    stats.interrupted += 1;
+                    return false;
+                }
+            }
             _ => break,
         }
     }
@@ -217,6 +257,16 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let plan = Arc::new(plan);
+    let on_ctrl_c = tokio::spawn({
+        let plan = plan.clone();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("hookgate send: stopping (Ctrl-C)");
+                plan.stop.request();
+            }
+        }
+    });
     let delivered = if args.count == 1 {
         send_one(&plan, &args.url).await
     } else {
@@ -224,9 +274,12 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
             || std::thread::available_parallelism().map_or(1, usize::from),
             usize::from,
         );
-        load(Arc::new(plan), args.count, args.concurrency, threads).await
+        load(plan.clone(), args.count, args.concurrency, threads).await
     };
-    if delivered {
+    on_ctrl_c.abort();
+    if plan.stop.requested() {
+        ExitCode::from(130)
+    } else if delivered {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -235,6 +288,7 @@ pub(crate) async fn run(args: SendArgs) -> ExitCode {
 
 /// One event, every attempt told on stdout.
 async fn send_one(plan: &Plan, url: &str) -> bool {
+    // A delivery in flight is not cut short by Ctrl-C, only the waits between attempts.
     let (body, id) = plan.bodies.event(0);
     let what = match &id {
         Some(id) => format!("event {id} ({} bytes)", body.len()),
@@ -252,7 +306,7 @@ async fn send_one(plan: &Plan, url: &str) -> bool {
     let mut connection = Connection::new(plan.target.clone());
     let mut stats = Stats::default();
     let max = plan.max_attempts;
-    deliver(
+    let delivered = deliver(
         plan,
         &mut connection,
         &body,
@@ -276,7 +330,11 @@ async fn send_one(plan: &Plan, url: &str) -> bool {
             println!("{line}");
         },
     )
-    .await
+    .await;
+    if stats.interrupted > 0 {
+        println!("stopped before the next attempt: not delivered");
+    }
+    delivered
 }
 
 /// `count` events over `concurrency` workers spread over `threads` OS threads, each running a
@@ -327,7 +385,16 @@ async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> 
         }
     }
     let all_delivered = total.delivered == count;
+    let (handled, interrupted) = (
+        total.delivered + total.failed + total.interrupted,
+        total.interrupted,
+    );
     print!("{}", total.summary(elapsed, concurrency));
+    if plan.stop.requested() {
+        println!(
+            "stopped by Ctrl-C: {handled} of {count} events handled, {interrupted} cut short in a retry wait"
+        );
+    }
     all_delivered
 }
 
@@ -351,6 +418,9 @@ fn load_thread(
                     let mut connection = Connection::new(plan.target.clone());
                     let mut stats = Stats::default();
                     loop {
+                        if plan.stop.requested() {
+                            break;
+                        }
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         if n >= count {
                             break;

@@ -42,6 +42,8 @@ pub(crate) struct Stats {
     pub(crate) delivered: u64,
     /// Events given up on.
     pub(crate) failed: u64,
+    /// Events abandoned in a retry wait because of Ctrl-C.
+    pub(crate) interrupted: u64,
     /// Why the first attempt without an answer had none.
     pub(crate) first_error: Option<String>,
 }
@@ -61,6 +63,7 @@ impl Stats {
         }
         self.delivered += other.delivered;
         self.failed += other.failed;
+        self.interrupted += other.interrupted;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
