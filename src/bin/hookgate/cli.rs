@@ -133,7 +133,8 @@ pub(crate) struct SendArgs {
         env = "HOOKGATE_SEND_URL"
     )]
     pub(crate) url: String,
-    /// Body to send (its exact bytes) instead of the sample speech-to-text transcript.
+    /// Body to send (its exact bytes) instead of the sample speech-to-text transcript; every
+    /// event of a --count run then carries the same bytes.
     #[arg(long, conflicts_with = "body_bytes")]
     pub(crate) file: Option<PathBuf>,
     /// Pad the sample transcript's text so that each body is exactly this many bytes

@@ -112,6 +112,16 @@ pub(crate) fn load(args: &SecretArgs) -> Result<Option<Secrets>, String> {
     }
 }
 
+/// Like [`load`], for the commands that cannot work without a secret (`send`, `sign`,
+/// `verify`): nothing configured is an error saying where a secret goes.
+pub(crate) fn load_required(args: &SecretArgs) -> Result<Secrets, String> {
+    load(args)?.ok_or_else(|| {
+        format!(
+            "no webhook secret: set {SECRET_ENV} or --secret-file (or run `hookgate serve` once to create a development secret)"
+        )
+    })
+}
+
 /// Like [`load`], but when nothing is configured creates a random development secret in
 /// [`DEV_SECRET_FILE`] (readable by the owner only), so a first run works and `hookgate send`
 /// can sign for it. Unverified traffic is never accepted.

@@ -13,8 +13,8 @@ use hookgate::scheme::{ElevenLabs, Malformed, Scheme as _, VerifyError};
 use http::{HeaderMap, HeaderValue};
 
 use crate::{
-    cli::{SecretArgs, SignArgs, VerifyArgs},
-    secrets::{self, Secrets},
+    cli::{SignArgs, VerifyArgs},
+    secrets,
 };
 
 /// Exit status when there is nothing to work with (no secret, unreadable stdin).
@@ -23,15 +23,6 @@ const USAGE: u8 = 2;
 fn fail(command: &str, error: impl std::fmt::Display) -> ExitCode {
     eprintln!("hookgate {command}: {error}");
     ExitCode::from(USAGE)
-}
-
-fn load_secrets(args: &SecretArgs) -> Result<Secrets, String> {
-    secrets::load(args)?.ok_or_else(|| {
-        format!(
-            "no webhook secret: set {} or --secret-file (or run `hookgate serve` once to create a development secret)",
-            secrets::SECRET_ENV
-        )
-    })
 }
 
 fn read_stdin() -> Result<Vec<u8>, String> {
@@ -50,7 +41,7 @@ fn unix_now() -> u64 {
 }
 
 pub(crate) fn sign(args: SignArgs) -> ExitCode {
-    let scheme = match load_secrets(&args.secrets).and_then(|s| s.scheme()) {
+    let scheme = match secrets::load_required(&args.secrets).and_then(|s| s.scheme()) {
         Ok(scheme) => scheme,
         Err(error) => return fail("sign", error),
     };
@@ -67,7 +58,7 @@ pub(crate) fn sign(args: SignArgs) -> ExitCode {
 }
 
 pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
-    let secrets = match load_secrets(&args.secrets) {
+    let secrets = match secrets::load_required(&args.secrets) {
         Ok(secrets) => secrets,
         Err(error) => return fail("verify", error),
     };

@@ -3,8 +3,13 @@
 //! Each event is signed with the current time and POSTed; a retryable answer (5xx, 408, 429,
 //! no answer) is tried again on the ElevenLabs schedule, re-signed at each attempt with the same
 //! bytes, and a permanent refusal ends the event at once. With `--count N` it becomes a load
-//! generator: `--concurrency` workers, each with its own keep-alive connection, a progress bar
-//! on stderr and a summary on stdout.
+//! generator: `--concurrency` workers, each with its own keep-alive connection, spread over
+//! `--threads` current-thread runtimes, a progress bar on stderr (when it is a terminal) and a
+//! summary on stdout: throughput, latency percentiles (every latency kept, 16 bytes each, and
+//! sorted at the end) and answers by status and problem code.
+//!
+//! The per-event path is short: the sample body is pre-serialised with holes for its timestamp
+//! and id, so an event is three copies, one HMAC and one `writev`.
 
 mod client;
 mod sample;
@@ -111,12 +116,7 @@ fn unix_now() -> u64 {
 
 impl Plan {
     fn new(args: &SendArgs) -> Result<Self, String> {
-        let secrets = secrets::load(&args.secrets)?.ok_or_else(|| {
-            format!(
-                "no webhook secret: set {} or --secret-file (or run `hookgate serve` once to create a development secret)",
-                secrets::SECRET_ENV
-            )
-        })?;
+        let secrets = secrets::load_required(&args.secrets)?;
         let scheme = secrets.scheme()?;
         let bodies = match &args.file {
             Some(path) => Bodies::File(
