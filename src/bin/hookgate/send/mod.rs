@@ -344,7 +344,7 @@ async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> 
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
         if let Ok(style) =
-            ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec}  eta {eta}")
+            ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec:0}  eta {eta}")
         {
             bar.set_style(style);
         }
