@@ -10,10 +10,11 @@ use std::{
 /// The secret the tests configure, through the environment only.
 pub const SECRET: &str = "cli-test-secret-5f2c9a";
 
-/// An empty working directory of its own (no `.env`, no development secret).
+/// An empty working directory of its own (no `.env`, no development secret), under cargo's
+/// scratch directory for integration tests.
 pub fn scratch_dir() -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "hookgate-cli-test-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
