@@ -93,6 +93,18 @@ fn sign_then_verify_round_trip_over_exact_bytes() {
 }
 
 #[test]
+fn verify_hints_at_a_trailing_newline() {
+    let header = sign(SECRET, b"{}", &[]);
+    let (code, _, stderr) = verify(SECRET, &header, b"{}\n");
+    assert_eq!(code, Some(1));
+    assert!(stderr.starts_with("invalid: none of"), "{stderr}");
+    assert!(
+        stderr.contains("hint: the body on stdin ends with a newline"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn verify_names_the_secret_that_matched_during_a_rotation() {
     let body = VECTOR_BODY.as_bytes();
     let header = sign("old-secret", body, &[]);

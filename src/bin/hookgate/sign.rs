@@ -94,6 +94,9 @@ pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
         }
         Err(error) => {
             eprintln!("invalid: {error}");
+            if let Some(hint) = hint(&error, &args.header, &body) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }
@@ -114,6 +117,20 @@ fn check(
     let mut headers = HeaderMap::new();
     headers.insert(ElevenLabs::HEADER, value);
     scheme.verify(&headers, body, now)
+}
+
+/// What usually causes `error` when checking by hand.
+fn hint(error: &VerifyError, header: &str, body: &[u8]) -> Option<&'static str> {
+    let header = header.trim_start().to_ascii_lowercase();
+    if header.starts_with("elevenlabs-signature:") {
+        return Some("pass only the header's value (t=...,v0=...), without its name");
+    }
+    match error {
+        VerifyError::SignatureMismatch { .. } if body.ends_with(b"\n") => Some(
+            "the body on stdin ends with a newline (echo adds one): the signature covers the exact bytes",
+        ),
+        _ => None,
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` for Unix seconds (proleptic Gregorian calendar).
@@ -160,6 +177,25 @@ mod tests {
         assert_eq!(scheme.sign(1_600_000_000, body), header);
         let verified = check(&scheme, header, body, now).unwrap();
         assert_eq!(verified.unix_timestamp(), 1_600_000_000);
+    }
+
+    #[test]
+    fn hints_for_common_mistakes() {
+        let mismatch = VerifyError::SignatureMismatch {
+            signatures: 1,
+            secrets: 1,
+        };
+        assert!(hint(&mismatch, "t=1,v0=00", b"{}\n")
+            .unwrap()
+            .contains("newline"));
+        assert_eq!(hint(&mismatch, "t=1,v0=00", b"{}"), None);
+        let missing = VerifyError::Malformed {
+            header: "ElevenLabs-Signature",
+            reason: Malformed::MissingTimestamp,
+        };
+        assert!(hint(&missing, "ElevenLabs-Signature: t=1,v0=00", b"{}")
+            .unwrap()
+            .contains("only the header's value"));
     }
 
     #[test]
