@@ -205,6 +205,9 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         env!("CARGO_PKG_VERSION"),
         args.seconds
     );
+    if let Some(cpu) = cpu_model() {
+        println!("cpu: {cpu}");
+    }
     println!("floor: one HMAC-SHA256 over \"t.body\" (key, feed, finalise)");
     println!(
         "hookgate: one request through VerifySignatureLayer, body in 16 KiB frames, current-thread runtime"
@@ -227,6 +230,14 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The processor's name, where the system says (Linux).
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
 }
 
 pub(crate) fn run(args: BenchArgs) -> ExitCode {
