@@ -21,8 +21,13 @@ fn run(secrets: Option<&str>, args: &[&str], body: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(body).unwrap();
-    child.wait_with_output().unwrap()
+    // A command refused before it reads stdin (a usage error) closes the pipe early.
+    let written = child.stdin.take().unwrap().write_all(body);
+    let output = child.wait_with_output().unwrap();
+    if output.status.code() != Some(2) {
+        written.unwrap();
+    }
+    output
 }
 
 fn sign(secrets: &str, body: &[u8], extra: &[&str]) -> String {
