@@ -134,27 +134,46 @@ pub(crate) struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct SendArgs {
-    /// Receiver to POST to.
+    /// Receiver to POST to (http:// or https://).
     #[arg(
         long,
         default_value = "http://127.0.0.1:8080/webhooks/elevenlabs",
         env = "HOOKGATE_SEND_URL"
     )]
     pub(crate) url: String,
-    /// Body to send instead of the sample speech-to-text transcript.
-    #[arg(long)]
+    /// Body to send (its exact bytes) instead of the sample speech-to-text transcript; every
+    /// event of a --count run then carries the same bytes.
+    #[arg(long, conflicts_with = "body_bytes")]
     pub(crate) file: Option<PathBuf>,
+    /// Pad the sample transcript's text so that each body is exactly this many bytes
+    /// (e.g. 4096 for load tests).
+    #[arg(long, value_name = "BYTES")]
+    pub(crate) body_bytes: Option<usize>,
     #[command(flatten)]
     pub(crate) secrets: SecretArgs,
     /// Multiply every retry wait by this (e.g. 0.001 in tests).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = non_negative_seconds)]
     pub(crate) time_scale: f64,
+    /// Attempts per event, at most the 5 of the ElevenLabs schedule
+    /// (immediately, then after 30 s, 2 min, 8 min and 30 min).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub(crate) max_attempts: u8,
+    /// Seconds one attempt (connect, send, read the answer) may take before it counts as failed.
+    #[arg(long, default_value_t = 30.0, value_parser = positive_seconds)]
+    pub(crate) timeout: f64,
+    /// PEM file of CA certificates to trust for https:// (e.g. a local self-signed
+    /// certificate) instead of the system's (SSL_CERT_FILE or the usual bundle paths).
+    #[arg(long, value_name = "PEM")]
+    pub(crate) ca_cert: Option<PathBuf>,
     /// Deliveries to send (each a distinct event); more than 1 makes a load generator.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: u64,
-    /// Deliveries in flight at once.
-    #[arg(long, default_value_t = 1)]
-    pub(crate) concurrency: usize,
+    /// Deliveries in flight at once (one keep-alive connection each).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) concurrency: u16,
+    /// OS threads the load generator runs its connections on (default: the number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub(crate) threads: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -176,13 +195,48 @@ pub(crate) struct VerifyArgs {
     /// How old a signed timestamp may be, in seconds.
     #[arg(long, default_value_t = 1800)]
     pub(crate) tolerance: u64,
+    /// How far ahead of this machine's clock a signed timestamp may be, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub(crate) future_skew: u64,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Seconds to measure each body size for.
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds to measure each body size for (each of the floor and hookgate).
+    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
     pub(crate) seconds: f64,
+    /// Body sizes to measure, in bytes, comma-separated (default 1 KiB, 4 KiB, 64 KiB, 1 MiB,
+    /// 16 MiB).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_values_t = crate::bench::DEFAULT_SIZES,
+        value_parser = bench_size
+    )]
+    pub(crate) sizes: Vec<usize>,
+}
+
+fn bench_size(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(bytes) if (1..=256 << 20).contains(&bytes) => Ok(bytes),
+        _ => Err("expected a whole number of bytes from 1 to 268435456".into()),
+    }
+}
+
+fn non_negative_seconds(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
+    if value.is_finite() && (0.0..=1e6).contains(&value) {
+        Ok(value)
+    } else {
+        Err("expected a number from 0 to 1000000".into())
+    }
+}
+
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match non_negative_seconds(text)? {
+        value if value > 0.0 => Ok(value),
+        _ => Err("expected a number above 0".into()),
+    }
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).
