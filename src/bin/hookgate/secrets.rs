@@ -26,7 +26,6 @@ pub(crate) enum Source {
     File(String),
     Env,
     DevFile,
-    #[allow(dead_code)] // made by `serve` (in progress)
     DevCreated,
 }
 
@@ -125,7 +124,6 @@ pub(crate) fn load_required(args: &SecretArgs) -> Result<Secrets, String> {
 /// Like [`load`], but when nothing is configured creates a random development secret in
 /// [`DEV_SECRET_FILE`] (readable by the owner only), so a first run works and `hookgate send`
 /// can sign for it. Unverified traffic is never accepted.
-#[allow(dead_code)] // used by `serve` (in progress)
 pub(crate) fn load_or_create_development(args: &SecretArgs) -> Result<Secrets, String> {
     if let Some(secrets) = load(args)? {
         return Ok(secrets);
@@ -141,7 +139,6 @@ pub(crate) fn load_or_create_development(args: &SecretArgs) -> Result<Secrets, S
     })
 }
 
-#[allow(dead_code)] // used by `serve` (in progress)
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
