@@ -8,7 +8,7 @@ use bytes::Buf;
 use http::{request::Parts, HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::{
@@ -71,7 +71,6 @@ struct Read<S, V> {
     trailers: Option<HeaderMap>,
     permit: BudgetPermit,
     limits: Limits,
-    started: Instant,
     grpc: bool,
 }
 
@@ -110,7 +109,6 @@ where
                     trailers: None,
                     permit,
                     limits,
-                    started: Instant::now(),
                     grpc,
                 }),
                 deadline: None,
@@ -230,11 +228,11 @@ where
             }
             Poll::Ready(None) => return Poll::Ready(Ok(())),
             Poll::Pending => {
-                let sleep = deadline.get_or_insert_with(|| {
-                    Box::pin(tokio::time::sleep_until(
-                        read.started + read.limits.body_timeout,
-                    ))
-                });
+                // The deadline counts from the first wait: the body was first polled right after
+                // the call, so this is the request's start to within microseconds, and a body
+                // that is already complete never reads the clock.
+                let sleep = deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(read.limits.body_timeout)));
                 ready!(sleep.as_mut().poll(cx));
                 return Poll::Ready(Err(Problem::new(
                     StatusCode::REQUEST_TIMEOUT,

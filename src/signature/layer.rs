@@ -24,7 +24,7 @@ impl<Sch> VerifySignatureLayer<Sch> {
     /// Default cap on one body: 32 MiB (speech-to-text transcripts with extra formats can be
     /// several MiB).
     pub const DEFAULT_MAX_BODY_SIZE: usize = 32 << 20;
-    /// Default deadline for receiving the whole body, counted from the call: 30 s.
+    /// Default deadline for receiving the whole body: 30 s.
     pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default budget for the bodies buffered by all in-flight requests together: 256 MiB.
     pub const DEFAULT_BUFFER_BUDGET: usize = 256 << 20;
@@ -48,8 +48,9 @@ impl<Sch> VerifySignatureLayer<Sch> {
         self
     }
 
-    /// Answers `408` (retryable) when the whole body has not arrived `timeout` after the
-    /// request reached this layer.
+    /// Answers `408` (retryable) when the whole body has not arrived `timeout` after the layer
+    /// first had to wait for it (which is, to within microseconds, when the request reached
+    /// the layer).
     pub fn body_timeout(mut self, timeout: Duration) -> Self {
         self.limits.body_timeout = timeout;
         self
