@@ -21,47 +21,45 @@ export ELEVENLABS_WEBHOOK_SECRET=perf-secret
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  for pid in "$WORK"/upstream.pid "$WORK"/proxy.pid; do
+    [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-UPSTREAM=127.0.0.1:18081   # nginx answering 200 to every POST: the handler stand-in
+UPSTREAM=127.0.0.1:18081   # nginx answering 200 to every POST: the handler stand-in (own process)
 NGINX_PROXY=127.0.0.1:18082
 GATEWAY=127.0.0.1:18083
 SINK_GATEWAY=127.0.0.1:18084
 
-mkdir -p "$WORK/nginx/logs"
-cat > "$WORK/nginx.conf" <<NGINX
+# Two nginx processes of one worker each: the upstream, and the reverse proxy in front of it
+# (one process for both would proxy within one event loop, which flatters nginx).
+nginx_conf() { # name server-block
+  mkdir -p "$WORK/$1/logs"
+  cat > "$WORK/$1.conf" <<NGINX
 worker_processes 1;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
+pid $WORK/$1.pid;
+error_log $WORK/$1/logs/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $WORK/nginx/body;
-  proxy_temp_path $WORK/nginx/proxy;
+  client_body_temp_path $WORK/$1/body;
+  proxy_temp_path $WORK/$1/proxy;
   client_body_buffer_size 64k;
   keepalive_requests 1000000;
-  upstream handler { server $UPSTREAM; keepalive 64; }
-  server {
-    listen $UPSTREAM;
-    location / { return 200; }
-  }
-  server {
-    listen $NGINX_PROXY;
-    location / {
-      proxy_pass http://handler;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
+  $2
 }
 NGINX
-nginx -c "$WORK/nginx.conf" -p "$WORK/nginx"
+  nginx -c "$WORK/$1.conf" -p "$WORK/$1"
+}
+nginx_conf upstream "server { listen $UPSTREAM; location / { return 200; } }"
+nginx_conf proxy "upstream handler { server $UPSTREAM; keepalive 64; }
+  server { listen $NGINX_PROXY; location / { proxy_pass http://handler; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 
-"$HOOKGATE" serve --listen $GATEWAY --upstream "http://$UPSTREAM/" --client-rate 0 \
+# One worker, like nginx: the other core runs the generator and the upstream.
+"$HOOKGATE" serve --listen $GATEWAY --upstream "http://$UPSTREAM/" --client-rate 0 --workers 1 \
   --log-format json 2>"$WORK/gateway.log" & pids+=($!)
 "$HOOKGATE" serve --listen $SINK_GATEWAY --sink-dir "$WORK/events" --client-rate 0 \
   --log-format json 2>"$WORK/sink.log" & pids+=($!)

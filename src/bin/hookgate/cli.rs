@@ -127,6 +127,9 @@ pub(crate) struct ServeArgs {
     /// Refuse requests that did not arrive over HTTPS (directly, or per a trusted proxy).
     #[arg(long, env = "HOOKGATE_REQUIRE_HTTPS")]
     pub(crate) require_https: bool,
+    /// Worker threads, each with its own listening socket and upstream pool (default: one per core).
+    #[arg(long, env = "HOOKGATE_WORKERS")]
+    pub(crate) workers: Option<usize>,
     /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 30, env = "HOOKGATE_SHUTDOWN_GRACE")]
     pub(crate) shutdown_grace: u64,

@@ -5,11 +5,17 @@
 //!   ─▶ RequireHttps? ─▶ AllowIp? ─▶ FailureLimit ─▶ RateLimit per client ─▶ VerifySignature
 //!   ─▶ TimeDestination ─▶ sink | upstream
 //! ```
+//!
+//! Thread per core: each worker thread runs its own single-threaded runtime with its own
+//! listening socket (`SO_REUSEPORT`: the kernel spreads connections over them) and its own
+//! upstream connection pool, so a request never hops between threads on its way through. The
+//! limiter state, the buffer budget, the sink and the metrics are shared by all workers.
 
 use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
+    num::NonZeroU32,
     pin::Pin,
     process::ExitCode,
     sync::Arc,
@@ -23,8 +29,9 @@ use hookgate::{
     elevenlabs::EGRESS_IPS,
     problem::{Problem, ProblemCode},
     rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, Rate},
+    scheme::ElevenLabs,
     signature::BufferBudget,
-    FailureLimitLayer, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
+    FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
 };
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
@@ -34,18 +41,19 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use std::num::NonZeroU32;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
 use tokio_rustls::TlsAcceptor;
 use tower::{
     util::{BoxCloneSyncService, MapResponse},
-    Layer,
+    Layer, Service, ServiceBuilder,
 };
-use tower::{Service, ServiceBuilder};
 
 use crate::{
     cli::ServeArgs,
-    metrics::{self, GaugeSource, Metrics, RecordLayer, TimeDestinationLayer},
+    metrics::{self, GaugeSource, Metrics, Record, RecordLayer, TimeDestinationLayer},
     secrets::{self, Source, DEV_SECRET_FILE},
     sink::Sink,
     tls,
@@ -84,11 +92,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if !args.path.starts_with('/') {
         return Err(format!("--path {:?} must start with /", args.path));
     }
-
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
         _ => None,
     };
+
     let mut gauges = Vec::new();
     let budget = BufferBudget::new(
         VerifySignatureLayer::<()>::DEFAULT_BUFFER_BUDGET.max(args.max_body_bytes),
@@ -102,16 +110,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let verify = VerifySignatureLayer::new(scheme)
         .max_body_size(args.max_body_bytes)
         .shared_buffer_budget(budget);
-
     let destination = match &args.upstream {
         Some(url) => {
-            let upstream = Upstream::new(
-                url,
-                Duration::from_secs_f64(args.upstream_connect_timeout),
-                Duration::from_secs_f64(args.upstream_timeout),
-            )?;
+            let connect = Duration::from_secs_f64(args.upstream_connect_timeout);
+            let response = Duration::from_secs_f64(args.upstream_timeout);
+            // Checked now; every worker makes its own (its own connection pool).
+            Upstream::new(url, connect, response)?;
             tracing::info!(upstream = %url, "verified deliveries are forwarded upstream");
-            Destination::Upstream(upstream)
+            Destination::Upstream {
+                url: url.clone(),
+                connect,
+                response,
+            }
         }
         None => {
             let sink = Sink::open(&args.sink_dir).map_err(|e| {
@@ -121,45 +131,107 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             Destination::Sink(sink)
         }
     };
-
-    let stack = build_stack(&args, verify, destination, &mut gauges)?;
+    let outer = client_layers(&args, &mut gauges)?;
     let metrics = Metrics::new(gauges);
-    let stack = ServiceBuilder::new()
-        .layer(RecordLayer(metrics.clone()))
-        .layer(RouteLayer {
-            path: args.path.clone(),
-        })
-        .layer(NormalizeStatusLayer::elevenlabs())
-        .service(stack.into_service(metrics.clone()));
+    let factory = Arc::new(StackFactory {
+        path: args.path.clone(),
+        verify,
+        destination,
+        outer,
+        metrics: metrics.clone(),
+    });
 
-    let listener = TcpListener::bind(args.listen)
-        .await
+    let workers = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let listeners = bind_listeners(args.listen, workers)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
     if let Some(admin) = args.admin_listen {
         spawn_admin(admin, metrics.clone()).await?;
+    }
+
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let (stop, stopped) = watch::channel(false);
+    let mut threads = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let factory = factory.clone();
+        let tls = tls.clone();
+        let stopped = stopped.clone();
+        let stack = factory.make()?;
+        let thread = std::thread::Builder::new()
+            .name(format!("hookgate-worker-{index}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a worker runtime starts");
+                runtime.block_on(worker(listener, tls, stack, stopped, grace));
+            })
+            .map_err(|e| format!("cannot start a worker thread: {e}"))?;
+        threads.push(thread);
     }
     announce(
         if tls.is_some() { "https" } else { "http" },
         local,
         &args.path,
+        workers,
     );
     metrics.set_ready();
-    accept_loop(
-        listener,
-        tls,
-        stack,
-        Duration::from_secs(args.shutdown_grace),
-    )
+
+    shutdown_signal().await;
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: no new connections; letting in-flight requests finish"
+    );
+    let _ = stop.send(true);
+    let _ = tokio::task::spawn_blocking(move || {
+        for thread in threads {
+            let _ = thread.join();
+        }
+    })
     .await;
+    tracing::info!("stopped");
     Ok(())
 }
 
-/// Where verified deliveries go (made once at start, hence no boxing).
-#[allow(clippy::large_enum_variant)]
+fn announce(scheme: &str, local: SocketAddr, path: &str, workers: usize) {
+    tracing::info!(workers, "receiving deliveries at {scheme}://{local}{path}");
+}
+
+/// `workers` listening sockets on one address (`SO_REUSEPORT`), non-blocking. A port 0 is
+/// resolved by the first and shared by the rest.
+fn bind_listeners(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        #[cfg(unix)]
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener = std::net::TcpListener::from(socket);
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+        if !cfg!(unix) {
+            break;
+        }
+    }
+    Ok(listeners)
+}
+
+/// Where verified deliveries go.
 enum Destination {
     Sink(Sink),
-    Upstream(Upstream),
+    Upstream {
+        url: String,
+        connect: Duration,
+        response: Duration,
+    },
 }
 
 /// The response body of the composed stack: boxed, so optional layers can be left out.
@@ -186,54 +258,70 @@ where
     }))
 }
 
-/// The layers between the route and the destination, still missing the destination's timing
-/// (which needs the metrics, registered after every gauge source is known).
-struct Stack {
-    verify: VerifySignatureLayer<hookgate::scheme::ElevenLabs>,
+/// One outer layer of the webhook stack, applied to each worker's stack (the layer's state,
+/// such as the limiter's, is shared by all of them).
+type OuterLayer = Box<dyn Fn(Webhook) -> Webhook + Send + Sync>;
+
+/// The whole service a connection is served by.
+type Gateway = Record<Route<NormalizeStatus<Webhook>>>;
+
+/// Makes each worker's stack: shared layers, a worker-local upstream pool.
+struct StackFactory {
+    path: String,
+    verify: VerifySignatureLayer<ElevenLabs>,
     destination: Destination,
-    outer: Vec<Box<dyn FnOnce(Webhook) -> Webhook + Send>>,
+    outer: Vec<OuterLayer>,
+    metrics: Arc<Metrics>,
 }
 
-impl Stack {
-    fn into_service(self, metrics: Arc<Metrics>) -> Webhook {
-        let timed = TimeDestinationLayer(metrics);
-        let mut webhook = match self.destination {
+impl StackFactory {
+    fn make(&self) -> Result<Gateway, String> {
+        let timed = TimeDestinationLayer(self.metrics.clone());
+        let mut webhook = match &self.destination {
             Destination::Sink(sink) => boxed(
                 ServiceBuilder::new()
-                    .layer(self.verify)
+                    .layer(self.verify.clone())
                     .layer(timed)
-                    .service(sink),
+                    .service(sink.clone()),
             ),
-            Destination::Upstream(upstream) => boxed(
+            Destination::Upstream {
+                url,
+                connect,
+                response,
+            } => boxed(
                 ServiceBuilder::new()
-                    .layer(self.verify)
+                    .layer(self.verify.clone())
                     .layer(timed)
-                    .service(upstream),
+                    .service(Upstream::new(url, *connect, *response)?),
             ),
         };
         // Innermost first.
-        for wrap in self.outer {
+        for wrap in &self.outer {
             webhook = wrap(webhook);
         }
-        webhook
+        Ok(ServiceBuilder::new()
+            .layer(RecordLayer(self.metrics.clone()))
+            .layer(RouteLayer {
+                path: self.path.clone(),
+            })
+            .layer(NormalizeStatusLayer::elevenlabs())
+            .service(webhook))
     }
 }
 
-/// Client checks, failure limiting and the per-client rate limit, as the flags ask; the
-/// design's onion, outermost last in `outer`.
-fn build_stack(
+/// Failure limiting, the per-client rate limit and the client checks, as the flags ask;
+/// innermost first.
+fn client_layers(
     args: &ServeArgs,
-    verify: VerifySignatureLayer<hookgate::scheme::ElevenLabs>,
-    destination: Destination,
     gauges: &mut Vec<GaugeSource>,
-) -> Result<Stack, String> {
+) -> Result<Vec<OuterLayer>, String> {
     let client_ip = if args.trusted_proxies.is_empty() {
         ClientIp::peer()
     } else {
         ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
             .map_err(|e| format!("--trusted-proxy: {e}"))?
     };
-    let mut outer: Vec<Box<dyn FnOnce(Webhook) -> Webhook + Send>> = Vec::new();
+    let mut outer: Vec<OuterLayer> = Vec::new();
 
     if let Some(rate) = NonZeroU32::new(args.client_rate) {
         let burst = NonZeroU32::new(args.client_burst).unwrap_or(rate);
@@ -280,15 +368,7 @@ fn build_stack(
         let layer = RequireHttpsLayer::new(client_ip);
         outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
     }
-    Ok(Stack {
-        verify,
-        destination,
-        outer,
-    })
-}
-
-fn announce(scheme: &str, local: SocketAddr, path: &str) {
-    tracing::info!("receiving deliveries at {scheme}://{local}{path}");
+    Ok(outer)
 }
 
 async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
@@ -317,12 +397,13 @@ async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), Stri
     Ok(())
 }
 
-/// Accepts connections until SIGTERM or Ctrl-C, then lets in-flight requests finish within
-/// `grace`.
-async fn accept_loop<S, B>(
-    listener: TcpListener,
+/// One worker: accepts on its own socket until told to stop, then lets its in-flight requests
+/// finish within `grace`.
+async fn worker<S, B>(
+    listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     stack: S,
+    mut stopped: watch::Receiver<bool>,
     grace: Duration,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -333,8 +414,14 @@ async fn accept_loop<S, B>(
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "worker cannot use its listening socket");
+            return;
+        }
+    };
     let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown_signal());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -346,7 +433,7 @@ async fn accept_loop<S, B>(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            _ = stopped.wait_for(|stop| *stop) => break,
         };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
@@ -357,12 +444,8 @@ async fn accept_loop<S, B>(
         });
     }
     drop(listener);
-    tracing::info!(
-        grace_secs = grace.as_secs(),
-        "shutting down: no new connections; letting in-flight requests finish"
-    );
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
     }
 }
