@@ -63,6 +63,6 @@ pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
 pub use normalize::{NormalizeStatus, NormalizeStatusLayer, Normalized, SenderContract};
 
 // The README's examples are compiled and run as doctests.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
