@@ -62,7 +62,7 @@ use crate::{
     body::ResponseBody,
     elevenlabs::EGRESS_IPS,
     problem::{is_grpc, Problem, ProblemCode},
-    rate_limit::{ClientIp, ForwardedHeader, KeyExtractor},
+    rate_limit::{key::parse_networks, ClientIp, ForwardedHeader, KeyExtractor},
     ConfigError,
 };
 
@@ -96,7 +96,7 @@ impl AllowIpLayer {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let allowed = parse_networks(cidrs)?;
+        let allowed = parse_networks(cidrs, "allow-list:")?;
         if allowed.is_empty() {
             return Err(ConfigError::new("allow-list: no network given"));
         }
@@ -123,7 +123,7 @@ impl AllowIpLayer {
         S: AsRef<str>,
     {
         let mut allowed = self.allowed.to_vec();
-        allowed.extend(parse_networks(cidrs)?);
+        allowed.extend(parse_networks(cidrs, "allow-list:")?);
         Ok(Self {
             allowed: allowed.into(),
             client: self.client,
@@ -136,28 +136,6 @@ impl AllowIpLayer {
         let ip = ip.to_canonical();
         self.allowed.iter().any(|net| net.contains(&ip))
     }
-}
-
-fn parse_networks<I, S>(cidrs: I) -> Result<Vec<IpNet>, ConfigError>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    cidrs
-        .into_iter()
-        .map(|entry| {
-            let entry = entry.as_ref().trim();
-            entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                .map(|net| net.trunc())
-                .map_err(|_| {
-                    ConfigError::new(format!(
-                        "allow-list: {entry:?} is neither a CIDR nor an IP address"
-                    ))
-                })
-        })
-        .collect()
 }
 
 impl<S> Layer<S> for AllowIpLayer {

@@ -252,21 +252,7 @@ impl ClientIp {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let trusted = trusted
-            .into_iter()
-            .map(|entry| {
-                let entry = entry.as_ref().trim();
-                entry
-                    .parse::<IpNet>()
-                    .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
-                    .map(|net| net.trunc())
-                    .map_err(|_| {
-                        ConfigError::new(format!(
-                            "rate limit: trusted proxy {entry:?} is neither a CIDR nor an IP address"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let trusted = parse_networks(trusted, "rate limit: trusted proxy")?;
         Ok(Self {
             trusted,
             header,
@@ -404,6 +390,29 @@ impl KeyExtractor for ClientIp {
         ))?;
         self.resolve(peer.ip(), request.headers())
     }
+}
+
+/// Parses CIDRs (`"10.0.0.0/8"`) or single addresses; `what` names the setting in errors.
+pub(crate) fn parse_networks<I, S>(entries: I, what: &str) -> Result<Vec<IpNet>, ConfigError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    entries
+        .into_iter()
+        .map(|entry| {
+            let entry = entry.as_ref().trim();
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ConfigError::new(format!(
+                        "{what} {entry:?} is neither a CIDR nor an IP address"
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The default peer lookup: a plain `SocketAddr` extension, then axum's `ConnectInfo`.

@@ -162,7 +162,7 @@
 mod clock;
 mod failure;
 mod future;
-mod key;
+pub(crate) mod key;
 mod layer;
 mod rate;
 mod service;
