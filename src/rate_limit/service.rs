@@ -105,9 +105,10 @@ impl<E, St> Shared<E, St> {
         push(b"\"");
         push(self.placement.policy_name().as_bytes());
         push(b"\";r=");
-        push(decimal(u64::from(remaining), &mut [0; 20]));
+        let mut digits = itoa::Buffer::new();
+        push(digits.format(remaining).as_bytes());
         push(b";t=");
-        push(decimal(reset_secs(reset), &mut [0; 20]));
+        push(digits.format(reset_secs(reset)).as_bytes());
         let value = HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static(""));
         (self.policy.clone(), value)
     }
@@ -219,19 +220,6 @@ impl<E, St> Shared<E, St> {
                 headers: None,
                 exceeded: None,
             }),
-        }
-    }
-}
-
-/// `n` in decimal, written at the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut start = buf.len();
-    loop {
-        start -= 1;
-        buf[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[start..];
         }
     }
 }
@@ -349,13 +337,6 @@ impl<S: Clone, E, St> RateLimit<S, E, St> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimal_writes_every_digit() {
-        for n in [0, 7, 10, 99, 1_000_007, u64::from(u32::MAX), u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
-        }
-    }
 
     #[test]
     fn reset_is_whole_seconds_rounded_up_and_zero_only_when_full() {
