@@ -12,24 +12,38 @@
 //! ## The onion (outermost first)
 //!
 //! ```text
-//! request ─▶ NormalizeStatus ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
-//!             (contract)          429, pre-auth             400/401/413        503 + Retry-After
+//! request ─▶ NormalizeStatus ─▶ client checks ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
+//!             (contract)         (https, ip)      429, pre-auth             400/401/413        503 + Retry-After
 //! ```
 //!
+//! - `NormalizeStatusLayer` (feature `normalize`), outermost: every outcome, including inner
+//!   errors, panics and deadlines, becomes the sender's contract (`SenderContract`).
+//! - `RequireHttpsLayer` and `AllowIpLayer` (feature `client-checks`): turn away clients that
+//!   are not on HTTPS or not on the allow-list, with a permanent 403.
+//! - `FailureLimitLayer` and `RateLimitLayer::per_client` (feature `rate-limit`): floods and
+//!   clients that keep failing verification get 429 + `Retry-After` before any body is read.
 //! - [`VerifySignatureLayer`] (feature `signature`, on by default) checks the signature header
 //!   and its timestamp *before* reading any body byte, then reads the body under a size cap, a
 //!   read deadline and a global memory budget while feeding the MAC frame by frame, and hands the
 //!   handler the exact bytes received plus a [`Verified`] request extension.
+//! - `RateLimitLayer::verified` (feature `rate-limit`): verified traffic over its rate gets a
+//!   retryable 503, never a 4xx.
+//!
+//! Every layer is usable on its own, under hyper, axum or tonic. The `hookgate` binary (feature
+//! `cli`) is a gateway composed of them.
 //!
 //! ## Features
 //!
 //! | feature | what it adds |
 //! |---|---|
 //! | `signature` (default) | [`VerifySignatureLayer`]; the [`scheme::ElevenLabs`] scheme is always available |
-//! | `standard-webhooks` | [`scheme::StandardWebhooks`] |
-//! | `rate-limit` | `RateLimitLayer` |
-//! | `normalize` | `NormalizeStatusLayer` |
-//! | `full` | all of the above |
+//! | `standard-webhooks` | `scheme::StandardWebhooks` |
+//! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, `ClientIp` and the other key extractors |
+//! | `client-checks` | `RequireHttpsLayer`, `AllowIpLayer` |
+//! | `normalize` | `NormalizeStatusLayer`, `SenderContract` |
+//! | `axum` | `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
+//! | `full` | every library feature |
+//! | `cli` | the `hookgate` gateway binary |
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod body;
