@@ -13,7 +13,7 @@
 //! Two schemes ship with hookgate:
 //!
 //! - [`ElevenLabs`]: `ElevenLabs-Signature: t=<unix secs>,v0=<hex HMAC-SHA256 of "t.body">`;
-//! - [`StandardWebhooks`] (feature `standard-webhooks`): the open
+//! - `StandardWebhooks` (feature `standard-webhooks`): the open
 //!   [Standard Webhooks](https://www.standardwebhooks.com/) spec, used by many senders.
 //!
 //! [`Scheme::verify`] does both steps at once over a complete body, for code that is not a tower
