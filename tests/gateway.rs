@@ -311,7 +311,10 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                             if answer == "slow" {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
                             }
-                            let status = answer.parse::<u16>().unwrap_or(200);
+                            let status = answer
+                                .trim_end_matches("-close")
+                                .parse::<u16>()
+                                .unwrap_or(200);
                             let mut response = Response::new(Full::new(body));
                             *response.status_mut() = StatusCode::from_u16(status).unwrap();
                             if let Some(v) = forwarded_for {

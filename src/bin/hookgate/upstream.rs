@@ -1,11 +1,18 @@
 //! Reverse proxy to the team's own handler: the exact verified bytes, pooled keep-alive
 //! connections, connect and response timeouts, and upstream trouble answered as retryable 5xx.
+//!
+//! Each gateway worker has its own small pool of HTTP/1.1 connections (hyper's connection-level
+//! client): a request, its upstream connection and its answer stay on one thread. A connection
+//! goes back to the pool when the upstream's answer has been read to its end; a request that
+//! could not even be written on a pooled connection the upstream had closed is sent again on a
+//! new one.
 
 use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
     pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::Duration,
 };
@@ -20,11 +27,12 @@ use http::{
     header, uri::PathAndQuery, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
     Uri,
 };
-use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioTimer},
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{self, SendRequest},
 };
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 use tower::Service;
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded.
@@ -42,9 +50,151 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// The upstream, as a tower service.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, VerifiedBody>,
+    pool: Arc<Pool>,
     base: Uri,
     response_timeout: Duration,
+}
+
+/// Idle keep-alive connections to the upstream.
+struct Pool {
+    authority: String,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<SendRequest<VerifiedBody>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most idle connections kept per worker.
+const MAX_IDLE: usize = 64;
+
+/// Why a delivery could not be handed to the upstream.
+enum Failure {
+    Connect(String),
+    Exchange(hyper::Error),
+}
+
+impl Pool {
+    /// An idle connection that can take a request now; closed or busy ones are dropped.
+    fn take_idle(&self) -> Option<SendRequest<VerifiedBody>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(sender) = idle.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, sender: SendRequest<VerifiedBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<VerifiedBody>, Failure> {
+        let stream =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+                .await
+                .map_err(|_| {
+                    Failure::Connect(format!("no connection within {:?}", self.connect_timeout))
+                })?
+                .map_err(|e| Failure::Connect(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| Failure::Connect(e.to_string()))?;
+        // On this worker's runtime: the connection is driven where its requests come from.
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends on a pooled connection, or a new one; the connection travels with the answer's
+    /// body and comes back to the pool when the body has been read.
+    async fn exchange(
+        self: Arc<Self>,
+        mut request: Request<VerifiedBody>,
+    ) -> Result<Response<PooledBody>, Failure> {
+        loop {
+            let (mut sender, fresh) = match self.take_idle() {
+                Some(sender) => (sender, false),
+                None => (self.connect().await?, true),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    return Ok(response.map(|body| PooledBody {
+                        body,
+                        sender: Some(sender),
+                        pool: self.clone(),
+                    }))
+                }
+                Err(mut error) => match error.take_message() {
+                    // Never written: the pooled connection was already closed. Try another.
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(Failure::Exchange(error.into_error())),
+                },
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The upstream's answer body; gives its connection back to the pool once read.
+    pub(crate) struct PooledBody {
+        #[pin]
+        body: Incoming,
+        sender: Option<SendRequest<VerifiedBody>>,
+        pool: Arc<Pool>,
+    }
+
+    impl PinnedDrop for PooledBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(sender) = this.sender.take() {
+                this.pool.give_back(sender);
+            }
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.body.poll_frame(cx));
+        if frame.is_none() {
+            if let Some(sender) = this.sender.take() {
+                this.pool.give_back(sender);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Upstream {
@@ -65,21 +215,28 @@ impl Upstream {
         if base.authority().is_none() {
             return Err(format!("--upstream {url:?}: needs a host"));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
+        let authority = base
+            .authority()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let authority = if base.port().is_some() {
+            authority
+        } else {
+            format!("{authority}:80")
+        };
         Ok(Self {
-            client,
+            pool: Arc::new(Pool {
+                authority,
+                connect_timeout,
+                idle: Mutex::new(Vec::new()),
+            }),
             base,
             response_timeout,
         })
     }
 
-    /// The upstream URI for a request: the configured one, with the request's query appended.
+    /// The upstream request target (origin form): the configured path, with the request's
+    /// query appended.
     fn target(&self, original: &Uri) -> Uri {
         let path = self.base.path();
         let query = match (self.base.query(), original.query()) {
@@ -92,9 +249,9 @@ impl Upstream {
             Some(q) => format!("{path}?{q}"),
             None => path.to_owned(),
         };
-        let mut parts = self.base.clone().into_parts();
-        parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
-        Uri::from_parts(parts).unwrap_or_else(|_| self.base.clone())
+        PathAndQuery::try_from(path_and_query)
+            .map(Uri::from)
+            .unwrap_or_else(|_| Uri::from_static("/"))
     }
 }
 
@@ -122,6 +279,11 @@ fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Req
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
+    if let Some(authority) = upstream.base.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            headers.insert(header::HOST, host);
+        }
+    }
     if let Some(ip) = peer {
         // Append to what a trusted proxy in front already said.
         let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
@@ -141,7 +303,7 @@ fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Req
 }
 
 impl Service<Request<VerifiedBody>> for Upstream {
-    type Response = Response<ResponseBody<Incoming>>;
+    type Response = Response<ResponseBody<PooledBody>>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -151,7 +313,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
 
     fn call(&mut self, request: Request<VerifiedBody>) -> Self::Future {
         let request = forwarded_request(self, request);
-        let response = self.client.request(request);
+        let response = self.pool.clone().exchange(request);
         let timeout = self.response_timeout;
         Box::pin(async move {
             let problem = match tokio::time::timeout(timeout, response).await {
@@ -160,7 +322,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
                     strip_hop_by_hop(&mut parts.headers);
                     return Ok(Response::from_parts(parts, ResponseBody::new(body)));
                 }
-                Ok(Err(error)) if error.is_connect() => {
+                Ok(Err(Failure::Connect(error))) => {
                     tracing::warn!(%error, "upstream unreachable");
                     Problem::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -169,7 +331,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
                     .with_detail("the upstream handler could not be reached; retry later")
                     .with_retry_after(Duration::from_secs(30))
                 }
-                Ok(Err(error)) => {
+                Ok(Err(Failure::Exchange(error))) => {
                     tracing::warn!(%error, "upstream failed");
                     Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED)
                         .with_detail("the upstream handler failed before answering; retry later")
@@ -212,9 +374,9 @@ mod tests {
     fn target_keeps_the_upstream_path_and_appends_the_query() {
         let u = upstream("http://127.0.0.1:9000/hook?src=gw");
         let t = u.target(&"/webhooks/elevenlabs?x=1".parse().unwrap());
-        assert_eq!(t, "http://127.0.0.1:9000/hook?src=gw&x=1");
+        assert_eq!(t, "/hook?src=gw&x=1");
         let t = upstream("http://127.0.0.1:9000").target(&"/webhooks/elevenlabs".parse().unwrap());
-        assert_eq!(t, "http://127.0.0.1:9000/");
+        assert_eq!(t, "/");
     }
 
     #[test]
@@ -238,11 +400,11 @@ mod tests {
         assert!(h.get("connection").is_none());
         assert!(h.get("x-private").is_none());
         assert!(h.get("keep-alive").is_none());
-        assert!(h.get("host").is_none());
         assert_eq!(h["x-forwarded-host"], "gw.example");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["elevenlabs-signature"], "t=1,v0=ab");
-        assert_eq!(forwarded.uri(), "http://127.0.0.1:9000/hook");
+        assert_eq!(forwarded.uri(), "/hook");
+        assert_eq!(h["host"], "127.0.0.1:9000");
     }
 }
