@@ -31,8 +31,8 @@ use tower::{Layer, Service};
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Outcome {
-    /// The problem code of an answer hookgate wrote, else `accepted` or `handler_<status>`.
-    outcome: String,
+    /// The problem code of an answer hookgate wrote, else `accepted` (200) or `handler`.
+    outcome: &'static str,
     status: u16,
 }
 
@@ -71,7 +71,7 @@ impl Metrics {
         let requests = Family::<Outcome, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by outcome (problem code, accepted, handler_<status>) and status",
+            "Requests answered, by outcome (problem code, accepted, handler) and status",
             requests.clone(),
         );
         let request_seconds = latency_histogram();
@@ -127,10 +127,11 @@ impl Metrics {
 
     fn record<B>(&self, response: &Response<B>, started: Instant) {
         let status = response.status();
+        // Static labels: counting an answer allocates nothing.
         let outcome = match response.extensions().get::<ProblemCode>() {
-            Some(code) => code.as_str().to_owned(),
-            None if status == StatusCode::OK => "accepted".to_owned(),
-            None => format!("handler_{}", status.as_u16()),
+            Some(code) => code.as_str(),
+            None if status == StatusCode::OK => "accepted",
+            None => "handler",
         };
         self.requests
             .get_or_create(&Outcome {
@@ -307,7 +308,7 @@ mod tests {
         );
         assert!(text
             .contains(r#"hookgate_requests_total{outcome="signature_mismatch",status="401"} 1"#));
-        assert!(text.contains(r#"hookgate_requests_total{outcome="handler_418",status="418"} 1"#));
+        assert!(text.contains(r#"hookgate_requests_total{outcome="handler",status="418"} 1"#));
         assert!(text.contains("hookgate_limiter_keys 42"));
         assert!(text.contains("hookgate_request_seconds_count 3"));
     }
