@@ -2,7 +2,9 @@
 # Gateway performance on loopback, with `hookgate send` as the load generator (4 KiB events):
 #
 #   upstream mode: the same upstream reached directly, through nginx as a plain reverse proxy,
-#                  and through `hookgate serve --upstream` (which verifies as well), at
+#                  through the floors (hyper_floor.rs: the gateway's HTTP stack with nothing in
+#                  between, then with an HMAC of the body, then with VerifySignatureLayer) and
+#                  through `hookgate serve --upstream` (which verifies as well), at
 #                  concurrency 1 and 16;
 #   sink mode:     `hookgate serve` storing every event durably, at concurrency 1 and 64.
 #
@@ -16,6 +18,8 @@ command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >
 
 cargo build --release --quiet --features cli --bin hookgate
 HOOKGATE=$PWD/target/release/hookgate
+FLOOR=$(cargo bench --features cli --bench hyper_floor --no-run 2>&1 |
+  grep -o 'target/release/deps/hyper_floor-[0-9a-f]*' | head -1)
 WORK=$(mktemp -d /tmp/hookgate-perf.XXXXXX)
 export ELEVENLABS_WEBHOOK_SECRET=perf-secret
 pids=()
@@ -33,6 +37,9 @@ UPSTREAM=127.0.0.1:18081   # nginx answering 200 to every POST: the handler stan
 NGINX_PROXY=127.0.0.1:18082
 GATEWAY=127.0.0.1:18083
 SINK_GATEWAY=127.0.0.1:18084
+FLOOR_PLAIN=127.0.0.1:18085
+FLOOR_HMAC=127.0.0.1:18086
+FLOOR_LAYER=127.0.0.1:18087
 
 # Two nginx processes of one worker each: the upstream, and the reverse proxy in front of it
 # (one process for both would proxy within one event loop, which flatters nginx).
@@ -60,22 +67,46 @@ nginx_conf proxy "upstream handler { server $UPSTREAM; keepalive 64; }
 
 # One worker, like nginx: the other core runs the generator and the upstream.
 "$HOOKGATE" serve --listen $GATEWAY --upstream "http://$UPSTREAM/" --client-rate 0 --workers 1 \
-  --log-format json 2>"$WORK/gateway.log" & pids+=($!)
+  --log-format json 2>"$WORK/gateway.log" & gateway=$!
+"$FLOOR" --listen $FLOOR_PLAIN --upstream $UPSTREAM --mode plain & floor_plain=$!
+"$FLOOR" --listen $FLOOR_HMAC --upstream $UPSTREAM --mode hmac & floor_hmac=$!
+"$FLOOR" --listen $FLOOR_LAYER --upstream $UPSTREAM --mode layer & floor_layer=$!
 "$HOOKGATE" serve --listen $SINK_GATEWAY --sink-dir "$WORK/events" --client-rate 0 \
-  --log-format json 2>"$WORK/sink.log" & pids+=($!)
+  --log-format json 2>"$WORK/sink.log" & sink=$!
+pids+=("$gateway" "$floor_plain" "$floor_hmac" "$floor_layer" "$sink")
 sleep 1
 
-load() { # name url concurrency count
+# CPU time (user + system, clock ticks) used so far by a process and its children's threads.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+load() { # name url concurrency count [proxy pid]
   echo "### $1, concurrency $3"
+  local before=0
+  [ -n "${5:-}" ] && before=$(cpu_ticks "$5")
   "$HOOKGATE" send --url "$2" --count "$4" --concurrency "$3" --body-bytes 4096 2>&1 | grep -v '^\s*$' | tail -8
+  # The proxy's own CPU per request: what bounds its throughput when the cores are shared.
+  [ -n "${5:-}" ] && echo "proxy CPU: $(( ($(cpu_ticks "$5") - before) * TICK_US / $4 )) µs/request"
   echo
 }
 
 echo "## upstream mode ($COUNT events of 4 KiB each)"
 for c in 1 16; do
   load "direct to the upstream" "http://$UPSTREAM/webhooks/elevenlabs" $c "$COUNT"
-  load "through nginx (1 worker)" "http://$NGINX_PROXY/webhooks/elevenlabs" $c "$COUNT"
-  load "through hookgate (verifying)" "http://$GATEWAY/webhooks/elevenlabs" $c "$COUNT"
+  load "through nginx (1 worker)" "http://$NGINX_PROXY/webhooks/elevenlabs" $c "$COUNT" \
+    "$(cat "$WORK/proxy.pid")"
+  load "through hyper alone (floor)" "http://$FLOOR_PLAIN/webhooks/elevenlabs" $c "$COUNT" $floor_plain
+  load "through hyper + HMAC of the body (floor)" "http://$FLOOR_HMAC/webhooks/elevenlabs" $c \
+    "$COUNT" $floor_hmac
+  load "through hyper + VerifySignatureLayer (floor)" "http://$FLOOR_LAYER/webhooks/elevenlabs" $c \
+    "$COUNT" $floor_layer
+  load "through hookgate (verifying)" "http://$GATEWAY/webhooks/elevenlabs" $c "$COUNT" $gateway
 done
 
 echo "## sink mode ($SINK_COUNT events of 4 KiB each, write + fsync + link + directory fsync)"

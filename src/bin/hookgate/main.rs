@@ -20,6 +20,7 @@ mod send;
 mod serve;
 mod sign;
 mod sink;
+mod stack;
 mod tls;
 mod upstream;
 

@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll},
+    task::{ready, Context, Poll},
     time::Instant,
 };
 
@@ -16,6 +16,7 @@ use bytes::Bytes;
 use hookgate::problem::ProblemCode;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
+use pin_project_lite::pin_project;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{
@@ -47,6 +48,9 @@ pub(crate) struct GaugeSource {
 pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<Outcome, Counter>,
+    /// The `accepted`/200 series of `requests`, resolved once: the common case skips the
+    /// family's lock and hash.
+    accepted: Counter,
     request_seconds: Histogram,
     verification_seconds: Histogram,
     destination_seconds: Histogram,
@@ -74,6 +78,12 @@ impl Metrics {
             "Requests answered, by outcome (problem code, accepted, handler) and status",
             requests.clone(),
         );
+        let accepted = requests
+            .get_or_create(&Outcome {
+                outcome: ACCEPTED,
+                status: 200,
+            })
+            .clone();
         let request_seconds = latency_histogram();
         registry.register(
             "request_seconds",
@@ -103,6 +113,7 @@ impl Metrics {
         Arc::new(Self {
             registry,
             requests,
+            accepted,
             request_seconds,
             verification_seconds,
             destination_seconds,
@@ -128,21 +139,27 @@ impl Metrics {
     fn record<B>(&self, response: &Response<B>, started: Instant) {
         let status = response.status();
         // Static labels: counting an answer allocates nothing.
-        let outcome = match response.extensions().get::<ProblemCode>() {
-            Some(code) => code.as_str(),
-            None if status == StatusCode::OK => "accepted",
-            None => "handler",
+        match response.extensions().get::<ProblemCode>() {
+            Some(code) => self.count(code.as_str(), status),
+            None if status == StatusCode::OK => self.accepted.inc(),
+            None => self.count("handler", status),
         };
+        self.request_seconds
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn count(&self, outcome: &'static str, status: StatusCode) -> u64 {
         self.requests
             .get_or_create(&Outcome {
                 outcome,
                 status: status.as_u16(),
             })
-            .inc();
-        self.request_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .inc()
     }
 }
+
+/// The outcome label of a 200 the handler (sink or upstream) gave.
+const ACCEPTED: &str = "accepted";
 
 /// When the request arrived (a request extension set by [`Record`]).
 #[derive(Clone, Copy, Debug)]
@@ -171,11 +188,10 @@ pub(crate) struct Record<S> {
 impl<S, B, ResBody> Service<Request<B>> for Record<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResBody>, Infallible>> + Send>>;
+    type Future = RecordFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -184,13 +200,35 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
         request.extensions_mut().insert(Arrived(started));
-        let future = self.inner.call(request);
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let response = future.await?;
-            metrics.record(&response, started);
-            Ok(response)
-        })
+        RecordFuture {
+            future: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            started,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Record`]: counts and times the answer.
+    pub(crate) struct RecordFuture<F> {
+        #[pin]
+        future: F,
+        metrics: Arc<Metrics>,
+        started: Instant,
+    }
+}
+
+impl<F, ResBody> Future for RecordFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.future.poll(cx));
+        this.metrics.record(&response, *this.started);
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -217,11 +255,10 @@ pub(crate) struct TimeDestination<S> {
 impl<S, B> Service<Request<B>> for TimeDestination<S>
 where
     S: Service<Request<B>, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, Infallible>> + Send>>;
+    type Future = TimeDestinationFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -234,15 +271,34 @@ where
                 .verification_seconds
                 .observe((now - *arrived).as_secs_f64());
         }
-        let future = self.inner.call(request);
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let response = future.await;
-            metrics
-                .destination_seconds
-                .observe(now.elapsed().as_secs_f64());
-            response
-        })
+        TimeDestinationFuture {
+            future: self.inner.call(request),
+            metrics: self.metrics.clone(),
+            started: now,
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`TimeDestination`].
+    pub(crate) struct TimeDestinationFuture<F> {
+        #[pin]
+        future: F,
+        metrics: Arc<Metrics>,
+        started: Instant,
+    }
+}
+
+impl<F: Future> Future for TimeDestinationFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let output = ready!(this.future.poll(cx));
+        this.metrics
+            .destination_seconds
+            .observe(this.started.elapsed().as_secs_f64());
+        Poll::Ready(output)
     }
 }
 

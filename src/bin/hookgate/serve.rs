@@ -1,40 +1,15 @@
-//! `hookgate serve`: the gateway, composed of hookgate's layers.
-//!
-//! ```text
-//! request ─▶ Record (metrics) ─▶ Route (POST <path>) ─▶ NormalizeStatus (the sender's contract)
-//!   ─▶ RequireHttps? ─▶ AllowIp? ─▶ FailureLimit ─▶ RateLimit per client ─▶ VerifySignature
-//!   ─▶ TimeDestination ─▶ sink | upstream
-//! ```
+//! `hookgate serve`: listeners, workers and shutdown around the gateway's service stack
+//! (see [`crate::stack`]).
 //!
 //! Thread per core: each worker thread runs its own single-threaded runtime with its own
 //! listening socket (`SO_REUSEPORT`: the kernel spreads connections over them) and its own
 //! upstream connection pool, so a request never hops between threads on its way through. The
 //! limiter state, the buffer budget, the sink and the metrics are shared by all workers.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    net::SocketAddr,
-    num::NonZeroU32,
-    pin::Pin,
-    process::ExitCode,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
-use hookgate::{
-    body::ResponseBody,
-    client_checks::{AllowIpLayer, RequireHttpsLayer, TlsConnection},
-    elevenlabs::EGRESS_IPS,
-    problem::{Problem, ProblemCode},
-    rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, Rate},
-    scheme::ElevenLabs,
-    signature::BufferBudget,
-    FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
-};
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt};
+use hookgate::{client_checks::TlsConnection, signature::BufferBudget, VerifySignatureLayer};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -46,16 +21,14 @@ use tokio::{
     sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
-use tower::{
-    util::{BoxCloneSyncService, MapResponse},
-    Layer, Service, ServiceBuilder,
-};
+use tower::{Service, ServiceBuilder};
 
 use crate::{
     cli::ServeArgs,
-    metrics::{self, GaugeSource, Metrics, Record, RecordLayer, TimeDestinationLayer},
+    metrics::{self, GaugeSource, Metrics},
     secrets::{self, Source, DEV_SECRET_FILE},
     sink::Sink,
+    stack::{ClientLayers, DestinationConfig, StackFactory},
     tls,
     upstream::Upstream,
 };
@@ -117,7 +90,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             // Checked now; every worker makes its own (its own connection pool).
             Upstream::new(url, connect, response)?;
             tracing::info!(upstream = %url, "verified deliveries are forwarded upstream");
-            Destination::Upstream {
+            DestinationConfig::Upstream {
                 url: url.clone(),
                 connect,
                 response,
@@ -128,18 +101,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 format!("cannot use sink directory {}: {e}", args.sink_dir.display())
             })?;
             tracing::info!(dir = %args.sink_dir.display(), "verified deliveries are stored in the sink directory");
-            Destination::Sink(sink)
+            DestinationConfig::Sink(sink)
         }
     };
-    let outer = client_layers(&args, &mut gauges)?;
+    let client = ClientLayers::from_args(&args, &mut gauges)?;
     let metrics = Metrics::new(gauges);
-    let factory = Arc::new(StackFactory {
-        path: args.path.clone(),
+    let factory = StackFactory {
+        path: Arc::from(args.path.as_str()),
         verify,
+        client,
         destination,
-        outer,
         metrics: metrics.clone(),
-    });
+    };
 
     let workers = args
         .workers
@@ -156,7 +129,6 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
     for (index, listener) in listeners.into_iter().enumerate() {
-        let factory = factory.clone();
         let tls = tls.clone();
         let stopped = stopped.clone();
         let stack = factory.make()?;
@@ -222,153 +194,6 @@ fn bind_listeners(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::
         }
     }
     Ok(listeners)
-}
-
-/// Where verified deliveries go.
-enum Destination {
-    Sink(Sink),
-    Upstream {
-        url: String,
-        connect: Duration,
-        response: Duration,
-    },
-}
-
-/// The response body of the composed stack: boxed, so optional layers can be left out.
-type BoxBody = UnsyncBoxBody<bytes::Bytes, BoxError>;
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The webhook stack, boxed at each optional layer. The cost (an allocation or two per
-/// request and layer) is noise beside a network round trip; the library layers themselves
-/// stay unboxed for users who compose them statically.
-type Webhook = BoxCloneSyncService<Request<Incoming>, Response<BoxBody>, Infallible>;
-
-fn boxed<S, B>(service: S) -> Webhook
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    BoxCloneSyncService::new(MapResponse::new(service, |response: Response<B>| {
-        response.map(|body| body.map_err(Into::into).boxed_unsync())
-    }))
-}
-
-/// One outer layer of the webhook stack, applied to each worker's stack (the layer's state,
-/// such as the limiter's, is shared by all of them).
-type OuterLayer = Box<dyn Fn(Webhook) -> Webhook + Send + Sync>;
-
-/// The whole service a connection is served by.
-type Gateway = Record<Route<NormalizeStatus<Webhook>>>;
-
-/// Makes each worker's stack: shared layers, a worker-local upstream pool.
-struct StackFactory {
-    path: String,
-    verify: VerifySignatureLayer<ElevenLabs>,
-    destination: Destination,
-    outer: Vec<OuterLayer>,
-    metrics: Arc<Metrics>,
-}
-
-impl StackFactory {
-    fn make(&self) -> Result<Gateway, String> {
-        let timed = TimeDestinationLayer(self.metrics.clone());
-        let mut webhook = match &self.destination {
-            Destination::Sink(sink) => boxed(
-                ServiceBuilder::new()
-                    .layer(self.verify.clone())
-                    .layer(timed)
-                    .service(sink.clone()),
-            ),
-            Destination::Upstream {
-                url,
-                connect,
-                response,
-            } => boxed(
-                ServiceBuilder::new()
-                    .layer(self.verify.clone())
-                    .layer(timed)
-                    .service(Upstream::new(url, *connect, *response)?),
-            ),
-        };
-        // Innermost first.
-        for wrap in &self.outer {
-            webhook = wrap(webhook);
-        }
-        Ok(ServiceBuilder::new()
-            .layer(RecordLayer(self.metrics.clone()))
-            .layer(RouteLayer {
-                path: self.path.clone(),
-            })
-            .layer(NormalizeStatusLayer::elevenlabs())
-            .service(webhook))
-    }
-}
-
-/// Failure limiting, the per-client rate limit and the client checks, as the flags ask;
-/// innermost first.
-fn client_layers(
-    args: &ServeArgs,
-    gauges: &mut Vec<GaugeSource>,
-) -> Result<Vec<OuterLayer>, String> {
-    let client_ip = if args.trusted_proxies.is_empty() {
-        ClientIp::peer()
-    } else {
-        ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
-            .map_err(|e| format!("--trusted-proxy: {e}"))?
-    };
-    let mut outer: Vec<OuterLayer> = Vec::new();
-
-    if let Some(rate) = NonZeroU32::new(args.client_rate) {
-        let burst = NonZeroU32::new(args.client_burst).unwrap_or(rate);
-        let layer =
-            RateLimitLayer::per_client(Rate::per_second(rate).burst(burst), client_ip.clone())
-                .map_err(|e| format!("--client-rate: {e}"))?;
-        let probe = layer.clone();
-        gauges.push(GaugeSource {
-            name: "limiter_clients",
-            help: "Clients tracked by the per-client rate limiter",
-            read: Box::new(move || probe.store().len() as i64),
-        });
-        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
-    }
-    if let Some(failures) = NonZeroU32::new(args.max_failures_per_minute) {
-        let policy = FailurePolicy::new(
-            Rate::per_minute(failures).burst(failures),
-            Duration::from_secs(args.failure_cooldown),
-        )
-        .map_err(|e| format!("--max-failures-per-minute: {e}"))?;
-        let layer = FailureLimitLayer::new(policy, client_ip.clone());
-        let blocked = layer.clone();
-        gauges.push(GaugeSource {
-            name: "blocked_clients",
-            help: "Clients blocked after failing verification too often",
-            read: Box::new(move || blocked.blocked_clients() as i64),
-        });
-        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
-    }
-    if !args.allow_ips.is_empty() || args.allow_elevenlabs_egress {
-        let mut networks: Vec<String> = args.allow_ips.clone();
-        if args.allow_elevenlabs_egress {
-            networks.extend(EGRESS_IPS.iter().map(|ip| (*ip).to_owned()));
-        }
-        let layer = AllowIpLayer::new(&networks, client_ip.clone())
-            .map_err(|e| format!("--allow-ip: {e}"))?;
-        tracing::info!(
-            networks = networks.len(),
-            "only allow-listed client addresses are accepted"
-        );
-        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
-    }
-    if args.require_https {
-        let layer = RequireHttpsLayer::new(client_ip);
-        outer.push(Box::new(move |inner| boxed(layer.layer(inner))));
-    }
-    Ok(outer)
 }
 
 async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
@@ -534,63 +359,5 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
-    }
-}
-
-/// Answers only `POST <path>`: anything else is a 404 or 405 problem, before any other work.
-#[derive(Clone, Debug)]
-struct RouteLayer {
-    path: String,
-}
-
-impl<S> tower::Layer<S> for RouteLayer {
-    type Service = Route<S>;
-    fn layer(&self, inner: S) -> Route<S> {
-        Route {
-            inner,
-            path: Arc::from(self.path.as_str()),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-struct Route<S> {
-    inner: S,
-    path: Arc<str>,
-}
-
-impl<S, B, ResBody> Service<Request<B>> for Route<S>
-where
-    S: Service<Request<B>, Response = Response<ResponseBody<ResBody>>, Error = Infallible>,
-    S::Future: Send + 'static,
-    ResBody: Send + 'static,
-{
-    type Response = Response<ResponseBody<ResBody>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        if request.uri().path() != &*self.path {
-            let problem = Problem::new(StatusCode::NOT_FOUND, ProblemCode::NOT_FOUND)
-                .with_detail(format!("deliveries are received at {}", self.path));
-            return Box::pin(std::future::ready(Ok(problem.into_response())));
-        }
-        if request.method() != Method::POST {
-            let mut response = Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ProblemCode::METHOD_NOT_ALLOWED,
-            )
-            .with_detail("deliveries are POSTed")
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return Box::pin(std::future::ready(Ok(response)));
-        }
-        Box::pin(self.inner.call(request))
     }
 }

@@ -10,7 +10,7 @@
 use std::{
     convert::Infallible,
     future::Future,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
@@ -51,8 +51,19 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
     pool: Arc<Pool>,
-    base: Uri,
+    // Behind an `Arc`: every layer's future holds a clone of this service, and moves it.
+    forwarding: Arc<Forwarding>,
     response_timeout: Duration,
+}
+
+/// How a delivery's request is rewritten for the upstream, worked out once.
+#[derive(Debug)]
+struct Forwarding {
+    base: Uri,
+    /// The request target when the delivery has no query: the base path, parsed once.
+    target: Uri,
+    /// The `Host` header for the upstream.
+    host: Option<HeaderValue>,
 }
 
 /// Idle keep-alive connections to the upstream.
@@ -131,7 +142,9 @@ impl Pool {
         loop {
             let (mut sender, fresh) = match self.take_idle() {
                 Some(sender) => (sender, false),
-                None => (self.connect().await?, true),
+                // Boxed: connecting is rare, and its future would otherwise make every
+                // exchange's future as large as itself.
+                None => (Box::pin(self.connect()).await?, true),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
@@ -224,38 +237,53 @@ impl Upstream {
         } else {
             format!("{authority}:80")
         };
+        let host = base
+            .authority()
+            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
+        let target = target(&base, None);
         Ok(Self {
             pool: Arc::new(Pool {
                 authority,
                 connect_timeout,
                 idle: Mutex::new(Vec::new()),
             }),
-            base,
+            forwarding: Arc::new(Forwarding { base, target, host }),
             response_timeout,
         })
     }
 
-    /// The upstream request target (origin form): the configured path, with the request's
-    /// query appended.
+    /// The upstream request target for a delivery to `original`.
     fn target(&self, original: &Uri) -> Uri {
-        let path = self.base.path();
-        let query = match (self.base.query(), original.query()) {
-            (Some(a), Some(b)) => Some(format!("{a}&{b}")),
-            (Some(a), None) => Some(a.to_owned()),
-            (None, Some(b)) => Some(b.to_owned()),
-            (None, None) => None,
-        };
-        let path_and_query = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.to_owned(),
-        };
-        PathAndQuery::try_from(path_and_query)
-            .map(Uri::from)
-            .unwrap_or_else(|_| Uri::from_static("/"))
+        match original.query() {
+            None => self.forwarding.target.clone(),
+            query => target(&self.forwarding.base, query),
+        }
     }
 }
 
+/// The upstream request target (origin form): the configured path, with the delivery's query
+/// appended to the configured one.
+fn target(base: &Uri, query: Option<&str>) -> Uri {
+    let path = base.path();
+    let path_and_query = match (base.query(), query) {
+        (Some(a), Some(b)) => format!("{path}?{a}&{b}"),
+        (Some(q), None) | (None, Some(q)) => format!("{path}?{q}"),
+        (None, None) => path.to_owned(),
+    };
+    PathAndQuery::try_from(path_and_query)
+        .map(Uri::from)
+        .unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass to look; most messages carry none, and are left as they are.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named in `Connection` are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -269,6 +297,26 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// `X-Forwarded-For`: what a trusted proxy in front already said, then the peer.
+fn forwarded_for(prior: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    if let Some(prior) = prior {
+        let mut value = prior.as_bytes().to_vec();
+        write!(value, ", {peer}").ok()?;
+        return HeaderValue::from_bytes(&value).ok();
+    }
+    // The common case, without a heap allocation: an address is at most 45 characters.
+    let mut buffer = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    write!(cursor, "{peer}").ok()?;
+    let written = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(&buffer[..written]).ok()
+}
+
 fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Request<VerifiedBody> {
     let (mut parts, body) = request.into_parts();
     let peer = parts.extensions.get::<SocketAddr>().map(|a| a.ip());
@@ -277,25 +325,18 @@ fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Req
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers);
     if let Some(host) = headers.remove(header::HOST) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    if let Some(authority) = upstream.base.authority() {
-        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-            headers.insert(header::HOST, host);
-        }
+    if let Some(host) = &upstream.forwarding.host {
+        headers.insert(header::HOST, host.clone());
     }
     if let Some(ip) = peer {
-        // Append to what a trusted proxy in front already said.
-        let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prior) => format!("{prior}, {ip}"),
-            None => ip.to_string(),
-        };
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static("x-forwarded-for"), value);
+        if let Some(value) = forwarded_for(headers.get(&X_FORWARDED_FOR), ip) {
+            headers.insert(X_FORWARDED_FOR, value);
         }
     }
     headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
     );
     parts.version = http::Version::HTTP_11;
@@ -377,6 +418,42 @@ mod tests {
         assert_eq!(t, "/hook?src=gw&x=1");
         let t = upstream("http://127.0.0.1:9000").target(&"/webhooks/elevenlabs".parse().unwrap());
         assert_eq!(t, "/");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer_of_any_length() {
+        for peer in [
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "::ffff:255.255.255.255",
+            "255.255.255.255",
+        ] {
+            let ip: IpAddr = peer.parse().unwrap();
+            assert_eq!(forwarded_for(None, ip).unwrap(), ip.to_string().as_str());
+        }
+        let prior = HeaderValue::from_static("203.0.113.9, 198.51.100.2");
+        assert_eq!(
+            forwarded_for(Some(&prior), "10.0.0.7".parse().unwrap()).unwrap(),
+            "203.0.113.9, 198.51.100.2, 10.0.0.7"
+        );
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_left_alone() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            "elevenlabs-signature",
+            HeaderValue::from_static("t=1,v0=ab"),
+        );
+        let before = headers.clone();
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers, before);
     }
 
     #[test]

@@ -1,0 +1,560 @@
+//! The gateway's service stack, composed statically from hookgate's layers:
+//!
+//! ```text
+//! request ─▶ Record (metrics) ─▶ Route (POST <path>) ─▶ NormalizeStatus (the sender's contract)
+//!   ─▶ RequireHttps? ─▶ AllowIp? ─▶ FailureLimit? ─▶ RateLimit per client? ─▶ VerifySignature
+//!   ─▶ TimeDestination ─▶ sink | upstream
+//! ```
+//!
+//! A layer the flags leave out is a [`Maybe`] in its off state: one branch, no allocation. No
+//! layer boxes its service or its future, so a delivery costs the layers' own work and little
+//! more (`benches/gateway/run.sh` measures the whole gateway against nginx).
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::IpAddr,
+    num::NonZeroU32,
+    pin::Pin,
+    sync::Arc,
+    task::{ready, Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use hookgate::{
+    body::ResponseBody,
+    client_checks::{AllowIpLayer, RequireHttpsLayer},
+    elevenlabs::EGRESS_IPS,
+    problem::{Problem, ProblemCode},
+    rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
+    scheme::ElevenLabs,
+    signature::VerifiedBody,
+    FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignature,
+    VerifySignatureLayer,
+};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use tower::{Layer, Service, ServiceBuilder};
+
+use crate::{
+    cli::ServeArgs,
+    metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
+    sink::Sink,
+    upstream::{PooledBody, Upstream},
+};
+
+/// A layer the flags may leave out.
+type Optional<L, S> = Maybe<<L as Layer<S>>::Service, S>;
+type Verify = VerifySignature<TimeDestination<Destination>, ElevenLabs>;
+type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, Verify>;
+type FailureLimited = Optional<FailureLimitLayer<ClientIp>, RateLimited>;
+type Allowed = Optional<AllowIpLayer, FailureLimited>;
+type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
+/// The whole service a connection is served by.
+pub(crate) type Gateway = Record<Route<NormalizeStatus<HttpsOnly>>>;
+
+/// Everything a worker needs to build its stack. The layers' state (the limiter's, the
+/// failure counts, the buffer budget) is shared by every worker's stack; an upstream
+/// connection pool is each worker's own.
+pub(crate) struct StackFactory {
+    pub(crate) path: Arc<str>,
+    pub(crate) verify: VerifySignatureLayer<ElevenLabs>,
+    pub(crate) client: ClientLayers,
+    pub(crate) destination: DestinationConfig,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl StackFactory {
+    /// A worker's stack, with its own destination.
+    pub(crate) fn make(&self) -> Result<Gateway, String> {
+        let destination = match &self.destination {
+            DestinationConfig::Sink(sink) => Destination::Sink(sink.clone()),
+            DestinationConfig::Upstream {
+                url,
+                connect,
+                response,
+            } => Destination::Upstream(Upstream::new(url, *connect, *response)?),
+        };
+        Ok(ServiceBuilder::new()
+            .layer(RecordLayer(self.metrics.clone()))
+            .layer(RouteLayer {
+                path: self.path.clone(),
+            })
+            .layer(NormalizeStatusLayer::elevenlabs())
+            .layer(MaybeLayer(self.client.require_https.clone()))
+            .layer(MaybeLayer(self.client.allow_ip.clone()))
+            .layer(MaybeLayer(self.client.failure_limit.clone()))
+            .layer(MaybeLayer(self.client.rate_limit.clone()))
+            .layer(self.verify.clone())
+            .layer(TimeDestinationLayer(self.metrics.clone()))
+            .service(destination))
+    }
+}
+
+/// The client checks and limits, as the flags ask (`None`: left out).
+pub(crate) struct ClientLayers {
+    require_https: Option<RequireHttpsLayer>,
+    allow_ip: Option<AllowIpLayer>,
+    failure_limit: Option<FailureLimitLayer<ClientIp>>,
+    rate_limit: Option<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>>,
+}
+
+impl ClientLayers {
+    /// Reads the flags; registers a gauge for each layer that keeps per-client state.
+    pub(crate) fn from_args(
+        args: &ServeArgs,
+        gauges: &mut Vec<GaugeSource>,
+    ) -> Result<Self, String> {
+        let client_ip = if args.trusted_proxies.is_empty() {
+            ClientIp::peer()
+        } else {
+            ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
+                .map_err(|e| format!("--trusted-proxy: {e}"))?
+        };
+
+        let rate_limit = match NonZeroU32::new(args.client_rate) {
+            Some(rate) => {
+                let burst = NonZeroU32::new(args.client_burst).unwrap_or(rate);
+                let layer = RateLimitLayer::per_client(
+                    Rate::per_second(rate).burst(burst),
+                    client_ip.clone(),
+                )
+                .map_err(|e| format!("--client-rate: {e}"))?;
+                let probe = layer.clone();
+                gauges.push(GaugeSource {
+                    name: "limiter_clients",
+                    help: "Clients tracked by the per-client rate limiter",
+                    read: Box::new(move || probe.store().len() as i64),
+                });
+                Some(layer)
+            }
+            None => None,
+        };
+
+        let failure_limit = match NonZeroU32::new(args.max_failures_per_minute) {
+            Some(failures) => {
+                let policy = FailurePolicy::new(
+                    Rate::per_minute(failures).burst(failures),
+                    Duration::from_secs(args.failure_cooldown),
+                )
+                .map_err(|e| format!("--max-failures-per-minute: {e}"))?;
+                let layer = FailureLimitLayer::new(policy, client_ip.clone());
+                let blocked = layer.clone();
+                gauges.push(GaugeSource {
+                    name: "blocked_clients",
+                    help: "Clients blocked after failing verification too often",
+                    read: Box::new(move || blocked.blocked_clients() as i64),
+                });
+                Some(layer)
+            }
+            None => None,
+        };
+
+        let allow_ip = if !args.allow_ips.is_empty() || args.allow_elevenlabs_egress {
+            let mut networks: Vec<String> = args.allow_ips.clone();
+            if args.allow_elevenlabs_egress {
+                networks.extend(EGRESS_IPS.iter().map(|ip| (*ip).to_owned()));
+            }
+            let layer = AllowIpLayer::new(&networks, client_ip.clone())
+                .map_err(|e| format!("--allow-ip: {e}"))?;
+            tracing::info!(
+                networks = networks.len(),
+                "only allow-listed client addresses are accepted"
+            );
+            Some(layer)
+        } else {
+            None
+        };
+
+        let require_https = args
+            .require_https
+            .then(|| RequireHttpsLayer::new(client_ip));
+
+        Ok(Self {
+            require_https,
+            allow_ip,
+            failure_limit,
+            rate_limit,
+        })
+    }
+}
+
+/// Where verified deliveries go, as configured.
+pub(crate) enum DestinationConfig {
+    Sink(Sink),
+    Upstream {
+        url: String,
+        connect: Duration,
+        response: Duration,
+    },
+}
+
+/// A worker's destination: the shared sink, or the worker's own upstream pool.
+#[derive(Clone, Debug)]
+pub(crate) enum Destination {
+    Sink(Sink),
+    Upstream(Upstream),
+}
+
+impl Service<Request<VerifiedBody>> for Destination {
+    type Response = Response<DestinationBody>;
+    type Error = Infallible;
+    type Future = DestinationFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        match self {
+            Self::Sink(sink) => sink.poll_ready(cx),
+            Self::Upstream(upstream) => upstream.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: Request<VerifiedBody>) -> DestinationFuture {
+        match self {
+            Self::Sink(sink) => DestinationFuture::Sink {
+                future: sink.call(request),
+            },
+            Self::Upstream(upstream) => DestinationFuture::Upstream {
+                future: upstream.call(request),
+            },
+        }
+    }
+}
+
+pin_project! {
+    #[project = DestinationFutureProj]
+    pub(crate) enum DestinationFuture {
+        Sink { #[pin] future: <Sink as Service<Request<VerifiedBody>>>::Future },
+        Upstream { #[pin] future: <Upstream as Service<Request<VerifiedBody>>>::Future },
+    }
+}
+
+impl Future for DestinationFuture {
+    type Output = Result<Response<DestinationBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(match self.project() {
+            DestinationFutureProj::Sink { future } => {
+                let Ok(response) = ready!(future.poll(cx));
+                response.map(|body| DestinationBody::Sink { body })
+            }
+            DestinationFutureProj::Upstream { future } => {
+                let Ok(response) = ready!(future.poll(cx));
+                response.map(|body| DestinationBody::Upstream { body })
+            }
+        }))
+    }
+}
+
+pin_project! {
+    /// The answer body of the sink or of the upstream.
+    #[project = DestinationBodyProj]
+    pub(crate) enum DestinationBody {
+        Sink { #[pin] body: ResponseBody<Full<Bytes>> },
+        Upstream { #[pin] body: ResponseBody<PooledBody> },
+    }
+}
+
+impl Body for DestinationBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.project() {
+            DestinationBodyProj::Sink { body } => body
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(|e| match e {}))),
+            DestinationBodyProj::Upstream { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Sink { body } => body.is_end_stream(),
+            Self::Upstream { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Sink { body } => body.size_hint(),
+            Self::Upstream { body } => body.size_hint(),
+        }
+    }
+}
+
+/// Applies `L` when configured; otherwise passes requests straight to the inner service.
+#[derive(Clone, Debug)]
+struct MaybeLayer<L>(Option<L>);
+
+impl<L: Layer<S>, S> Layer<S> for MaybeLayer<L> {
+    type Service = Maybe<L::Service, S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        match &self.0 {
+            Some(layer) => Maybe::On(layer.layer(inner)),
+            None => Maybe::Off(inner),
+        }
+    }
+}
+
+/// A hookgate layer's service (`On`), or the service it would have wrapped (`Off`). Either
+/// way the answer body is a [`ResponseBody`], so the stack has one type whatever the flags.
+#[derive(Clone, Debug)]
+pub(crate) enum Maybe<On, Off> {
+    On(On),
+    Off(Off),
+}
+
+impl<On, Off, R, B> Service<R> for Maybe<On, Off>
+where
+    On: Service<R, Response = Response<ResponseBody<B>>>,
+    Off: Service<R, Response = Response<B>, Error = On::Error>,
+{
+    type Response = Response<ResponseBody<B>>;
+    type Error = On::Error;
+    type Future = MaybeFuture<On::Future, Off::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        match self {
+            Self::On(service) => service.poll_ready(cx),
+            Self::Off(service) => service.poll_ready(cx),
+        }
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        match self {
+            Self::On(service) => MaybeFuture::On {
+                future: service.call(request),
+            },
+            Self::Off(service) => MaybeFuture::Off {
+                future: service.call(request),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Maybe`].
+    #[project = MaybeFutureProj]
+    pub(crate) enum MaybeFuture<On, Off> {
+        On { #[pin] future: On },
+        Off { #[pin] future: Off },
+    }
+}
+
+impl<On, Off, B, E> Future for MaybeFuture<On, Off>
+where
+    On: Future<Output = Result<Response<ResponseBody<B>>, E>>,
+    Off: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = On::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            MaybeFutureProj::On { future } => future.poll(cx),
+            MaybeFutureProj::Off { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ResponseBody::new))),
+        }
+    }
+}
+
+/// Answers only `POST <path>`: anything else is a 404 or 405 problem, before any other work.
+#[derive(Clone, Debug)]
+struct RouteLayer {
+    path: Arc<str>,
+}
+
+impl<S> Layer<S> for RouteLayer {
+    type Service = Route<S>;
+
+    fn layer(&self, inner: S) -> Route<S> {
+        Route {
+            inner,
+            path: self.path.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Route<S> {
+    inner: S,
+    path: Arc<str>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for Route<S>
+where
+    S: Service<Request<B>, Response = Response<ResponseBody<ResBody>>, Error = Infallible>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = Infallible;
+    type Future = RouteFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if request.uri().path() != &*self.path {
+            let problem = Problem::new(StatusCode::NOT_FOUND, ProblemCode::NOT_FOUND)
+                .with_detail(format!("deliveries are received at {}", self.path));
+            return RouteFuture::Answer {
+                response: Some(problem.into_response()),
+            };
+        }
+        if request.method() != Method::POST {
+            let mut response = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ProblemCode::METHOD_NOT_ALLOWED,
+            )
+            .with_detail("deliveries are POSTed")
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return RouteFuture::Answer {
+                response: Some(response),
+            };
+        }
+        RouteFuture::Inner {
+            future: self.inner.call(request),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`Route`]: its own answer, or the inner service's.
+    #[project = RouteFutureProj]
+    pub(crate) enum RouteFuture<F, B> {
+        Answer { response: Option<Response<ResponseBody<B>>> },
+        Inner { #[pin] future: F },
+    }
+}
+
+impl<F, B> Future for RouteFuture<F, B>
+where
+    F: Future<Output = Result<Response<ResponseBody<B>>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RouteFutureProj::Answer { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("RouteFuture polled after completion"))),
+            RouteFutureProj::Inner { future } => future.poll(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+
+    /// An inner service answering 200 with `inner` as the body.
+    fn inner() -> impl Service<
+        Request<()>,
+        Response = Response<ResponseBody<Full<Bytes>>>,
+        Error = Infallible,
+        Future = impl Send,
+    > + Clone {
+        service_fn(|_request: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(ResponseBody::new(Full::new(
+                Bytes::from_static(b"inner"),
+            ))))
+        })
+    }
+
+    async fn body_of<B: Body<Data = Bytes>>(response: Response<B>) -> Bytes
+    where
+        B::Error: std::fmt::Debug,
+    {
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    fn route(
+    ) -> impl Service<Request<()>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible>
+    {
+        RouteLayer {
+            path: Arc::from("/webhooks/elevenlabs"),
+        }
+        .layer(inner())
+    }
+
+    #[tokio::test]
+    async fn route_passes_post_to_the_path_on() {
+        let request = Request::post("/webhooks/elevenlabs").body(()).unwrap();
+        let response = route().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(body_of(response).await, "inner");
+    }
+
+    #[tokio::test]
+    async fn route_answers_other_paths_404_and_other_methods_405() {
+        let response = route()
+            .oneshot(Request::post("/elsewhere").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            response.extensions().get::<ProblemCode>(),
+            Some(&ProblemCode::NOT_FOUND)
+        );
+        assert!(String::from_utf8_lossy(&body_of(response).await).contains("/webhooks/elevenlabs"));
+
+        let response = route()
+            .oneshot(Request::get("/webhooks/elevenlabs").body(()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+    }
+
+    /// A layer that answers 403 itself, standing for any hookgate layer.
+    #[derive(Clone)]
+    struct Refuse;
+
+    impl<S> Layer<S> for Refuse {
+        type Service = tower::util::MapResponse<
+            S,
+            fn(Response<Full<Bytes>>) -> Response<ResponseBody<Full<Bytes>>>,
+        >;
+
+        fn layer(&self, inner: S) -> Self::Service {
+            tower::util::MapResponse::new(inner, |_| {
+                Problem::new(StatusCode::FORBIDDEN, ProblemCode::CLIENT_NOT_ALLOWED).into_response()
+            })
+        }
+    }
+
+    fn plain(
+    ) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone
+    {
+        service_fn(|_request: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
+        })
+    }
+
+    #[tokio::test]
+    async fn maybe_applies_the_layer_only_when_configured() {
+        let on = MaybeLayer(Some(Refuse)).layer(plain());
+        let response = on.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        assert!(response.body().is_problem());
+
+        let off = MaybeLayer(None::<Refuse>).layer(plain());
+        let response = off.oneshot(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!response.body().is_problem());
+        assert_eq!(body_of(response).await, "inner");
+    }
+}
