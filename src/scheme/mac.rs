@@ -119,41 +119,46 @@ impl MacSet {
     }
 }
 
-/// The decoded signatures a request carries (several during a key rotation), without allocating.
-#[derive(Clone, Copy)]
+/// The decoded signatures a request carries: one, the common case, inline; more (during a key
+/// rotation) in one allocation. Kept small because it lives in every request's future, which
+/// each layer around the verifier moves.
+#[derive(Clone, Default)]
 pub(crate) struct Signatures {
-    items: [[u8; DIGEST_LEN]; MAX_SIGNATURES],
-    len: usize,
+    first: Option<[u8; DIGEST_LEN]>,
+    more: Vec<[u8; DIGEST_LEN]>,
 }
 
 impl Signatures {
     pub(crate) const fn new() -> Self {
         Self {
-            items: [[0; DIGEST_LEN]; MAX_SIGNATURES],
-            len: 0,
+            first: None,
+            more: Vec::new(),
         }
     }
 
     /// Adds one; `false` when [`MAX_SIGNATURES`] are already held.
     pub(crate) fn push(&mut self, signature: [u8; DIGEST_LEN]) -> bool {
-        if self.len == MAX_SIGNATURES {
+        if self.first.is_none() {
+            self.first = Some(signature);
+            return true;
+        }
+        if self.len() == MAX_SIGNATURES {
             return false;
         }
-        self.items[self.len] = signature;
-        self.len += 1;
+        self.more.push(signature);
         true
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.len
+        usize::from(self.first.is_some()) + self.more.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.first.is_none()
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8; DIGEST_LEN]> {
-        self.items[..self.len].iter()
+        self.first.iter().chain(&self.more)
     }
 }
 

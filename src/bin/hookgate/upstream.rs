@@ -275,24 +275,39 @@ fn target(base: &Uri, query: Option<&str>) -> Uri {
         .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
-}
-
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass to look; most messages carry none, and are left as they are.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass to see which are present (most messages carry at most `Connection`), then
+    // remove only those.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << index;
+        }
+    }
+    if present == 0 {
         return;
     }
-    // Headers named in `Connection` are hop-by-hop too.
+    // Headers named in `Connection` are hop-by-hop too. The usual tokens, `keep-alive` (listed
+    // already) and `close`, name nothing more.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case("keep-alive")
+                && !token.eq_ignore_ascii_case("close")
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
-    for name in HOP_BY_HOP.iter().chain(&named) {
+    for (index, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << index) != 0 {
+            headers.remove(name);
+        }
+    }
+    for name in &named {
         headers.remove(name);
     }
 }
@@ -303,18 +318,28 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 
 /// `X-Forwarded-For`: what a trusted proxy in front already said, then the peer.
 fn forwarded_for(prior: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
-    use std::io::Write;
+    let mut value = Vec::with_capacity(64);
     if let Some(prior) = prior {
-        let mut value = prior.as_bytes().to_vec();
-        write!(value, ", {peer}").ok()?;
-        return HeaderValue::from_bytes(&value).ok();
+        value.extend_from_slice(prior.as_bytes());
+        value.extend_from_slice(b", ");
     }
-    // The common case, without a heap allocation: an address is at most 45 characters.
-    let mut buffer = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-    write!(cursor, "{peer}").ok()?;
-    let written = usize::try_from(cursor.position()).ok()?;
-    HeaderValue::from_bytes(&buffer[..written]).ok()
+    match peer {
+        // The common case, without the formatting machinery.
+        IpAddr::V4(ip) => {
+            let mut digits = itoa::Buffer::new();
+            for (index, octet) in ip.octets().into_iter().enumerate() {
+                if index > 0 {
+                    value.push(b'.');
+                }
+                value.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(ip) => {
+            use std::io::Write;
+            write!(value, "{ip}").ok()?;
+        }
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(value)).ok()
 }
 
 fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Request<VerifiedBody> {
