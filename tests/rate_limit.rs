@@ -79,6 +79,15 @@ where
     serde_json::from_slice(&body).unwrap()
 }
 
+/// The status `service` (a clone of it) answers `request` with.
+async fn status<S, B>(service: &S, request: Request<Body>) -> StatusCode
+where
+    S: Service<Request<Body>, Response = Response<B>> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    service.clone().oneshot(request).await.unwrap().status()
+}
+
 fn per_client<E: KeyExtractor>(
     rate: Rate,
     key: E,
@@ -177,15 +186,7 @@ async fn verified_traffic_over_its_rate_gets_a_retryable_503_never_a_4xx() {
         GlobalKey,
     );
     let service = layer.layer(handler(Arc::default()));
-    assert_eq!(
-        service
-            .clone()
-            .oneshot(from([1, 1, 1, 1]))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, from([1, 1, 1, 1])).await, StatusCode::OK);
     let throttled = service.clone().oneshot(from([2, 2, 2, 2])).await.unwrap();
     assert_eq!(throttled.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(throttled.headers()["retry-after"], "1");
@@ -202,15 +203,7 @@ async fn verified_traffic_over_its_rate_gets_a_retryable_503_never_a_4xx() {
     assert_eq!(body["code"], "throttled");
     assert_eq!(body["status"], 503);
     clock.advance(Duration::from_secs(1));
-    assert_eq!(
-        service
-            .clone()
-            .oneshot(from([2, 2, 2, 2]))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, from([2, 2, 2, 2])).await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -248,30 +241,15 @@ async fn clients_have_separate_buckets() {
     let service =
         per_client(Rate::per_hour(nz(1)), ClientIp::peer(), &clock).layer(handler(Arc::default()));
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from([203, 0, 113, 1]))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from([203, 0, 113, 1])).await,
         StatusCode::OK
     );
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from([203, 0, 113, 1]))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from([203, 0, 113, 1])).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from([203, 0, 113, 2]))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from([203, 0, 113, 2])).await,
         StatusCode::OK
     );
 }
@@ -284,12 +262,7 @@ async fn forwarded_for_spoofing_cannot_move_a_client_into_another_bucket() {
 
     // The attacker at 203.0.113.66 (as seen by our proxy) uses up its bucket.
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from_proxy("203.0.113.66"))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from_proxy("203.0.113.66")).await,
         StatusCode::OK
     );
     // Whatever it writes to the left of what the proxy appended, it stays in its own bucket.
@@ -306,12 +279,7 @@ async fn forwarded_for_spoofing_cannot_move_a_client_into_another_bucket() {
     }
     // The client it tried to impersonate still has its own, untouched bucket.
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from_proxy("198.51.100.1"))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from_proxy("198.51.100.1")).await,
         StatusCode::OK
     );
 
@@ -320,18 +288,12 @@ async fn forwarded_for_spoofing_cannot_move_a_client_into_another_bucket() {
     direct
         .headers_mut()
         .insert("x-forwarded-for", "203.0.113.99".parse().unwrap());
-    assert_eq!(
-        service.clone().oneshot(direct).await.unwrap().status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, direct).await, StatusCode::OK);
     let mut again = from([198, 51, 100, 200]);
     again
         .headers_mut()
         .insert("x-forwarded-for", "203.0.113.100".parse().unwrap());
-    assert_eq!(
-        service.clone().oneshot(again).await.unwrap().status(),
-        StatusCode::TOO_MANY_REQUESTS
-    );
+    assert_eq!(status(&service, again).await, StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]
@@ -347,30 +309,15 @@ async fn ipv6_clients_in_one_64_share_a_bucket() {
         request
     };
     assert_eq!(
-        service
-            .clone()
-            .oneshot(v6("2001:db8:1:2::1"))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, v6("2001:db8:1:2::1")).await,
         StatusCode::OK
     );
     assert_eq!(
-        service
-            .clone()
-            .oneshot(v6("2001:db8:1:2:ffff::9"))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, v6("2001:db8:1:2:ffff::9")).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(
-        service
-            .clone()
-            .oneshot(v6("2001:db8:1:3::1"))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, v6("2001:db8:1:3::1")).await,
         StatusCode::OK
     );
 }
@@ -447,25 +394,9 @@ async fn verified_limiter_waits_a_bounded_time_for_a_token() {
         .unwrap()
         .layer(handler(Arc::default()));
     let start = tokio::time::Instant::now();
-    assert_eq!(
-        service
-            .clone()
-            .oneshot(from([1, 1, 1, 1]))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, from([1, 1, 1, 1])).await, StatusCode::OK);
     // The next token is due in 250 ms, within the bound: the request waits, then passes.
-    assert_eq!(
-        service
-            .clone()
-            .oneshot(from([1, 1, 1, 1]))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, from([1, 1, 1, 1])).await, StatusCode::OK);
     assert_eq!(start.elapsed(), Duration::from_millis(250));
 
     // Three callers at once: the first waits 250 ms, the second would need 500 ms (over the
@@ -541,15 +472,7 @@ async fn a_store_that_answers_later_is_awaited() {
     let calls = Arc::new(AtomicUsize::new(0));
     let service = RateLimitLayer::verified_with_store(remote_like(false), GlobalKey)
         .layer(handler(calls.clone()));
-    assert_eq!(
-        service
-            .clone()
-            .oneshot(from([1, 1, 1, 1]))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, from([1, 1, 1, 1])).await, StatusCode::OK);
     let second = service.clone().oneshot(from([1, 1, 1, 1])).await.unwrap();
     assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -561,14 +484,7 @@ async fn store_failures_fail_open_by_default_and_closed_on_request() {
     let open = RateLimitLayer::per_client_with_store(remote_like(true), GlobalKey)
         .layer(handler(calls.clone()));
     for _ in 0..3 {
-        assert_eq!(
-            open.clone()
-                .oneshot(from([1, 1, 1, 1]))
-                .await
-                .unwrap()
-                .status(),
-            StatusCode::OK
-        );
+        assert_eq!(status(&open, from([1, 1, 1, 1])).await, StatusCode::OK);
     }
     let closed = RateLimitLayer::per_client_with_store(remote_like(true), GlobalKey)
         .on_store_error(OnStoreError::Reject)
@@ -649,24 +565,14 @@ async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_
     // Successes never count.
     for _ in 0..10 {
         assert_eq!(
-            service
-                .clone()
-                .oneshot(valid(from([203, 0, 113, 8])))
-                .await
-                .unwrap()
-                .status(),
+            status(&service, valid(from([203, 0, 113, 8]))).await,
             StatusCode::OK
         );
     }
     // Three failures are allowed; the fourth blocks.
     for _ in 0..4 {
         assert_eq!(
-            service
-                .clone()
-                .oneshot(from([203, 0, 113, 8]))
-                .await
-                .unwrap()
-                .status(),
+            status(&service, from([203, 0, 113, 8])).await,
             StatusCode::UNAUTHORIZED
         );
     }
@@ -693,24 +599,14 @@ async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_
 
     // Another client is unaffected.
     assert_eq!(
-        service
-            .clone()
-            .oneshot(valid(from([203, 0, 113, 9])))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, valid(from([203, 0, 113, 9]))).await,
         StatusCode::OK
     );
 
     // After the cooldown the client is verified again.
     clock.advance(Duration::from_secs(100));
     assert_eq!(
-        service
-            .clone()
-            .oneshot(valid(from([203, 0, 113, 8])))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, valid(from([203, 0, 113, 8]))).await,
         StatusCode::OK
     );
     assert_eq!(layer.blocked_clients(), 0);
@@ -719,8 +615,8 @@ async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_
 #[tokio::test]
 async fn failure_limiter_counts_400_and_401_only() {
     let clock = FakeRelativeClock::default();
-    let status = Arc::new(AtomicUsize::new(0));
-    let answer = status.clone();
+    let next_status = Arc::new(AtomicUsize::new(0));
+    let answer = next_status.clone();
     let inner = service_fn(move |_req: Request<Body>| {
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() =
@@ -731,7 +627,7 @@ async fn failure_limiter_counts_400_and_401_only() {
     let service =
         FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone()).layer(inner);
     for code in [413_usize, 404, 500, 503, 408, 429, 200] {
-        status.store(code, Ordering::SeqCst);
+        next_status.store(code, Ordering::SeqCst);
         for _ in 0..3 {
             service
                 .clone()
@@ -740,14 +636,9 @@ async fn failure_limiter_counts_400_and_401_only() {
                 .unwrap();
         }
     }
-    status.store(200, Ordering::SeqCst);
+    next_status.store(200, Ordering::SeqCst);
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from([203, 0, 113, 1]))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from([203, 0, 113, 1])).await,
         StatusCode::OK
     );
     for code in [400_usize, 401] {
@@ -772,12 +663,7 @@ async fn failure_limiter_counts_400_and_401_only() {
             .await
             .unwrap();
         assert_eq!(
-            service
-                .clone()
-                .oneshot(from([203, 0, 113, 1]))
-                .await
-                .unwrap()
-                .status(),
+            status(&service, from([203, 0, 113, 1])).await,
             StatusCode::TOO_MANY_REQUESTS,
             "{code}"
         );
@@ -840,12 +726,7 @@ async fn failure_limiter_block_list_is_bounded() {
             .unwrap();
     }
     assert_eq!(
-        service
-            .clone()
-            .oneshot(from([198, 51, 100, 1]))
-            .await
-            .unwrap()
-            .status(),
+        status(&service, from([198, 51, 100, 1])).await,
         StatusCode::TOO_MANY_REQUESTS
     );
     assert!(layer.blocked_clients() <= 5);
@@ -867,12 +748,7 @@ async fn many_concurrent_tasks_on_one_key_never_over_grant() {
             tokio::spawn(async move {
                 let mut ok = 0;
                 for _ in 0..20 {
-                    let status = service
-                        .clone()
-                        .oneshot(from([203, 0, 113, 50]))
-                        .await
-                        .unwrap()
-                        .status();
+                    let status = status(&service, from([203, 0, 113, 50])).await;
                     ok += usize::from(status == StatusCode::OK);
                 }
                 ok
@@ -901,13 +777,5 @@ async fn failure_limiter_lets_unidentified_requests_through_and_never_blocks_the
     }
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     assert_eq!(layer.blocked_clients(), 0);
-    assert_eq!(
-        service
-            .clone()
-            .oneshot(valid(anonymous()))
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status(&service, valid(anonymous())).await, StatusCode::OK);
 }
