@@ -6,10 +6,10 @@
 //! upstream connection pool, so a request never hops between threads on its way through. The
 //! limiter state, the buffer budget, the sink and the metrics are shared by all workers.
 
-use std::{convert::Infallible, net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
 
 use hookgate::{client_checks::TlsConnection, signature::BufferBudget, VerifySignatureLayer};
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -21,14 +21,14 @@ use tokio::{
     sync::watch,
 };
 use tokio_rustls::TlsAcceptor;
-use tower::{Service, ServiceBuilder};
+use tower::ServiceBuilder;
 
 use crate::{
     cli::ServeArgs,
     metrics::{self, GaugeSource, Metrics},
     secrets::{self, Source, DEV_SECRET_FILE},
     sink::Sink,
-    stack::{ClientLayers, DestinationConfig, StackFactory},
+    stack::{ClientLayers, DestinationConfig, Gateway, StackFactory},
     tls,
     upstream::Upstream,
 };
@@ -224,21 +224,13 @@ async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), Stri
 
 /// One worker: accepts on its own socket until told to stop, then lets its in-flight requests
 /// finish within `grace`.
-async fn worker<S, B>(
+async fn worker(
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
-    stack: S,
+    stack: Gateway,
     mut stopped: watch::Receiver<bool>,
     grace: Duration,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
@@ -275,21 +267,13 @@ async fn worker<S, B>(
     }
 }
 
-async fn serve_connection<S, B>(
+async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
-    stack: S,
+    stack: Gateway,
     watcher: hyper_util::server::graceful::Watcher,
-) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let is_tls = tls.is_some();
     let service = TowerToHyperService::new(
         ServiceBuilder::new()
