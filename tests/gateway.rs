@@ -152,15 +152,17 @@ impl Answer {
 }
 
 async fn post(url: &str, signature: Option<String>, body: impl Into<Bytes>) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let mut request = Request::post(url);
     if let Some(signature) = signature {
         request = request.header("elevenlabs-signature", signature);
     }
-    let response = client
-        .request(request.body(Full::new(body.into())).unwrap())
-        .await
-        .unwrap();
+    exchange(request.body(Full::new(body.into())).unwrap()).await
+}
+
+/// Sends `request` on a fresh client and reads the whole answer.
+async fn exchange(request: Request<Full<Bytes>>) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let response = client.request(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -335,22 +337,14 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, received)
 }
 
+/// A signed delivery asking the test upstream for `answer` (a status, or `slow`).
 async fn post_with_answer(url: &str, answer: &str, body: &str) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let request = Request::post(url)
         .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
         .header("x-test-answer", answer)
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    exchange(request).await
 }
 
 #[tokio::test]
