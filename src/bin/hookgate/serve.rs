@@ -144,13 +144,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         threads.push(thread);
     }
+    // Ready before saying so: whoever reads the announcement may ask /healthz at once.
+    metrics.set_ready();
     announce(
         if tls.is_some() { "https" } else { "http" },
         local,
         &args.path,
         workers,
     );
-    metrics.set_ready();
 
     shutdown_signal().await;
     tracing::info!(
