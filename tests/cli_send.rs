@@ -9,7 +9,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
 
 use axum::{
@@ -20,7 +20,7 @@ use axum::{
     routing::post,
     Extension, Router,
 };
-use common::{hookgate_async, texts, SECRET};
+use common::{hookgate_async, now, texts, SECRET};
 use hookgate::{
     scheme::{ElevenLabs, Scheme as _},
     Verified, VerifySignatureLayer,
@@ -127,13 +127,6 @@ fn signed_at(header: &str) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 #[tokio::test]

@@ -7,10 +7,9 @@ mod common;
 use std::{
     io::Write as _,
     process::{Output, Stdio},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
-use common::{hookgate, texts, SECRET};
+use common::{hookgate, now, texts, SECRET};
 
 /// Runs `hookgate` with `args`, `body` on stdin and `secrets` in the environment.
 fn run(secrets: Option<&str>, args: &[&str], body: &[u8]) -> Output {
@@ -43,13 +42,6 @@ fn verify(secrets: &str, header: &str, body: &[u8]) -> (Option<i32>, String, Str
     let output = run(Some(secrets), &["verify", "--header", header], body);
     let (stdout, stderr) = texts(&output, &secrets.split(',').collect::<Vec<_>>());
     (output.status.code(), stdout, stderr)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 const VECTOR_BODY: &str = r#"{"type":"speech_to_text_transcription","event_timestamp":1600000000,"data":{"request_id":"req_123","transcription":{"language_code":"en","language_probability":0.98,"text":"Hello world!","words":[]}}}"#;

@@ -12,10 +12,13 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
+mod common;
+
 use bytes::Bytes;
+use common::{now, scratch_dir};
 use hookgate::scheme::ElevenLabs;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -38,8 +41,7 @@ struct Gateway {
 impl Gateway {
     /// Starts the gateway in a fresh working directory with `args` after `serve`.
     fn start(args: &[&str]) -> Self {
-        let dir = std::env::temp_dir().join(format!("hookgate-e2e-{}", fastrand_u64()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir();
         Self::start_in(&dir, args)
     }
 
@@ -112,21 +114,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn fastrand_u64() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        ^ (std::process::id() as u64) << 32
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn transcript(request_id: &str) -> String {
@@ -447,8 +434,7 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 
 #[tokio::test]
 async fn sigkill_mid_stream_loses_no_acknowledged_event() {
-    let dir = std::env::temp_dir().join(format!("hookgate-e2e-kill-{}", fastrand_u64()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir();
     let gateway = Gateway::start_in(&dir, &[]);
     let url = gateway.url();
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -520,8 +506,7 @@ async fn tls_with_a_certificate_made_here_serves_http2_and_http1() {
     use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
 
     let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("hookgate-e2e-tls-{}", fastrand_u64()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir();
     std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
     let gateway = Gateway::start_in(&dir, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);

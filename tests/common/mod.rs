@@ -10,6 +10,14 @@ use std::{
 /// The secret the tests configure, through the environment only.
 pub const SECRET: &str = "cli-test-secret-5f2c9a";
 
+/// The current Unix time in whole seconds, as signatures carry it.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// An empty working directory of its own (no `.env`, no development secret), under cargo's
 /// scratch directory for integration tests.
 pub fn scratch_dir() -> PathBuf {
