@@ -463,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn messages_without_hop_by_hop_headers_are_left_alone() {
+    fn only_hop_by_hop_headers_are_removed() {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,
