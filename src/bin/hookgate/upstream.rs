@@ -509,4 +509,84 @@ mod tests {
         assert_eq!(forwarded.uri(), "/hook");
         assert_eq!(h["host"], "127.0.0.1:9000");
     }
+
+    /// A loopback upstream that answers 200 after the delay in `x-delay-ms`; counts the
+    /// connections it accepts.
+    async fn delaying_upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    let delay = request
+                        .headers()
+                        .get("x-delay-ms")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                        .unwrap_or(0);
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    Ok::<_, Infallible>(Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (addr, connections)
+    }
+
+    #[tokio::test]
+    async fn each_exchange_on_a_pooled_connection_has_its_own_response_deadline() {
+        use http_body_util::BodyExt;
+        use std::sync::atomic::Ordering;
+        let (addr, connections) = delaying_upstream().await;
+        let mut upstream = Upstream::new(
+            &format!("http://{addr}/"),
+            Duration::from_secs(2),
+            Duration::from_millis(300),
+        )
+        .unwrap();
+        let mut deliver = |delay_ms: u64| {
+            let request = Request::post("/webhooks/elevenlabs")
+                .header("x-delay-ms", delay_ms)
+                .body(VerifiedBody::from_bytes(&b"{}"[..]))
+                .unwrap();
+            let answer = upstream.call(request);
+            async move {
+                let response = answer.await.unwrap();
+                let status = response.status();
+                // Read to the end, which gives the connection back to the pool.
+                response.into_body().collect().await.unwrap();
+                status
+            }
+        };
+
+        assert_eq!(deliver(0).await, StatusCode::OK);
+        // Later than the first exchange's deadline, on the same connection: the next exchange
+        // is timed from its own start.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(deliver(200).await, StatusCode::OK);
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "the connection was reused"
+        );
+
+        let started = std::time::Instant::now();
+        assert_eq!(deliver(5_000).await, StatusCode::GATEWAY_TIMEOUT);
+        let waited = started.elapsed();
+        assert!(
+            (Duration::from_millis(250)..Duration::from_secs(2)).contains(&waited),
+            "timed out after {waited:?}, not at the 300 ms deadline"
+        );
+
+        // A connection that timed out still has the request on it: never reused.
+        assert_eq!(deliver(0).await, StatusCode::OK);
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
 }
