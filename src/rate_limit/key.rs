@@ -147,7 +147,10 @@ impl KeyExtractor for HeaderKey {
 
     fn extract<B>(&self, request: &Request<B>) -> Result<HeaderValue, MissingKey> {
         match request.headers().get(&self.name) {
-            Some(value) if value.len() <= self.max_len => Ok(value.clone()),
+            // A copy: hyper's header values share its read buffer, and a key kept in a
+            // limiter's store would keep that whole buffer alive.
+            Some(value) if value.len() <= self.max_len => HeaderValue::from_bytes(value.as_bytes())
+                .map_err(|_| MissingKey::new("key header value unreadable")),
             Some(_) => Err(MissingKey::new("key header value too long")),
             None => Err(MissingKey::new("key header missing")),
         }
@@ -307,14 +310,12 @@ impl ClientIp {
         let mut leftmost = None;
         // Lines in order, entries in order: the last entry of the last line is the nearest hop.
         for line in headers.get_all(name).iter().rev() {
-            let Ok(line) = line.to_str() else {
-                return Err(MissingKey::new("unreadable forwarding header"));
-            };
             // Splitting on every comma is right for the entries that matter: a trusted proxy
             // writes addresses, which contain no commas. What a client wrote further left may
-            // split oddly, and is never reached before a well-formed untrusted address.
-            for entry in line.rsplit(',') {
-                match parse(entry) {
+            // split oddly, or hold any bytes at all, and is never reached before a well-formed
+            // untrusted address: so the line is read entry by entry, as bytes, never whole.
+            for entry in line.as_bytes().rsplit(|&b| b == b',') {
+                match std::str::from_utf8(entry).ok().and_then(parse) {
                     Some(ip) => {
                         let ip = ip.to_canonical();
                         if !self.is_trusted(ip) {
@@ -595,6 +596,46 @@ mod tests {
                 key.resolve(ip("10.0.0.1"), &honest)
             );
         }
+        assert_eq!(key.resolve(ip("10.0.0.1"), &honest), Ok(ip("203.0.113.5")));
+    }
+
+    #[test]
+    fn header_keys_are_copies_not_views_of_the_request() {
+        let request = Request::builder()
+            .header("x-tenant", "acme")
+            .body(())
+            .unwrap();
+        let key = HeaderKey::new(HeaderName::from_static("x-tenant"))
+            .extract(&request)
+            .unwrap();
+        assert_eq!(key, "acme");
+        assert_ne!(
+            key.as_bytes().as_ptr(),
+            request.headers()["x-tenant"].as_bytes().as_ptr()
+        );
+    }
+
+    #[test]
+    fn bytes_a_client_wrote_do_not_spoil_the_entries_a_proxy_appended() {
+        // Not visible ASCII (obs-text), as hyper accepts it; a proxy appends to the same line.
+        let key = xff(&["10.0.0.0/8"]);
+        let line = |value: &[u8]| {
+            let mut map = HeaderMap::new();
+            map.insert("x-forwarded-for", HeaderValue::from_bytes(value).unwrap());
+            map
+        };
+        assert_eq!(
+            key.resolve(ip("10.0.0.1"), &line(b"\xff\xfe, 203.0.113.5")),
+            Ok(ip("203.0.113.5"))
+        );
+        assert_eq!(
+            key.resolve(ip("10.0.0.1"), &line(b"1.2.3.4\xff, 203.0.113.5, 10.0.0.2")),
+            Ok(ip("203.0.113.5"))
+        );
+        // Reached (every hop to its right trusted), it is no address: unidentified.
+        assert!(key
+            .resolve(ip("10.0.0.1"), &line(b"\xff, 10.0.0.2"))
+            .is_err());
     }
 
     #[test]
