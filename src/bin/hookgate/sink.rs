@@ -3,7 +3,9 @@
 //!
 //! One event is a temp file (written, fsynced), hard-linked to its final name (atomic, and never
 //! replacing an event already stored), then the directory is fsynced so the name survives a
-//! crash. Directory fsyncs are shared (group commit): every request waiting when a directory
+//! crash. A name already holding other bytes (two events of one call share a
+//! `conversation_id`) sends the event to `<id>.<sha-256 of the body>.json`; a redelivery, byte
+//! for byte the same, finds its own copy and stores nothing. Directory fsyncs are shared (group commit): every request waiting when a directory
 //! fsync starts is covered by it, and file fsyncs run in parallel on the blocking pool, so the
 //! filesystem can merge their journal commits.
 
@@ -64,7 +66,12 @@ impl Sink {
     /// Opens (creating) the directory, removes temp files a crash left, and starts the
     /// directory-fsync committer. Must run inside a tokio runtime.
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(dir)?;
+            // The new directory's own name must survive a crash too.
+            let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+            fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
+        }
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
@@ -145,12 +152,35 @@ pub(crate) fn file_name(body: &[u8], id: Option<&str>) -> String {
 fn write_event(dir: &Path, body: &VerifiedBody) -> io::Result<Stored> {
     let bytes = body.to_bytes();
     let name = file_name(&bytes, event_id(&bytes).as_deref());
-    let target = dir.join(&name);
+    // Different events can share an id (a call's transcript and its audio carry one
+    // `conversation_id`): a name already holding other bytes sends the event to a name that
+    // adds its digest. A redelivery is byte-identical (the signature is in a header), so it
+    // meets its own copy under one of the two names.
+    let stem = name.trim_end_matches(".json");
+    let digested = format!("{stem}.{}.json", hex::encode(Sha256::digest(&bytes)));
+    for name in [name.clone(), digested] {
+        if let Some(duplicate) = store_as(dir, &name, body, &bytes)? {
+            return Ok(Stored {
+                file: name,
+                duplicate,
+            });
+        }
+    }
+    // Both names hold other bytes: only a SHA-256 collision could do that.
+    Err(io::Error::other(format!(
+        "{name} and its digest-named twin both hold other events"
+    )))
+}
+
+/// Stores the event as `name` unless that name exists: `Some(false)` stored now, `Some(true)`
+/// already there with these very bytes, `None` taken by other bytes.
+fn store_as(dir: &Path, name: &str, body: &VerifiedBody, bytes: &[u8]) -> io::Result<Option<bool>> {
+    let target = dir.join(name);
+    let same = |target: &Path| -> io::Result<Option<bool>> {
+        Ok((fs::read(target)? == bytes).then_some(true))
+    };
     if target.exists() {
-        return Ok(Stored {
-            file: name,
-            duplicate: true,
-        });
+        return same(&target);
     }
     let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", fastrand::u64(..)));
     let result = (|| {
@@ -164,16 +194,13 @@ fn write_event(dir: &Path, body: &VerifiedBody) -> io::Result<Stored> {
         file.sync_all()?;
         // A hard link never replaces: the first copy of an event wins, atomically.
         match fs::hard_link(&temp, &target) {
-            Ok(()) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(true),
+            Ok(()) => Ok(Some(false)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same(&target),
             Err(e) => Err(e),
         }
     })();
     let _ = fs::remove_file(&temp);
-    Ok(Stored {
-        file: name,
-        duplicate: result?,
-    })
+    result
 }
 
 impl Service<Request<VerifiedBody>> for Sink {
@@ -270,6 +297,41 @@ mod tests {
             "one file, no temp left"
         );
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn different_events_sharing_an_id_are_both_stored() {
+        let dir = temp_dir("shared-id");
+        let sink = Sink::open(&dir).unwrap();
+        let transcript = br#"{"type":"post_call_transcription","data":{"conversation_id":"c1"}}"#;
+        let audio = br#"{"type":"post_call_audio","data":{"conversation_id":"c1"}}"#;
+        let store = |body: &'static [u8]| sink.store(VerifiedBody::from_bytes(body));
+
+        let first = store(transcript).await.unwrap();
+        assert_eq!((first.file.as_str(), first.duplicate), ("c1.json", false));
+        let second = store(audio).await.unwrap();
+        assert!(!second.duplicate, "another event, not a redelivery");
+        assert!(second.file.starts_with("c1.") && second.file != "c1.json");
+        // Redeliveries of either meet their own copy.
+        assert_eq!(
+            store(transcript).await.unwrap(),
+            first.clone().redelivered()
+        );
+        assert_eq!(store(audio).await.unwrap(), second.clone().redelivered());
+
+        assert_eq!(fs::read(dir.join(&first.file)).unwrap(), transcript);
+        assert_eq!(fs::read(dir.join(&second.file)).unwrap(), audio);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    impl Stored {
+        fn redelivered(self) -> Self {
+            Self {
+                duplicate: true,
+                ..self
+            }
+        }
     }
 
     #[tokio::test]
