@@ -612,61 +612,65 @@ async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_
     assert_eq!(layer.blocked_clients(), 0);
 }
 
-#[tokio::test]
-async fn failure_limiter_counts_400_and_401_only() {
-    let clock = FakeRelativeClock::default();
-    let next_status = Arc::new(AtomicUsize::new(0));
-    let answer = next_status.clone();
-    let inner = service_fn(move |_req: Request<Body>| {
+/// An inner service answering `status` with `code` in the response extensions, if any.
+fn answering(
+    status: u16,
+    code: Option<ProblemCode>,
+) -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = Ready<Result<Response<Body>, Infallible>>,
+> + Clone {
+    service_fn(move |_req: Request<Body>| {
         let mut response = Response::new(Full::new(Bytes::new()));
-        *response.status_mut() =
-            StatusCode::from_u16(answer.load(Ordering::SeqCst) as u16).unwrap();
+        *response.status_mut() = StatusCode::from_u16(status).unwrap();
+        if let Some(code) = code {
+            response.extensions_mut().insert(code);
+        }
         ready(Ok::<_, Infallible>(response))
-    });
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-    let service =
-        FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone()).layer(inner);
-    for code in [413_usize, 404, 500, 503, 408, 429, 200] {
-        next_status.store(code, Ordering::SeqCst);
-        for _ in 0..3 {
+    })
+}
+
+#[tokio::test]
+async fn failure_limiter_counts_failed_verifications_only() {
+    // One failure allowed per hour: a second counted answer blocks the third request.
+    let blocks = |answer, code| async move {
+        let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+        let layer =
+            FailureLimitLayer::with_clock(policy, ClientIp::peer(), FakeRelativeClock::default());
+        let service = layer.layer(answering(answer, code));
+        for _ in 0..2 {
             service
                 .clone()
                 .oneshot(from([203, 0, 113, 1]))
                 .await
                 .unwrap();
         }
+        let third = service.oneshot(from([203, 0, 113, 1])).await.unwrap();
+        third.extensions().get::<ProblemCode>() == Some(&ProblemCode::CLIENT_BLOCKED)
+    };
+    for (status, code) in [
+        (400, ProblemCode::MISSING_SIGNATURE),
+        (400, ProblemCode::MALFORMED_SIGNATURE),
+        (401, ProblemCode::SIGNATURE_MISMATCH),
+        (401, ProblemCode::TIMESTAMP_STALE),
+        (401, ProblemCode::TIMESTAMP_IN_FUTURE),
+    ] {
+        assert!(blocks(status, Some(code)).await, "{code}");
     }
-    next_status.store(200, Ordering::SeqCst);
-    assert_eq!(
-        status(&service, from([203, 0, 113, 1])).await,
-        StatusCode::OK
-    );
-    for code in [400_usize, 401] {
-        let clock = FakeRelativeClock::default();
-        let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-        let answer = Arc::new(AtomicUsize::new(code));
-        let inner = service_fn(move |_req: Request<Body>| {
-            let mut response = Response::new(Full::new(Bytes::new()));
-            *response.status_mut() =
-                StatusCode::from_u16(answer.load(Ordering::SeqCst) as u16).unwrap();
-            ready(Ok::<_, Infallible>(response))
-        });
-        let service = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock).layer(inner);
-        service
-            .clone()
-            .oneshot(from([203, 0, 113, 1]))
-            .await
-            .unwrap();
-        service
-            .clone()
-            .oneshot(from([203, 0, 113, 1]))
-            .await
-            .unwrap();
-        assert_eq!(
-            status(&service, from([203, 0, 113, 1])).await,
-            StatusCode::TOO_MANY_REQUESTS,
-            "{code}"
-        );
+    for (status, code) in [
+        (413, Some(ProblemCode::PAYLOAD_TOO_LARGE)),
+        (408, Some(ProblemCode::BODY_TIMEOUT)),
+        (503, Some(ProblemCode::BUFFER_BUDGET_EXHAUSTED)),
+        (400, None),
+        (401, None),
+        (404, None),
+        (429, None),
+        (500, None),
+        (200, None),
+    ] {
+        assert!(!blocks(status, code).await, "{status} {code:?}");
     }
 }
 
@@ -761,6 +765,40 @@ async fn many_concurrent_tasks_on_one_key_never_over_grant() {
     }
     assert_eq!(granted, 25);
     assert_eq!(calls.load(Ordering::SeqCst), 25);
+}
+
+#[tokio::test]
+async fn the_handlers_own_400_and_401_never_get_a_client_blocked() {
+    let clock = FakeRelativeClock::default();
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    // A handler behind verification refusing verified deliveries, with and without a problem
+    // body of its own.
+    let refusing = service_fn(|req: Request<Body>| {
+        let own_problem = req.headers().contains_key("x-problem");
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::BAD_REQUEST;
+        if own_problem {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .extensions_mut()
+                .insert(ProblemCode::new("not_my_tenant", "Unknown tenant"));
+        }
+        ready(Ok::<_, Infallible>(response))
+    });
+    let service = layer.layer(refusing);
+    for _ in 0..5 {
+        assert_eq!(
+            status(&service, from([203, 0, 113, 9])).await,
+            StatusCode::BAD_REQUEST
+        );
+        let mut request = from([203, 0, 113, 9]);
+        request
+            .headers_mut()
+            .insert("x-problem", "1".parse().unwrap());
+        assert_eq!(status(&service, request).await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(layer.blocked_clients(), 0);
 }
 
 #[tokio::test]

@@ -33,6 +33,17 @@ use crate::{
 /// The policy name of failure-only limiting, in [`RateLimitExceeded::policy`].
 const POLICY: &str = "failures";
 
+/// The answers that count as a failed verification: the verification layer's own rejections,
+/// known by the [`ProblemCode`] in their extensions. A handler's own `400`/`401` never counts:
+/// refusing a verified delivery must not get the genuine sender blocked.
+const FAILED_VERIFICATION: [ProblemCode; 5] = [
+    ProblemCode::MISSING_SIGNATURE,
+    ProblemCode::MALFORMED_SIGNATURE,
+    ProblemCode::SIGNATURE_MISMATCH,
+    ProblemCode::TIMESTAMP_STALE,
+    ProblemCode::TIMESTAMP_IN_FUTURE,
+];
+
 /// How many failed verifications a client may have, and how long it is blocked after more.
 ///
 /// Failures are counted like requests under a [`Rate`]: `Rate::per_minute(10)` lets a client
@@ -95,7 +106,9 @@ impl FailurePolicy {
     }
 }
 
-/// Counts failed verifications (`400`/`401` from the layers inside) per client and, once a
+/// Counts failed verifications per client (answers from a verification layer inside carrying
+/// `missing_signature`, `malformed_signature`, `signature_mismatch`, `timestamp_stale` or
+/// `timestamp_in_future`; never a handler's own `400`/`401`) and, once a
 /// client has failed more than its [`FailurePolicy`] allows, answers `429` `client_blocked` +
 /// `Retry-After` for the cooldown **without calling the inner service**, so a blocked client's
 /// body is never read and no MAC is computed for it.
@@ -106,8 +119,9 @@ impl FailurePolicy {
 /// use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32, time::Duration};
 /// use bytes::Bytes;
 /// use governor::clock::FakeRelativeClock;
+/// use hookgate::problem::{Problem, ProblemCode};
 /// use hookgate::rate_limit::{ClientIp, FailureLimitLayer, FailurePolicy, Rate};
-/// use http::{Request, Response, StatusCode};
+/// use http::{Request, StatusCode};
 /// use http_body_util::Empty;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
 ///
@@ -117,9 +131,8 @@ impl FailurePolicy {
 /// let policy = FailurePolicy::new(Rate::per_hour(NonZeroU32::new(2).unwrap()), Duration::from_secs(60)).unwrap();
 /// // Stands in for the verification layer: every request fails with 401.
 /// let verify = service_fn(|_req: Request<Empty<Bytes>>| async {
-///     let mut response = Response::new(Empty::<Bytes>::new());
-///     *response.status_mut() = StatusCode::UNAUTHORIZED;
-///     Ok::<_, Infallible>(response)
+///     let problem = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH);
+///     Ok::<_, Infallible>(problem.into_response::<Empty<Bytes>>())
 /// });
 /// let service = ServiceBuilder::new()
 ///     .layer(FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone()))
@@ -504,10 +517,11 @@ where
         match this.kind.project() {
             FailureKindProj::Inner { future, exceeded } => {
                 let mut response = ready!(future.poll(cx))?;
-                if matches!(
-                    response.status(),
-                    StatusCode::BAD_REQUEST | StatusCode::UNAUTHORIZED
-                ) {
+                if response
+                    .extensions()
+                    .get::<ProblemCode>()
+                    .is_some_and(|code| FAILED_VERIFICATION.contains(code))
+                {
                     if let Some((state, key)) = this.track.take() {
                         state.record_failure(&key);
                     }

@@ -22,9 +22,10 @@
 //!   what the handler can take: traffic over it is genuine, so it gets a **retryable `503
 //!   Service Unavailable`** with problem code `throttled` and `Retry-After`, never a 4xx. It
 //!   can first wait a short, bounded time for a token ([`RateLimitLayer::wait_for_token`]).
-//! - [`FailureLimitLayer`] counts failed verifications (`400`/`401` from inside) per client
-//!   and blocks a client that keeps failing for a cooldown: `429` `client_blocked` +
-//!   `Retry-After`, answered before the request goes further, so its body is never read.
+//! - [`FailureLimitLayer`] counts failed verifications (the verification layer's `400`/`401`,
+//!   never the handler's) per client and blocks a client that keeps failing for a cooldown:
+//!   `429` `client_blocked` + `Retry-After`, answered before the request goes further, so its
+//!   body is never read.
 //!
 //! Every answer the layers write is `application/problem+json` ([`crate::problem`]) with the
 //! [`ProblemCode`](crate::problem::ProblemCode) and a [`RateLimitExceeded`] in the response
