@@ -272,8 +272,9 @@ async fn admin_reports_health_and_metrics() {
     assert!(text.contains("hookgate_buffer_bytes_in_use"));
 }
 
-/// A test upstream: answers per the `x-test-answer` header the test puts on the delivery, and
-/// counts what it received.
+/// A test upstream: answers per the `x-test-answer` header the test puts on the delivery (a
+/// status, `slow`, or `reset`: the connection is closed without an answer), and counts what it
+/// received.
 async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -300,6 +301,9 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                             if answer == "slow" {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
                             }
+                            if answer == "reset" {
+                                return Err(std::io::Error::other("closed without an answer"));
+                            }
                             let status = answer
                                 .trim_end_matches("-close")
                                 .parse::<u16>()
@@ -312,7 +316,7 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                             if let Some(v) = signature {
                                 response.headers_mut().insert("x-seen-signature", v);
                             }
-                            Ok::<_, Infallible>(response)
+                            Ok::<_, std::io::Error>(response)
                         }
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -359,8 +363,27 @@ async fn upstream_mode_forwards_exact_bytes_and_maps_upstream_trouble_to_retryab
         "the signature header is forwarded"
     );
 
+    let answer = post_with_answer(&url, "202", &body).await;
+    assert_eq!(answer.status, StatusCode::OK, "any 2xx is a 200");
+    assert_eq!(answer.body, body.as_bytes());
+
     let answer = post_with_answer(&url, "500", &body).await;
     assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = post_with_answer(&url, "302", &body).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "a redirect is never followed by the sender: retry instead"
+    );
+    assert_eq!(answer.code(), "handler_redirected");
+    for status in ["408", "425", "429"] {
+        let answer = post_with_answer(&url, status, &body).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{status}");
+        assert!(answer.headers.contains_key("retry-after"), "{status}");
+    }
+    let answer = post_with_answer(&url, "reset", &body).await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(answer.code(), "upstream_failed");
     let answer = post_with_answer(&url, "400", &body).await;
     assert_eq!(
         answer.status,
