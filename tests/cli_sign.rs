@@ -271,3 +271,18 @@ fn bench_prints_a_row_per_size() {
         assert!(floor > 0.0 && hookgate > 0.0, "{row}");
     }
 }
+
+#[test]
+fn settings_out_of_range_are_refused_with_usage_errors_not_panics() {
+    for args in [
+        &["serve", "--upstream-timeout=-1"][..],
+        &["serve", "--upstream-connect-timeout", "inf"],
+        &["serve", "--upstream-timeout", "NaN"],
+        &["bench", "--sizes", "33554433"],
+    ] {
+        let output = run(Some(SECRET), args, b"");
+        let (_, stderr) = texts(&output, &[SECRET]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("invalid value"), "{args:?}: {stderr}");
+    }
+}

@@ -32,6 +32,8 @@ use crate::cli::BenchArgs;
 const SECRET: &[u8] = b"hookgate-bench-secret";
 /// The body sizes measured by default.
 pub(crate) const DEFAULT_SIZES: [usize; 5] = [1 << 10, 4 << 10, 64 << 10, 1 << 20, 16 << 20];
+/// The largest body measured: the gateway's default `--max-body-bytes`.
+pub(crate) const MAX_SIZE: usize = 32 << 20;
 
 /// `1 KiB`, `16 MiB`, or bytes when not a round number.
 fn label(size: usize) -> String {
@@ -163,7 +165,7 @@ fn bench_size(
     });
 
     let mut service = VerifySignatureLayer::new(scheme.clone())
-        .max_body_size(32 << 20)
+        .max_body_size(MAX_SIZE)
         .buffer_budget(64 << 20)
         .layer(Handler);
     let mut failure = None;

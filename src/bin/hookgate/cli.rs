@@ -73,10 +73,20 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "HOOKGATE_UPSTREAM")]
     pub(crate) upstream: Option<String>,
     /// Seconds to wait for a connection to the upstream.
-    #[arg(long, default_value_t = 2.0, env = "HOOKGATE_UPSTREAM_CONNECT_TIMEOUT")]
+    #[arg(
+        long,
+        default_value_t = 2.0,
+        env = "HOOKGATE_UPSTREAM_CONNECT_TIMEOUT",
+        value_parser = positive_seconds
+    )]
     pub(crate) upstream_connect_timeout: f64,
     /// Seconds to wait for the upstream's answer.
-    #[arg(long, default_value_t = 10.0, env = "HOOKGATE_UPSTREAM_TIMEOUT")]
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        env = "HOOKGATE_UPSTREAM_TIMEOUT",
+        value_parser = positive_seconds
+    )]
     pub(crate) upstream_timeout: f64,
     /// Directory verified deliveries are stored in (when no --upstream is given).
     #[arg(long, default_value = "./events", env = "HOOKGATE_SINK_DIR")]
@@ -221,8 +231,11 @@ pub(crate) struct BenchArgs {
 
 fn bench_size(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
-        Ok(bytes) if (1..=256 << 20).contains(&bytes) => Ok(bytes),
-        _ => Err("expected a whole number of bytes from 1 to 268435456".into()),
+        Ok(bytes) if (1..=crate::bench::MAX_SIZE).contains(&bytes) => Ok(bytes),
+        _ => Err(format!(
+            "expected a whole number of bytes from 1 to {}",
+            crate::bench::MAX_SIZE
+        )),
     }
 }
 
