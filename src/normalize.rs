@@ -207,7 +207,7 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    problem::{Problem, ProblemCode},
+    problem::{is_grpc, Problem, ProblemCode},
     ConfigError,
 };
 
@@ -584,7 +584,7 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
         {
             response.map(ResponseBody::new)
         }
-        _ if is_grpc(&response) => response.map(ResponseBody::new),
+        _ if is_grpc(response.headers()) => response.map(ResponseBody::new),
         200..=299 => {
             tracing::debug!(
                 original = code,
@@ -675,17 +675,6 @@ fn failure_response<B>(
         );
     }
     response
-}
-
-fn is_grpc<B>(response: &Response<B>) -> bool {
-    const GRPC: &[u8] = b"application/grpc";
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| {
-            let value = value.as_bytes();
-            value.len() >= GRPC.len() && value[..GRPC.len()].eq_ignore_ascii_case(GRPC)
-        })
 }
 
 /// Names the cause of an inner error and logs the error (never sent to the client).

@@ -336,12 +336,17 @@ impl Problem {
     }
 }
 
-/// Whether a request (or response) is gRPC: `content-type: application/grpc` or `application/grpc+...`.
+/// Whether a request (or response) is gRPC: `content-type: application/grpc` or
+/// `application/grpc+...`, in any letter case (media types are case-insensitive).
 #[must_use]
 pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    const GRPC: &[u8] = b"application/grpc";
+    headers.get(header::CONTENT_TYPE).is_some_and(|value| {
+        value
+            .as_bytes()
+            .get(..GRPC.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(GRPC))
+    })
 }
 
 /// Percent-encodes a `grpc-message` as the gRPC spec asks: printable ASCII except `%` as is.
@@ -448,6 +453,11 @@ mod tests {
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/GRPC-Web"),
         );
         assert!(is_grpc(&headers));
         headers.insert(
