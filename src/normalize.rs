@@ -643,21 +643,19 @@ fn failure_response<B>(
     };
     let mut problem = Problem::new(status, code).with_detail(cause.detail());
     // A `Retry-After` the inner service set in delta-seconds goes into the body too; an
-    // HTTP-date is copied to the header as it is.
+    // HTTP-date is copied to the header as it is; anything else is no wait at all, and the
+    // layer's own applies.
     let mut verbatim_retry_after = None;
-    match inner_retry_after {
-        Some(value) => match value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            Some(secs) => problem = problem.with_retry_after(Duration::from_secs(secs)),
-            None => verbatim_retry_after = Some(value),
-        },
-        None if cause.is_retry_later() => {
-            problem = problem.with_retry_after(settings.retry_after);
-        }
-        None => {}
+    let inner = inner_retry_after
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if let Some(secs) = inner.and_then(|text| text.parse::<u64>().ok()) {
+        problem = problem.with_retry_after(Duration::from_secs(secs));
+    } else if inner.is_some_and(|text| httpdate::parse_http_date(text).is_ok()) {
+        verbatim_retry_after = inner_retry_after;
+    } else if cause.is_retry_later() {
+        problem = problem.with_retry_after(settings.retry_after);
     }
     let mut response = problem.into_response();
     if let Some(value) = verbatim_retry_after {
@@ -1347,6 +1345,21 @@ mod tests {
         .await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], DATE);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_that_is_neither_seconds_nor_a_date_gets_the_layer_default() {
+        for garbage in ["1.5", "-1", "", "soon", "Wed, 99 Oct 2037 07:28:00 GMT"] {
+            let response = answer_with(NormalizeStatusLayer::elevenlabs(), move || {
+                let mut r = inner_response(429);
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static(garbage));
+                r
+            })
+            .await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "30", "{garbage:?}");
+        }
     }
 
     #[tokio::test]
