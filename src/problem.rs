@@ -113,7 +113,8 @@ impl ProblemCode {
     /// The limiter could not tell which client sent the request.
     pub const CLIENT_UNIDENTIFIED: Self =
         Self::new("client_unidentified", "Client could not be identified");
-    /// 503: the limiter's shared store is unreachable and the layer fails closed.
+    /// 503: the limiter cannot decide for this client: its shared store is unreachable and the
+    /// layer fails closed, or its store is full of other clients.
     pub const LIMITER_UNAVAILABLE: Self =
         Self::new("limiter_unavailable", "Rate limiter store unavailable");
 

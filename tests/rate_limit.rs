@@ -703,6 +703,41 @@ async fn failure_limiter_in_shadow_mode_never_blocks() {
 }
 
 #[tokio::test]
+async fn a_client_turned_away_because_the_store_is_full_gets_a_retryable_503() {
+    let clock = FakeRelativeClock::default();
+    let store = MemoryStore::with_clock(Rate::per_minute(nz(1)), clock.clone())
+        .unwrap()
+        .max_keys(NonZeroUsize::new(2).unwrap());
+    let service = RateLimitLayer::per_client_with_store(store, ClientIp::peer())
+        .layer(handler(Arc::default()));
+    for host in [1, 2] {
+        assert_eq!(
+            status(&service, from([203, 0, 113, host])).await,
+            StatusCode::OK
+        );
+    }
+    // A tracked client over its own rate: 429.
+    assert_eq!(
+        status(&service, from([203, 0, 113, 1])).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // New clients share the overflow bucket (one request a minute): the second is refused
+    // for our capacity, retryably.
+    assert_eq!(
+        status(&service, from([203, 0, 113, 3])).await,
+        StatusCode::OK
+    );
+    let refused = service
+        .clone()
+        .oneshot(from([203, 0, 113, 4]))
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(json(refused).await["code"], "limiter_unavailable");
+}
+
+#[tokio::test]
 async fn failure_limiter_block_list_is_bounded() {
     let clock = FakeRelativeClock::default();
     let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))

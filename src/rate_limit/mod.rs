@@ -121,9 +121,12 @@
 //! The in-memory [`MemoryStore`] (the default) evicts idle keys itself, in a sweep run inside a
 //! decision that adds a key, at most once per second, with no background task, and tracks at most
 //! [`MemoryStore::max_keys`] keys (100 000 by default; an IP-address key costs about 50 to 70
-//! bytes, map overhead included). At the cap, keys not yet tracked share one overflow bucket until a sweep
-//! frees room ([`Decision::is_overflow`]), so a flood of a million spoofed addresses costs a
-//! bounded map, not a growing one. [`FailureLimitLayer`] bounds its block list the same way.
+//! bytes, map overhead included). At the cap, keys not yet tracked share one overflow bucket
+//! until a sweep frees room ([`Decision::is_overflow`]), so a flood of a million spoofed
+//! addresses costs a bounded map, not a growing one. The per-client limiter refuses on the
+//! overflow bucket with a retryable `503` `limiter_unavailable`: such a client is turned away
+//! for our capacity, not for its own rate. [`FailureLimitLayer`] bounds its block list the
+//! same way.
 //!
 //! # `RateLimit-Policy` and `RateLimit` headers
 //!

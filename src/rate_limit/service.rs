@@ -178,6 +178,13 @@ impl<E, St> Shared<E, St> {
             "rate limit exceeded"
         );
         let (status, code, detail) = match self.placement {
+            // Not tracked, for the store is full: turned away for our capacity, not for the
+            // client's own rate, so retryable (a genuine sender must not be dropped for it).
+            Placement::PerClient if decision.is_overflow() => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ProblemCode::LIMITER_UNAVAILABLE,
+                "the limiter is tracking as many clients as it may; retry after the indicated delay",
+            ),
             Placement::PerClient => (
                 StatusCode::TOO_MANY_REQUESTS,
                 ProblemCode::RATE_LIMITED,
