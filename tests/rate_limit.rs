@@ -399,8 +399,9 @@ async fn verified_limiter_waits_a_bounded_time_for_a_token() {
     assert_eq!(status(&service, from([1, 1, 1, 1])).await, StatusCode::OK);
     assert_eq!(start.elapsed(), Duration::from_millis(250));
 
-    // Three callers at once: the first waits 250 ms, the second would need 500 ms (over the
-    // bound) and the third 750 ms: both get 503 at once.
+    // Three callers at once: a refusal takes no token, so each is told the next one is due in
+    // 250 ms (within the bound) and waits; then one takes it and the other two, checked again
+    // without waiting, get 503.
     let (a, b, c) = tokio::join!(
         service.clone().oneshot(from([1, 1, 1, 1])),
         service.clone().oneshot(from([1, 1, 1, 1])),
@@ -419,6 +420,11 @@ async fn verified_limiter_waits_a_bounded_time_for_a_token() {
             StatusCode::SERVICE_UNAVAILABLE,
             StatusCode::SERVICE_UNAVAILABLE
         ]
+    );
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(500),
+        "one wait of 250 ms each, never a second"
     );
 }
 
