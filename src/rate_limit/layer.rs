@@ -217,13 +217,8 @@ where
     type Service = RateLimit<S, E, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let rate = self.store.rate();
-        let policy = format!(
-            "\"{}\";q={};w={}",
-            self.placement.policy_name(),
-            rate.count(),
-            rate.window_secs()
-        );
+        let (quota, window) = self.store.rate().quota_per_window();
+        let policy = format!("\"{}\";q={quota};w={window}", self.placement.policy_name(),);
         let shared = Shared {
             extractor: self.extractor.clone(),
             store: Arc::clone(&self.store),

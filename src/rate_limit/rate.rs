@@ -133,9 +133,13 @@ impl Rate {
             })
     }
 
-    /// The period in whole seconds, rounded up, at least 1 (the `w` of `RateLimit-Policy`).
-    pub(crate) fn window_secs(&self) -> u64 {
-        crate::problem::retry_after_secs(self.period)
+    /// The `q` and `w` of `RateLimit-Policy`: the period in whole seconds (rounded up, at least
+    /// 1), and the requests granted over it (rounded down, so never more than granted).
+    pub(crate) fn quota_per_window(&self) -> (u64, u64) {
+        let window = crate::problem::retry_after_secs(self.period);
+        let quota = u128::from(self.count.get()) * u128::from(window) * 1_000_000_000
+            / self.period.as_nanos().max(1);
+        (u64::try_from(quota).unwrap_or(u64::MAX), window)
     }
 }
 
@@ -165,7 +169,7 @@ mod tests {
         let quota = rate.to_quota().unwrap();
         assert_eq!(quota.replenish_interval(), Duration::from_secs(1) / 60);
         assert_eq!(quota.burst_size().get(), 60);
-        assert_eq!(rate.window_secs(), 1);
+        assert_eq!(rate.quota_per_window(), (60, 1));
     }
 
     #[test]
@@ -174,7 +178,20 @@ mod tests {
         let quota = rate.to_quota().unwrap();
         assert_eq!(quota.replenish_interval(), Duration::from_secs(1));
         assert_eq!(quota.burst_size().get(), 7);
-        assert_eq!(rate.window_secs(), 3600);
+        assert_eq!(rate.quota_per_window(), (3600, 3600));
+    }
+
+    #[test]
+    fn periods_of_no_whole_seconds_are_announced_over_whole_seconds() {
+        // 5 per 500 ms is 10 per second; 2 per 1.5 s is 2.67 per 2 s, announced as 2.
+        let q_w = |count, millis| {
+            Rate::new(count, Duration::from_millis(millis))
+                .unwrap()
+                .quota_per_window()
+        };
+        assert_eq!(q_w(5, 500), (10, 1));
+        assert_eq!(q_w(2, 1500), (2, 2));
+        assert_eq!(q_w(1, 250), (4, 1));
     }
 
     #[test]
