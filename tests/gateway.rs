@@ -3,7 +3,6 @@
 #![cfg(feature = "cli")]
 
 use std::{
-    convert::Infallible,
     io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
