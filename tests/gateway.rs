@@ -3,10 +3,7 @@
 #![cfg(feature = "cli")]
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc,
@@ -17,7 +14,10 @@ use std::{
 mod common;
 
 use bytes::Bytes;
-use common::{now, scratch_dir};
+use common::{
+    gateway::{exchange, post, sign, transcript, Answer, Gateway, SECRET},
+    now, scratch_dir,
+};
 use hookgate::scheme::ElevenLabs;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -26,142 +26,6 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
 };
 use tokio::net::TcpListener;
-
-const SECRET: &str = "e2e-secret";
-
-/// A running `hookgate serve`, killed when dropped.
-struct Gateway {
-    child: Child,
-    addr: SocketAddr,
-    admin: Option<SocketAddr>,
-    dir: PathBuf,
-}
-
-impl Gateway {
-    /// Starts the gateway in a fresh working directory with `args` after `serve`.
-    fn start(args: &[&str]) -> Self {
-        let dir = scratch_dir();
-        Self::start_in(&dir, args)
-    }
-
-    fn start_in(dir: &Path, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--shutdown-grace",
-                "5",
-            ])
-            .args(args)
-            .current_dir(dir)
-            .env("ELEVENLABS_WEBHOOK_SECRET", SECRET)
-            .env("RUST_LOG", "info")
-            .env_remove("HOOKGATE_SECRET_FILE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the hookgate binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (mut addr, mut admin) = (None, None);
-        let mut seen = Vec::new();
-        for line in lines.by_ref() {
-            let line = line.unwrap();
-            if let Some(rest) = line.split("admin: http://").nth(1) {
-                admin = rest.split('/').next().and_then(|a| a.parse().ok());
-            }
-            if let Some(rest) = line.split("receiving deliveries at http").nth(1) {
-                let rest = rest.trim_start_matches('s').trim_start_matches("://");
-                addr = rest.split('/').next().and_then(|a| a.parse().ok());
-                break;
-            }
-            seen.push(line);
-        }
-        // Keep draining stderr so the gateway never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        let addr = addr.unwrap_or_else(|| panic!("gateway did not start: {seen:#?}"));
-        Self {
-            child,
-            addr,
-            admin,
-            dir: dir.to_owned(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/webhooks/elevenlabs", self.addr)
-    }
-
-    fn events(&self) -> PathBuf {
-        self.dir.join("events")
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{signal}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn transcript(request_id: &str) -> String {
-    format!(
-        r#"{{"type":"speech_to_text_transcription","event_timestamp":{},"data":{{"request_id":"{request_id}","transcription":{{"language_code":"en","language_probability":0.98,"text":"Hello world!","words":[]}}}}}}"#,
-        now()
-    )
-}
-
-struct Answer {
-    status: StatusCode,
-    headers: http::HeaderMap,
-    body: Bytes,
-}
-
-impl Answer {
-    fn code(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v["code"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    }
-}
-
-async fn post(url: &str, signature: Option<String>, body: impl Into<Bytes>) -> Answer {
-    let mut request = Request::post(url);
-    if let Some(signature) = signature {
-        request = request.header("elevenlabs-signature", signature);
-    }
-    exchange(request.body(Full::new(body.into())).unwrap()).await
-}
-
-/// Sends `request` on a fresh client and reads the whole answer.
-async fn exchange(request: Request<Full<Bytes>>) -> Answer {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn sign(body: &[u8]) -> Option<String> {
-    Some(ElevenLabs::new(SECRET).unwrap().sign(now(), body))
-}
 
 #[tokio::test]
 async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {

@@ -59,3 +59,6 @@ pub fn texts(output: &Output, secrets: &[&str]) -> (String, String) {
     }
     (stdout, stderr)
 }
+
+#[cfg(feature = "cli")]
+pub mod gateway;
