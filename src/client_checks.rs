@@ -41,8 +41,10 @@
 //! - Behind a TLS-terminating proxy, the connection to you is plain HTTP: declare the proxy
 //!   with [`ClientIp::behind_proxies`] so its
 //!   `X-Forwarded-Proto` (or `Forwarded: proto=`) is believed. Nobody else's is.
-//! - A request whose client cannot be identified (no peer address, a trusted proxy without a
-//!   forwarding header) is a deployment error: `500 client_unidentified`, retryable.
+//! - A request whose client cannot be identified (no peer address) is a deployment error:
+//!   `500 client_unidentified`, retryable. A trusted proxy without a usable forwarding header
+//!   is checked as itself, the nearest trusted hop (see [`ClientIp`]): behind a proxy, allow-list
+//!   the sender's addresses, not the proxy's.
 
 use std::{
     future::Future,

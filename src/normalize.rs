@@ -26,7 +26,8 @@
 //! | answered 3xx | `500` problem | [`Redirect`] |
 //! | answered `408`, `425` or `429` | `503` problem, the inner `Retry-After` kept (or the layer's [`retry_after`]) | [`RetryLaterStatus`] |
 //! | answered another 4xx | kept: it is the handler's own, deliberate rejection | – |
-//! | answered a 4xx written by a hookgate layer (it carries a [`ProblemCode`]) | kept | – |
+//! | answered `408`, `425` or `429` written by a hookgate layer (a flood limit, a blocked client, a slow body) | the contract's retry-later status (`503`) with the same problem code, detail, `Retry-After` and rate-limit headers; kept where the contract retries it | [`RetryLaterStatus`] |
+//! | answered another 4xx written by a hookgate layer (it carries a [`ProblemCode`]) | kept | – |
 //! | answered 5xx | kept | – |
 //! | answered a status outside 200–599 | `500` problem | [`UnexpectedStatus`] |
 //! | failed with [`tower::timeout::error::Elapsed`] (or a tokio `Elapsed`) | `503` problem + `Retry-After` | [`Timeout`] |
@@ -55,9 +56,15 @@
 //! reaches a body: it is logged with `tracing` (`warn` for errors and deadlines, `error` for
 //! panics) and the body only names the cause.
 //!
-//! Answers that hookgate's own inner layers wrote (they carry a [`ProblemCode`] extension) are
-//! already contract answers and pass through, e.g. the pre-verification `429` of the rate limiter
-//! and the `408` of a body that arrives too slowly (design §3).
+//! Answers that hookgate's own inner layers wrote (they carry a [`ProblemCode`] extension) pass
+//! through, with one exception. The layers answer "retry later" with the precise status (`429`
+//! for a flood or a blocked client, `408` for a body that arrives too slowly), and such an answer
+//! can reach a *genuine* delivery: a sender's few egress addresses are shared by all its
+//! customers, and a network can be slow. So wherever the contract would drop the event on that
+//! status (ElevenLabs), the layer answers the same problem with the contract's retry-later status
+//! (`503`) instead; under a contract that retries `408`/`429` (Standard Webhooks, where `429` also
+//! slows the sender down) the precise status stays. Final rejections (`400`, `401`, `403`, `413`)
+//! are kept: a genuine delivery never triggers them.
 //!
 //! # Why a 4xx for your own trouble loses events
 //!
@@ -207,7 +214,7 @@ use tower_service::Service;
 
 use crate::{
     body::ResponseBody,
-    problem::{is_grpc, Problem, ProblemCode},
+    problem::{is_grpc, Problem, ProblemCode, RetryLaterProblem},
     ConfigError,
 };
 
@@ -578,13 +585,14 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
         200..=299 if settings.is_success(code) => response.map(ResponseBody::new),
         400..=499 if !matches!(code, 408 | 425 | 429) => response.map(ResponseBody::new),
         500..=599 if settings.is_retried(code) => response.map(ResponseBody::new),
-        408 | 425 | 429
-            if settings.is_retried(code)
-                || response.extensions().get::<ProblemCode>().is_some() =>
-        {
-            response.map(ResponseBody::new)
-        }
+        408 | 425 | 429 if settings.is_retried(code) => response.map(ResponseBody::new),
         _ if is_grpc(response.headers()) => response.map(ResponseBody::new),
+        // A hookgate layer's own "retry later" (a flood limit, a blocked client, a slow body)
+        // under a contract that drops this status: the same problem, answered retryably. Such
+        // an answer can reach a genuine delivery, which must never be dropped for it.
+        408 | 425 | 429 if response.extensions().get::<RetryLaterProblem>().is_some() => {
+            retry_later_rejection(response, settings)
+        }
         200..=299 => {
             tracing::debug!(
                 original = code,
@@ -616,6 +624,32 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
             settings,
         ),
     }
+}
+
+/// A hookgate layer's retry-later 4xx, answered with the contract's retry-later status: the same
+/// problem code, detail and headers (`Retry-After`, rate-limit fields), only the status moved.
+fn retry_later_rejection<B>(
+    response: Response<B>,
+    settings: &Settings,
+) -> Response<ResponseBody<B>> {
+    let (mut parts, body) = response.into_parts();
+    let Some(RetryLaterProblem(problem)) = parts.extensions.remove::<RetryLaterProblem>() else {
+        return Response::from_parts(parts, ResponseBody::new(body));
+    };
+    let original = parts.status;
+    let problem = problem.with_status(settings.retry_later_status);
+    parts.status = problem.status();
+    parts.extensions.insert(Normalized {
+        original: Some(original),
+        cause: NormalizeCause::RetryLaterStatus,
+    });
+    tracing::debug!(
+        original = original.as_u16(),
+        answer = parts.status.as_u16(),
+        code = problem.code().as_str(),
+        "retry-later rejection moved to the contract's retry-later status"
+    );
+    Response::from_parts(parts, ResponseBody::problem(problem.to_json()))
 }
 
 /// The problem+json answer for `cause`, with the [`Normalized`] extension.
@@ -1427,22 +1461,78 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn hookgate_4xx_rejections_from_inner_layers_pass_through() {
-        let response = answer_with(NormalizeStatusLayer::elevenlabs(), || {
-            let problem = Problem::new(StatusCode::TOO_MANY_REQUESTS, ProblemCode::RATE_LIMITED)
+    async fn hookgate_rejection(
+        layer: NormalizeStatusLayer,
+        status: StatusCode,
+        code: ProblemCode,
+    ) -> Reply {
+        answer_with(layer, move || {
+            let problem = Problem::new(status, code)
+                .with_detail("from an inner hookgate layer")
                 .with_retry_after(Duration::from_secs(2))
                 .into_response::<Full<Bytes>>();
-            let (parts, body) = problem.into_parts();
-            let body = Full::new(futures_body(body));
-            Response::from_parts(parts, body)
+            let (mut parts, body) = problem.into_parts();
+            parts
+                .headers
+                .insert("ratelimit", HeaderValue::from_static("\"client\";r=0;t=2"));
+            Response::from_parts(parts, Full::new(futures_body(body)))
         })
+        .await
+    }
+
+    #[tokio::test]
+    async fn hookgate_retry_later_4xx_becomes_503_under_elevenlabs_keeping_code_and_headers() {
+        for (status, code) in [
+            (StatusCode::TOO_MANY_REQUESTS, ProblemCode::RATE_LIMITED),
+            (StatusCode::TOO_MANY_REQUESTS, ProblemCode::CLIENT_BLOCKED),
+            (StatusCode::REQUEST_TIMEOUT, ProblemCode::BODY_TIMEOUT),
+        ] {
+            let response =
+                hookgate_rejection(NormalizeStatusLayer::elevenlabs(), status, code).await;
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+            assert_eq!(
+                SenderContract::elevenlabs().action_for(response.status()),
+                SenderAction::Retry
+            );
+            assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+            assert_eq!(response.headers()["ratelimit"], "\"client\";r=0;t=2");
+            assert_eq!(response.extensions().get::<ProblemCode>(), Some(&code));
+            assert_eq!(
+                normalized(&response),
+                Some((Some(status.as_u16()), NormalizeCause::RetryLaterStatus))
+            );
+            let body: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
+            assert_eq!(body["status"], 503);
+            assert_eq!(body["code"], code.as_str());
+            assert_eq!(body["detail"], "from an inner hookgate layer");
+        }
+    }
+
+    #[tokio::test]
+    async fn hookgate_retry_later_4xx_is_kept_where_the_contract_retries_it() {
+        let response = hookgate_rejection(
+            NormalizeStatusLayer::standard_webhooks(),
+            StatusCode::TOO_MANY_REQUESTS,
+            ProblemCode::RATE_LIMITED,
+        )
         .await;
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(normalized(&response), None);
+    }
+
+    #[tokio::test]
+    async fn hookgate_final_4xx_rejections_pass_through() {
+        let response = hookgate_rejection(
+            NormalizeStatusLayer::elevenlabs(),
+            StatusCode::UNAUTHORIZED,
+            ProblemCode::SIGNATURE_MISMATCH,
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             response.extensions().get::<ProblemCode>(),
-            Some(&ProblemCode::RATE_LIMITED)
+            Some(&ProblemCode::SIGNATURE_MISMATCH)
         );
         assert_eq!(normalized(&response), None);
     }

@@ -276,7 +276,34 @@ impl Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(self.code);
+        if is_retry_later_4xx(self.status) {
+            // A sender contract may drop these statuses: the normalization layer then answers
+            // the same problem with the contract's retry-later status, and needs it whole.
+            response.extensions_mut().insert(RetryLaterProblem(self));
+        }
         response
+    }
+}
+
+/// `408`, `425` and `429`: the 4xx statuses that mean "retry later". Some senders retry them
+/// (Standard Webhooks), others drop the event on any 4xx (ElevenLabs' older rules).
+pub(crate) fn is_retry_later_4xx(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 408 | 425 | 429)
+}
+
+/// A hookgate problem answered with a retry-later 4xx, kept in the response's extensions so
+/// that a sender contract which drops those statuses can have it answered retryably instead.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(feature = "normalize"), allow(dead_code))]
+pub(crate) struct RetryLaterProblem(pub(crate) Problem);
+
+#[cfg(feature = "normalize")]
+impl Problem {
+    /// The same problem under another status (the normalization layer moving a retry-later
+    /// answer to a status the sender retries).
+    pub(crate) fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = status;
+        self
     }
 }
 

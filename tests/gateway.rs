@@ -519,12 +519,14 @@ async fn forged_floods_from_several_addresses_never_pass_and_never_crowd_out_the
             !statuses.contains_key(&200),
             "a forged request passed: {statuses:?}"
         );
+        // Cut off with the retryable 503 the ElevenLabs contract gives address-keyed limits
+        // (a genuine delivery from a shared address can meet them too).
         assert!(
-            statuses.keys().all(|s| [400, 401, 429].contains(s)),
-            "forged requests get 401 or 429: {statuses:?}"
+            statuses.keys().all(|s| [400, 401, 503].contains(s)),
+            "forged requests get 401 or 503: {statuses:?}"
         );
         assert!(
-            statuses.get(&429).copied().unwrap_or(0) > 300,
+            statuses.get(&503).copied().unwrap_or(0) > 300,
             "the flood was cut off: {statuses:?}"
         );
     }

@@ -21,11 +21,11 @@ use hookgate::{
     problem::ProblemCode,
     rate_limit::{
         Check, ClientIp, Decision, FailureLimitLayer, FailurePolicy, ForwardedHeader, GlobalKey,
-        KeyExtractor, MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded,
+        HeaderKey, KeyExtractor, MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded,
         RateLimitLayer, RateLimitStore, StoreError, TokioClock,
     },
 };
-use http::{Request, Response, StatusCode};
+use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, BoxError, Layer, Service, ServiceExt};
 
@@ -639,7 +639,7 @@ fn answering(
 }
 
 #[tokio::test]
-async fn failure_limiter_counts_failed_verifications_only() {
+async fn failure_limiter_counts_failed_verifications_and_abandoned_bodies_only() {
     // One failure allowed per hour: a second counted answer blocks the third request.
     let blocks = |answer, code| async move {
         let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
@@ -662,12 +662,14 @@ async fn failure_limiter_counts_failed_verifications_only() {
         (401, ProblemCode::SIGNATURE_MISMATCH),
         (401, ProblemCode::TIMESTAMP_STALE),
         (401, ProblemCode::TIMESTAMP_IN_FUTURE),
+        // A body abandoned or too slow: maybe forged, and it held a connection and memory.
+        (408, ProblemCode::BODY_TIMEOUT),
+        (400, ProblemCode::BODY_UNREADABLE),
     ] {
         assert!(blocks(status, Some(code)).await, "{code}");
     }
     for (status, code) in [
         (413, Some(ProblemCode::PAYLOAD_TOO_LARGE)),
-        (408, Some(ProblemCode::BODY_TIMEOUT)),
         (503, Some(ProblemCode::BUFFER_BUDGET_EXHAUSTED)),
         (400, None),
         (401, None),
@@ -857,4 +859,145 @@ async fn failure_limiter_lets_unidentified_requests_through_and_never_blocks_the
     assert_eq!(calls.load(Ordering::SeqCst), 5);
     assert_eq!(layer.blocked_clients(), 0);
     assert_eq!(status(&service, valid(anonymous())).await, StatusCode::OK);
+}
+
+/// A header value longer than `max_len` gives no key (else any client could grow the store with
+/// keys as large as its headers); a value exactly at the cap is a key.
+#[test]
+fn header_key_values_over_the_cap_have_no_key_and_at_the_cap_do() {
+    let with = |value: &str| {
+        Request::builder()
+            .header("x-tenant", value)
+            .body(())
+            .unwrap()
+    };
+    let key = HeaderKey::new(HeaderName::from_static("x-tenant")).max_len(8);
+    assert_eq!(key.extract(&with("12345678")).unwrap(), "12345678");
+    assert!(key.extract(&with("123456789")).is_err());
+    // The default cap is 128 bytes.
+    let default = HeaderKey::new(HeaderName::from_static("x-tenant"));
+    let at_cap = "a".repeat(128);
+    assert_eq!(default.extract(&with(&at_cap)).unwrap(), at_cap.as_str());
+    assert!(default.extract(&with(&"a".repeat(129))).is_err());
+    assert!(default.extract(&with(&"a".repeat(64 * 1024))).is_err());
+}
+
+#[tokio::test]
+async fn header_key_values_over_the_cap_never_enter_the_limiter_store() {
+    let clock = FakeRelativeClock::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let key = HeaderKey::new(HeaderName::from_static("x-tenant")).max_len(16);
+    let tenant = |value: String| {
+        let mut request = Request::post("/webhooks/elevenlabs")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-tenant", value.parse().unwrap());
+        request
+    };
+
+    // By default a request without a key is refused, never counted in anyone's bucket.
+    let strict = per_client(Rate::per_hour(nz(1)), key.clone(), &clock);
+    let service = strict.layer(handler(calls.clone()));
+    let response = service
+        .clone()
+        .oneshot(tenant("x".repeat(17)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(json(response).await["code"], "client_unidentified");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert_eq!(strict.store().len(), 0);
+
+    // Let through unlimited: however many distinct oversized values, the store stays empty.
+    let lenient =
+        per_client(Rate::per_hour(nz(1)), key, &clock).on_missing_key(OnMissingKey::Allow);
+    let service = lenient.layer(handler(calls.clone()));
+    for i in 0..50 {
+        let value = format!("{i:0>17}");
+        assert_eq!(status(&service, tenant(value)).await, StatusCode::OK);
+    }
+    assert_eq!(
+        lenient.store().len(),
+        0,
+        "oversized values were stored as keys"
+    );
+    // At the cap, the value is a key with a bucket of its own.
+    assert_eq!(
+        status(&service, tenant("y".repeat(16))).await,
+        StatusCode::OK
+    );
+    assert_eq!(lenient.store().len(), 1);
+    assert_eq!(
+        status(&service, tenant("y".repeat(16))).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn known_senders_never_meet_the_overflow_bucket_of_a_store_full_of_other_clients() {
+    // Per-minute rates keep keys tracked for a minute: a flood of distinct addresses fills the
+    // store, and every client not yet tracked shares one overflow bucket.
+    let clock = FakeRelativeClock::default();
+    let key = ClientIp::peer().known_senders(["34.67.146.145"]).unwrap();
+    let store = MemoryStore::with_clock(Rate::per_minute(nz(60)), clock.clone())
+        .unwrap()
+        .max_keys(std::num::NonZeroUsize::new(100).unwrap());
+    let layer = RateLimitLayer::per_client_with_store(store, key);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = layer.layer(handler(calls.clone()));
+    let mut overflowed = 0;
+    for n in 0..1_000_u32 {
+        let [_, b, c, d] = n.to_be_bytes();
+        let response = service.clone().oneshot(from([198, b, c, d])).await.unwrap();
+        if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(json(response).await["code"], "limiter_unavailable");
+            overflowed += 1;
+        }
+    }
+    assert!(
+        overflowed > 500,
+        "the flood filled the store ({overflowed})"
+    );
+    assert_eq!(layer.store().len(), 100);
+    // The known sender: never limited, never stored, however often it delivers.
+    for _ in 0..200 {
+        assert_eq!(
+            status(&service, from([34, 67, 146, 145])).await,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(layer.store().len(), 100);
+    // Another new client still meets the overflow bucket.
+    assert_eq!(
+        status(&service, from([203, 0, 113, 77])).await,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn known_senders_are_never_counted_or_blocked_by_the_failure_limiter() {
+    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
+    let key = ClientIp::peer().known_senders(["34.67.146.145"]).unwrap();
+    let layer = FailureLimitLayer::with_clock(policy, key, FakeRelativeClock::default());
+    let service = layer.layer(answering(401, Some(ProblemCode::SIGNATURE_MISMATCH)));
+    for _ in 0..10 {
+        let response = service
+            .clone()
+            .oneshot(from([34, 67, 146, 145]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(layer.blocked_clients(), 0);
+    // Anyone else is blocked after the allowed failure.
+    for _ in 0..2 {
+        let _ = service.clone().oneshot(from([203, 0, 113, 1])).await;
+    }
+    let third = service.oneshot(from([203, 0, 113, 1])).await.unwrap();
+    assert_eq!(
+        third.extensions().get::<ProblemCode>(),
+        Some(&ProblemCode::CLIENT_BLOCKED)
+    );
 }

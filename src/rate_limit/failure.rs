@@ -36,12 +36,18 @@ const POLICY: &str = "failures";
 /// The answers that count as a failed verification: the verification layer's own rejections,
 /// known by the [`ProblemCode`] in their extensions. A handler's own `400`/`401` never counts:
 /// refusing a verified delivery must not get the genuine sender blocked.
-const FAILED_VERIFICATION: [ProblemCode; 5] = [
+///
+/// A body that never arrived in time or was abandoned counts too: until its MAC is known such a
+/// request may be forged, and it held a connection and buffer memory all the while, so a client
+/// that keeps doing it is blocked like one that keeps sending bad signatures.
+const FAILED_VERIFICATION: [ProblemCode; 7] = [
     ProblemCode::MISSING_SIGNATURE,
     ProblemCode::MALFORMED_SIGNATURE,
     ProblemCode::SIGNATURE_MISMATCH,
     ProblemCode::TIMESTAMP_STALE,
     ProblemCode::TIMESTAMP_IN_FUTURE,
+    ProblemCode::BODY_TIMEOUT,
+    ProblemCode::BODY_UNREADABLE,
 ];
 
 /// How many failed verifications a client may have, and how long it is blocked after more.
@@ -107,8 +113,9 @@ impl FailurePolicy {
 }
 
 /// Counts failed verifications per client (answers from a verification layer inside carrying
-/// `missing_signature`, `malformed_signature`, `signature_mismatch`, `timestamp_stale` or
-/// `timestamp_in_future`; never a handler's own `400`/`401`) and, once a
+/// `missing_signature`, `malformed_signature`, `signature_mismatch`, `timestamp_stale`,
+/// `timestamp_in_future`, `body_timeout` or `body_unreadable`; never a handler's own
+/// `400`/`401`) and, once a
 /// client has failed more than its [`FailurePolicy`] allows, answers `429` `client_blocked` +
 /// `Retry-After` for the cooldown **without calling the inner service**, so a blocked client's
 /// body is never read and no MAC is computed for it.
@@ -409,8 +416,9 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let state = &self.state;
-        let Ok(key) = state.extractor.extract(&request) else {
-            return FailureResponseFuture::inner(self.inner.call(request), None, None);
+        let key = match state.extractor.extract(&request) {
+            Ok(key) if !state.extractor.is_known_sender(&key) => key,
+            _ => return FailureResponseFuture::inner(self.inner.call(request), None, None),
         };
         let mut exceeded = None;
         if let Some(remaining) = state.blocked_for(&key, state.clock.now()) {

@@ -4,6 +4,7 @@ use std::{
     fmt,
     hash::Hash,
     net::{IpAddr, Ipv6Addr, SocketAddr},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use http::{header::HeaderName, Extensions, HeaderMap, HeaderValue, Request};
@@ -55,6 +56,13 @@ pub trait KeyExtractor {
     ///
     /// [`MissingKey`] when the request carries nothing to key it by.
     fn extract<B>(&self, request: &Request<B>) -> Result<Self::Key, MissingKey>;
+
+    /// Whether `key` belongs to a known sender that the limiters let through without counting
+    /// it or storing it ([`ClientIp::known_senders`]). None by default.
+    fn is_known_sender(&self, key: &Self::Key) -> bool {
+        let _ = key;
+        false
+    }
 }
 
 /// Why a [`KeyExtractor`] found no key for a request.
@@ -191,12 +199,16 @@ pub type PeerAddrFn = fn(&Extensions) -> Option<SocketAddr>;
 /// for that reason alone. A request from an untrusted peer is keyed by the peer, whatever
 /// headers it sends.
 ///
-/// # No key
+/// # When the walk finds no untrusted address
 ///
-/// The client is unidentified ([`MissingKey`]) when no peer address is found, when a trusted
-/// proxy sent no forwarding header, or when the walk meets an entry it cannot parse (including
-/// `unknown` and obfuscated RFC 7239 identifiers) before an untrusted address. If every hop is
-/// trusted, the leftmost one is the client.
+/// The client is then the **nearest address the walk established**: the trusted peer itself
+/// when it sent no forwarding header (a proxy's health check, a host in the trusted range
+/// talking directly, a proxy configured without the header), the last trusted hop before an
+/// entry the walk cannot parse (including `unknown` and obfuscated RFC 7239 identifiers), or
+/// the leftmost entry when every hop is trusted. What an operator expects: such requests are
+/// served and limited as that hop, not refused. Since everything such a hop sends then shares
+/// one bucket, the first occurrence (and then at most one a minute) is logged at `warn`.
+/// Only a request with no peer address at all is unidentified ([`MissingKey`]).
 ///
 /// # IPv6
 ///
@@ -226,6 +238,7 @@ pub type PeerAddrFn = fn(&Extensions) -> Option<SocketAddr>;
 #[derive(Clone)]
 pub struct ClientIp {
     trusted: Vec<IpNet>,
+    known_senders: Vec<IpNet>,
     header: ForwardedHeader,
     ipv6_prefix: u8,
     peer: PeerAddrFn,
@@ -238,6 +251,7 @@ impl ClientIp {
     pub fn peer() -> Self {
         Self {
             trusted: Vec::new(),
+            known_senders: Vec::new(),
             header: ForwardedHeader::XForwardedFor,
             ipv6_prefix: 64,
             peer: default_peer_addr,
@@ -261,6 +275,48 @@ impl ClientIp {
             header,
             ..Self::peer()
         })
+    }
+
+    /// Declares the addresses a known sender delivers from (CIDRs or single addresses), such as
+    /// [`EGRESS_IPS`](crate::elevenlabs::EGRESS_IPS), ElevenLabs' published webhook egress
+    /// addresses. Every limiter keyed by this extractor ([`RateLimitLayer`], [`FailureLimitLayer`])
+    /// lets their requests through without counting or storing them; verification still applies.
+    ///
+    /// Why: a sender delivers every customer's webhooks from the same few addresses, so anything
+    /// that limits or blocks such an address turns away genuine deliveries, and anyone can make
+    /// a sender fail verification against you (another customer of the sender pointing a
+    /// webhook with another secret at your URL would get the sender blocked). A connection's
+    /// source address cannot be forged, and a trusted proxy's header is walked from the right,
+    /// so a client cannot pass for a known sender. The memory a known sender costs is nil: it
+    /// never enters a store, so a flood of other addresses can never push it into a store's
+    /// shared overflow bucket. Protect the handler behind verification with a verified limiter
+    /// ([`RateLimitLayer::verified`]), which covers known senders too.
+    ///
+    /// [`RateLimitLayer`]: super::RateLimitLayer
+    /// [`RateLimitLayer::verified`]: super::RateLimitLayer::verified
+    /// [`FailureLimitLayer`]: super::FailureLimitLayer
+    ///
+    /// # Errors
+    ///
+    /// An entry that is neither a CIDR nor an IP address.
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use hookgate::{elevenlabs::EGRESS_IPS, rate_limit::{ClientIp, KeyExtractor}};
+    ///
+    /// let key = ClientIp::peer().known_senders(EGRESS_IPS)?;
+    /// assert!(key.is_known_sender(&"34.67.146.145".parse::<IpAddr>()?));
+    /// assert!(!key.is_known_sender(&"203.0.113.9".parse::<IpAddr>()?));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn known_senders<I, S>(mut self, senders: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.known_senders
+            .extend(parse_networks(senders, "rate limit: known sender")?);
+        Ok(self)
     }
 
     /// Keys IPv6 clients by their first `bits` bits (default 64; 128 keys every address
@@ -293,7 +349,8 @@ impl ClientIp {
     ///
     /// # Errors
     ///
-    /// [`MissingKey`] as described under *No key* on [`ClientIp`].
+    /// None today: a trusted peer whose header leads nowhere is keyed by the nearest trusted
+    /// hop (see [`ClientIp`]). The `Result` leaves room for stricter policies.
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> Result<IpAddr, MissingKey> {
         let peer = peer.to_canonical();
         if !self.is_trusted(peer) {
@@ -307,7 +364,9 @@ impl ClientIp {
             ForwardedHeader::XForwardedFor => parse_x_forwarded_for_entry,
             ForwardedHeader::Forwarded => parse_forwarded_element,
         };
-        let mut leftmost = None;
+        // The nearest address known so far: the peer, then each trusted hop the walk passes.
+        let mut nearest = peer;
+        let mut walked = false;
         // Lines in order, entries in order: the last entry of the last line is the nearest hop.
         for line in headers.get_all(name).iter().rev() {
             // Splitting on every comma is right for the entries that matter: a trusted proxy
@@ -315,21 +374,22 @@ impl ClientIp {
             // split oddly, or hold any bytes at all, and is never reached before a well-formed
             // untrusted address: so the line is read entry by entry, as bytes, never whole.
             for entry in line.as_bytes().rsplit(|&b| b == b',') {
-                match std::str::from_utf8(entry).ok().and_then(parse) {
-                    Some(ip) => {
-                        let ip = ip.to_canonical();
-                        if !self.is_trusted(ip) {
-                            return Ok(self.group(ip));
-                        }
-                        leftmost = Some(ip);
-                    }
-                    None => return Err(MissingKey::new("unparseable forwarding header entry")),
+                walked = true;
+                let Some(ip) = std::str::from_utf8(entry).ok().and_then(parse) else {
+                    warn_fallback("an unparseable forwarding header entry", nearest);
+                    return Ok(self.group(nearest));
+                };
+                let ip = ip.to_canonical();
+                if !self.is_trusted(ip) {
+                    return Ok(self.group(ip));
                 }
+                nearest = ip;
             }
         }
-        leftmost
-            .map(|ip| self.group(ip))
-            .ok_or(MissingKey::new("trusted proxy sent no forwarding header"))
+        if !walked {
+            warn_fallback("no forwarding header", nearest);
+        }
+        Ok(self.group(nearest))
     }
 
     /// The socket peer address this extractor finds in a request's extensions.
@@ -376,6 +436,7 @@ impl fmt::Debug for ClientIp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientIp")
             .field("trusted", &self.trusted)
+            .field("known_senders", &self.known_senders)
             .field("header", &self.header)
             .field("ipv6_prefix", &self.ipv6_prefix)
             .finish_non_exhaustive()
@@ -390,6 +451,39 @@ impl KeyExtractor for ClientIp {
             "no socket peer address in the request extensions",
         ))?;
         self.resolve(peer.ip(), request.headers())
+    }
+
+    fn is_known_sender(&self, key: &IpAddr) -> bool {
+        // IPv6 keys are prefixes (`ipv6_prefix`): a known sender narrower than the prefix is
+        // matched by the prefix its addresses are keyed by.
+        self.known_senders
+            .iter()
+            .any(|net| net.contains(key) || self.group(net.network()) == *key)
+    }
+}
+
+/// Warns, at most once a minute per process, that a trusted proxy's request was keyed by the
+/// nearest trusted hop: a proxy that forwards without its header (or a health check, or a
+/// host in the trusted range talking directly) puts everything it sends in one bucket, which
+/// the operator should know about without a log line per request.
+fn warn_fallback(why: &'static str, nearest: IpAddr) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    const INTERVAL_SECS: u64 = 60;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if (last == 0 || now >= last + INTERVAL_SECS)
+        && LAST
+            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            target: "hookgate::rate_limit",
+            client = %nearest,
+            "a trusted proxy's request carried {why}: the client is taken to be the nearest \
+             trusted hop (this warning repeats at most once a minute)"
+        );
     }
 }
 
@@ -632,21 +726,53 @@ mod tests {
             key.resolve(ip("10.0.0.1"), &line(b"1.2.3.4\xff, 203.0.113.5, 10.0.0.2")),
             Ok(ip("203.0.113.5"))
         );
-        // Reached (every hop to its right trusted), it is no address: unidentified.
-        assert!(key
-            .resolve(ip("10.0.0.1"), &line(b"\xff, 10.0.0.2"))
-            .is_err());
+        // Reached (every hop to its right trusted), it is no address: the nearest trusted hop
+        // is the client.
+        assert_eq!(
+            key.resolve(ip("10.0.0.1"), &line(b"\xff, 10.0.0.2")),
+            Ok(ip("10.0.0.2"))
+        );
     }
 
     #[test]
-    fn trusted_peer_without_header_or_with_garbage_is_unidentified() {
+    fn a_trusted_peer_whose_header_leads_nowhere_is_keyed_by_the_nearest_trusted_hop() {
         let key = xff(&["10.0.0.0/8"]);
-        assert!(key.resolve(ip("10.0.0.1"), &HeaderMap::new()).is_err());
+        // No header at all (a health check, a proxy configured without it): the peer.
+        assert_eq!(
+            key.resolve(ip("10.0.0.1"), &HeaderMap::new()),
+            Ok(ip("10.0.0.1"))
+        );
+        // An entry that is no address, nearest first: the peer.
         let map = headers("x-forwarded-for", &["203.0.113.5, bogus"]);
-        assert!(key.resolve(ip("10.0.0.1"), &map).is_err());
+        assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("10.0.0.1")));
+        // ... after a trusted hop: that hop.
+        let map = headers("x-forwarded-for", &["203.0.113.5, unknown, 10.9.9.9"]);
+        assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("10.9.9.9")));
         // The other header is never read.
         let map = headers("forwarded", &["for=203.0.113.5"]);
-        assert!(key.resolve(ip("10.0.0.1"), &map).is_err());
+        assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn known_senders_are_matched_by_address_and_by_ipv6_prefix() {
+        let key = ClientIp::peer()
+            .known_senders(["34.67.146.145", "2001:db8:1:2::7", "198.51.100.0/24"])
+            .unwrap();
+        assert!(key.is_known_sender(&ip("34.67.146.145")));
+        assert!(!key.is_known_sender(&ip("34.67.146.146")));
+        assert!(key.is_known_sender(&ip("198.51.100.77")));
+        assert!(!key.is_known_sender(&ip("198.51.101.1")));
+        // IPv6 keys are /64 prefixes: the known host's prefix is known, its neighbours' not.
+        let grouped = key
+            .resolve(ip("2001:db8:1:2::7"), &HeaderMap::new())
+            .unwrap();
+        assert!(key.is_known_sender(&grouped));
+        let other = key
+            .resolve(ip("2001:db8:1:3::7"), &HeaderMap::new())
+            .unwrap();
+        assert!(!key.is_known_sender(&other));
+        assert!(ClientIp::peer().known_senders(["not an address"]).is_err());
+        assert!(!ClientIp::peer().is_known_sender(&ip("34.67.146.145")));
     }
 
     #[test]

@@ -37,9 +37,10 @@ impl Placement {
 #[non_exhaustive]
 pub enum OnMissingKey {
     /// Answer `500` with problem code `client_unidentified` (the default). A missing client
-    /// address is a deployment error (no peer address set, a trusted proxy not sending its
-    /// header): failing loudly shows it at once, and 5xx keeps the sender retrying rather than
-    /// dropping the event as a 4xx would.
+    /// address is a deployment error (no peer address set: hyper without the `SocketAddr`
+    /// extension, axum without `into_make_service_with_connect_info::<SocketAddr>()`): failing
+    /// loudly shows it at once, and 5xx keeps the sender retrying rather than dropping the
+    /// event as a 4xx would.
     #[default]
     Reject,
     /// Pass the request on, unlimited (logged at `warn`). Only for keys that are optional by

@@ -16,16 +16,20 @@
 //! - [`RateLimitLayer::per_client`], in front of verification, keyed by client address
 //!   ([`ClientIp`]): a client over its rate gets **`429 Too Many Requests`** with problem code
 //!   `rate_limited` and `Retry-After` (whole seconds, rounded up, at least 1). Nothing behind it
-//!   runs: no body read, no MAC. A genuine sender only meets this limit if it is set below the
-//!   sender's real delivery rate; ElevenLabs' newer retry policy retries 429.
+//!   runs: no body read, no MAC. A genuine sender can meet this limit (its few egress addresses
+//!   are shared by all its customers), so under a contract that drops 429 (ElevenLabs)
+//!   `NormalizeStatusLayer` outside answers the same problem with a retryable `503`; put it
+//!   outermost. Better still, declare the sender's addresses ([`ClientIp::known_senders`]):
+//!   they are then never limited here at all.
 //! - [`RateLimitLayer::verified`], behind verification, usually one [`GlobalKey`] bucket sized to
 //!   what the handler can take: traffic over it is genuine, so it gets a **retryable `503
 //!   Service Unavailable`** with problem code `throttled` and `Retry-After`, never a 4xx. It
 //!   can first wait a short, bounded time for a token ([`RateLimitLayer::wait_for_token`]).
 //! - [`FailureLimitLayer`] counts failed verifications (the verification layer's `400`/`401`,
 //!   never the handler's) per client and blocks a client that keeps failing for a cooldown:
-//!   `429` `client_blocked` + `Retry-After`, answered before the request goes further, so its
-//!   body is never read.
+//!   `429` `client_blocked` + `Retry-After` (a `503` under the ElevenLabs contract, as above),
+//!   answered before the request goes further, so its body is never read. Known senders are
+//!   never counted or blocked: anyone can make a sender fail verification against you.
 //!
 //! Every answer the layers write is `application/problem+json` ([`crate::problem`]) with the
 //! [`ProblemCode`](crate::problem::ProblemCode) and a [`RateLimitExceeded`] in the response
@@ -109,9 +113,10 @@
 //!
 //! # Requests without a key
 //!
-//! A request whose client cannot be identified (no peer address; a trusted proxy that sent no
-//! forwarding header; an unparseable or `unknown` hop before any untrusted address) is never
-//! put in a shared bucket by accident. By default ([`OnMissingKey::Reject`]) it is answered
+//! A request whose client cannot be identified (no peer address at all) is never put in a
+//! shared bucket by accident. (A trusted proxy whose forwarding header leads nowhere is not such
+//! a case: its request is keyed by the nearest trusted hop, with a warning at most once a
+//! minute; see [`ClientIp`].) By default ([`OnMissingKey::Reject`]) it is answered
 //! `500` with problem code `client_unidentified` and logged at `warn`: that is a deployment
 //! error, and 5xx keeps the sender retrying until it is fixed. [`OnMissingKey::Allow`] lets
 //! such requests through unlimited instead. [`FailureLimitLayer`] lets them through.

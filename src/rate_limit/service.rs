@@ -307,6 +307,9 @@ where
                 }
             }
         };
+        if shared.extractor.is_known_sender(&key) {
+            return ResponseFuture::new(Kind::inner(self.inner.call(request), None, None));
+        }
         let verdict = match shared.store.check(&key) {
             Check::Ready(result) => shared.judge(result, true),
             Check::Pending(check) => {

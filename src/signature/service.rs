@@ -104,13 +104,10 @@ where
         if declared.lower() > self.limits.max_body_size as u64 {
             return ResponseFuture::rejected(too_large(self.limits.max_body_size), grpc);
         }
-        let mut permit = self.budget.permit();
-        if let Some(exact) = declared.exact() {
-            // Known length: reserve it all now, and refuse before reading if it cannot fit.
-            if !permit.cover(exact as usize) {
-                return ResponseFuture::rejected(budget_exhausted(), grpc);
-            }
-        }
+        // Nothing is reserved for a declared length: until the MAC is known, a request may be
+        // forged, and a forged header with a fresh `t` costs nothing to make. The budget is
+        // taken as bytes arrive, so holding it costs an attacker the bytes themselves.
+        let permit = self.budget.permit();
 
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
