@@ -48,16 +48,18 @@ impl Gateway {
     /// [`Gateway::try_start`].
     pub fn command(dir: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_hookgate"));
+        command.arg("serve");
+        // Ephemeral loopback ports unless the test names its own.
+        for (flag, default) in [
+            ("--listen", "127.0.0.1:0"),
+            ("--admin-listen", "127.0.0.1:0"),
+        ] {
+            if !args.contains(&flag) {
+                command.args([flag, default]);
+            }
+        }
         command
-            .arg("serve")
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--shutdown-grace",
-                "5",
-            ])
+            .args(["--shutdown-grace", "5"])
             .args(args)
             .current_dir(dir)
             .env("ELEVENLABS_WEBHOOK_SECRET", SECRET)

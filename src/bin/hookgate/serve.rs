@@ -1,30 +1,46 @@
 //! `hookgate serve`: listeners, workers and shutdown around the gateway's service stack
 //! (see [`crate::stack`]).
 //!
-//! Thread per core: each worker thread runs its own single-threaded runtime with its own
-//! listening socket (`SO_REUSEPORT`: the kernel spreads connections over them) and its own
-//! upstream connection pool, so a request never hops between threads on its way through. The
-//! limiter state, the buffer budget, the sink and the metrics are shared by all workers.
+//! Thread per core: each worker thread runs its own single-threaded runtime accepting on the
+//! one listening socket and its own upstream connection pool, so a request never hops between
+//! threads on its way through. The limiter state, the buffer budget, the connection limits, the
+//! sink and the metrics are shared by all workers.
+//!
+//! The socket is bound without `SO_REUSEPORT`: a second process asking for an address this one
+//! serves (an old instance with a stale secret, another program) gets a startup error instead
+//! of silently taking part of the deliveries. What each connection may hold, and for how long,
+//! is [`crate::connections`].
 
-use std::{net::SocketAddr, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, pin::pin, process::ExitCode, sync::Arc, time::Duration};
 
-use hookgate::{client_checks::TlsConnection, signature::BufferBudget, VerifySignatureLayer};
+use hookgate::{
+    client_checks::TlsConnection,
+    rate_limit::{ClientIp, KeyExtractor},
+    signature::BufferBudget,
+    VerifySignatureLayer,
+};
 use http::Request;
-use hyper::body::Incoming;
+use hyper::{
+    body::Incoming,
+    rt::{Read, Write},
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::{
-    net::{TcpListener, TcpStream},
-    sync::watch,
+    net::TcpListener,
+    sync::{mpsc, watch},
 };
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 
 use crate::{
     cli::ServeArgs,
+    connections::{
+        self, AcceptErrors, Activity, ConnectionLimits, Lingering, Refusal, TrackActivity,
+    },
     metrics::{self, GaugeSource, Metrics},
     secrets::{self, Source, DEV_SECRET_FILE},
     sink::Sink,
@@ -33,8 +49,27 @@ use crate::{
     upstream::Upstream,
 };
 
-/// How long a client may take to send a request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2: how often an idle connection is pinged, and how long the answer may take.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection being closed (idle, or at shutdown) may take to finish.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Descriptors kept free of connections: sink files, upstream connections, the admin port,
+/// and the connections being refused.
+const RESERVED_DESCRIPTORS: usize = 64 + REFUSALS_AT_ONCE;
+/// Connections over a cap being answered `503` at once (each for a few seconds at most).
+const REFUSALS_AT_ONCE: usize = 256;
+/// Of those, from one client address.
+const REFUSALS_PER_CLIENT: usize = 8;
+
+/// The deadlines every connection lives under.
+#[derive(Clone, Copy, Debug)]
+struct Deadlines {
+    request_head: Duration,
+    idle: Duration,
+}
 
 pub(crate) async fn run(args: ServeArgs) -> ExitCode {
     match serve(args).await {
@@ -105,6 +140,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         }
     };
     let client = ClientLayers::from_args(&args, &mut gauges)?;
+    let limits = connection_limits(&args)?;
+    let open_connections = Arc::clone(&limits);
+    gauges.push(GaugeSource {
+        name: "connections_open",
+        help: "Client connections held (lingering closes included)",
+        read: Box::new(move || open_connections.open() as i64),
+    });
     let metrics = Metrics::new(gauges);
     let factory = StackFactory {
         path: Arc::from(args.path.as_str()),
@@ -118,20 +160,47 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let listeners = bind_listeners(args.listen, workers)
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let local = listeners[0].local_addr().map_err(|e| e.to_string())?;
+    let listener = bind_listener(args.listen).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot listen on {}: the address is already in use by another process \
+                 (another hookgate instance?); stop it or choose another --listen",
+                args.listen
+            )
+        } else {
+            format!("cannot listen on {}: {e}", args.listen)
+        }
+    })?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    // Per client too: one client's refused connections must not use up everyone's answers.
+    let refusals =
+        ConnectionLimits::new(REFUSALS_AT_ONCE, REFUSALS_PER_CLIENT, Box::new(|_| false));
     if let Some(admin) = args.admin_listen {
         spawn_admin(admin, metrics.clone()).await?;
     }
 
     let grace = Duration::from_secs(args.shutdown_grace);
+    let deadlines = Deadlines {
+        request_head: Duration::from_secs_f64(args.request_head_timeout),
+        idle: Duration::from_secs_f64(args.idle_timeout),
+    };
     let (stop, stopped) = watch::channel(false);
     let mut threads = Vec::new();
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let tls = tls.clone();
-        let stopped = stopped.clone();
-        let stack = factory.make()?;
+    for index in 0..workers {
+        // One socket, accepted on by every worker: no `SO_REUSEPORT` group another process
+        // could join.
+        let listener = listener
+            .try_clone()
+            .map_err(|e| format!("cannot share the listening socket: {e}"))?;
+        let worker = Worker {
+            tls: tls.clone(),
+            stack: factory.make()?,
+            limits: Arc::clone(&limits),
+            refusals: Arc::clone(&refusals),
+            deadlines,
+            stopped: stopped.clone(),
+            grace,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("hookgate-worker-{index}"))
             .spawn(move || {
@@ -139,11 +208,12 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                     .enable_all()
                     .build()
                     .expect("a worker runtime starts");
-                runtime.block_on(worker(listener, tls, stack, stopped, grace));
+                runtime.block_on(worker.run(listener));
             })
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         threads.push(thread);
     }
+    drop(listener);
     // Ready before saying so: whoever reads the announcement may ask /healthz at once.
     metrics.set_ready();
     announce(
@@ -173,28 +243,51 @@ fn announce(scheme: &str, local: SocketAddr, path: &str, workers: usize) {
     tracing::info!(workers, "receiving deliveries at {scheme}://{local}{path}");
 }
 
-/// `workers` listening sockets on one address (`SO_REUSEPORT`), non-blocking. A port 0 is
-/// resolved by the first and shared by the rest.
-fn bind_listeners(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+/// The listening socket, non-blocking, bound without `SO_REUSEPORT`, so that an address
+/// another process already serves is an error here.
+fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let mut addr = addr;
-    let mut listeners = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        #[cfg(unix)]
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(1024)?;
-        let listener = std::net::TcpListener::from(socket);
-        addr = listener.local_addr()?;
-        listeners.push(listener);
-        if !cfg!(unix) {
-            break;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a restart bind while the old process's connections sit in TIME_WAIT; on Linux it
+    // does not let two processes listen on one address.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(std::net::TcpListener::from(socket))
+}
+
+/// The connection caps per the flags; by default 10 000 in all, less where the open-file
+/// limit is lower, so the process never runs out of descriptors for its own files.
+fn connection_limits(args: &ServeArgs) -> Result<Arc<ConnectionLimits>, String> {
+    let descriptors = connections::descriptor_limit();
+    let total = args.max_connections.unwrap_or_else(|| {
+        descriptors.map_or(10_000, |limit| {
+            limit.saturating_sub(RESERVED_DESCRIPTORS).clamp(1, 10_000)
+        })
+    });
+    if let Some(limit) = descriptors {
+        if total + RESERVED_DESCRIPTORS > limit {
+            tracing::warn!(
+                max_connections = total,
+                open_file_limit = limit,
+                "--max-connections is close to the open-file limit: raise the limit (ulimit -n, \
+                 LimitNOFILE=) or lower --max-connections"
+            );
         }
     }
-    Ok(listeners)
+    tracing::info!(
+        max_connections = total,
+        per_client = args.max_connections_per_client,
+        "connection limits"
+    );
+    let client_ip: ClientIp = crate::stack::client_ip(args)?;
+    let exempt = move |ip| client_ip.is_trusted_proxy(ip) || client_ip.is_known_sender(&ip);
+    Ok(ConnectionLimits::new(
+        total,
+        args.max_connections_per_client,
+        Box::new(exempt),
+    ))
 }
 
 async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), String> {
@@ -223,106 +316,195 @@ async fn spawn_admin(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), Stri
     Ok(())
 }
 
-/// One worker: accepts on its own socket until told to stop, then lets its in-flight requests
-/// finish within `grace`.
-async fn worker(
-    listener: std::net::TcpListener,
+/// One worker's share of the gateway.
+struct Worker {
     tls: Option<TlsAcceptor>,
     stack: Gateway,
-    mut stopped: watch::Receiver<bool>,
+    limits: Arc<ConnectionLimits>,
+    refusals: Arc<ConnectionLimits>,
+    deadlines: Deadlines,
+    stopped: watch::Receiver<bool>,
     grace: Duration,
-) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(error) => {
-            tracing::error!(%error, "worker cannot use its listening socket");
-            return;
-        }
-    };
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+}
+
+impl Worker {
+    /// Accepts until told to stop, then lets its connections' in-flight requests finish within
+    /// the grace period.
+    async fn run(self, listener: std::net::TcpListener) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "worker cannot use its listening socket");
+                return;
+            }
+        };
+        let mut stopped = self.stopped.clone();
+        // Every connection task holds a sender: when all are gone, every connection has ended.
+        let (open, mut all_closed) = mpsc::channel::<()>(1);
+        let mut errors = AcceptErrors::new();
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = stopped.wait_for(|stop| *stop) => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => {
+                    errors.succeeded();
+                    accepted
+                }
                 Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // say so once per interval, not once per attempt.
+                    let pause = errors.failed(&error);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        _ = stopped.wait_for(|stop| *stop) => break,
+                    }
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let guard = match self.limits.admit(peer.ip()) {
+                Ok(guard) => guard,
+                Err(why) => {
+                    self.refuse(stream, peer, why);
                     continue;
                 }
-            },
-            _ = stopped.wait_for(|stop| *stop) => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let watcher = graceful.watcher();
-        let stack = stack.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            serve_connection(stream, peer, tls, stack, watcher).await;
-        });
+            };
+            let stream = Lingering::new(stream, guard);
+            let connection = Connection {
+                peer,
+                stack: self.stack.clone(),
+                deadlines: self.deadlines,
+                stopped: self.stopped.clone(),
+                _open: open.clone(),
+            };
+            let tls = self.tls.clone();
+            tokio::spawn(connection.serve(stream, tls));
+        }
+        drop(listener);
+        drop(open);
+        if tokio::time::timeout(self.grace, all_closed.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing the remaining connections");
+        }
     }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
+
+    /// A connection over a cap: a plain-HTTP client is told so with a `503` problem; a TLS
+    /// client (no handshake spent on it) is closed.
+    fn refuse(&self, stream: tokio::net::TcpStream, peer: SocketAddr, why: Refusal) {
+        tracing::debug!(%peer, ?why, "connection refused: over the connection limit");
+        // Refusals being answered hold descriptors too: a bounded number of them at once, and
+        // beyond that a refused connection is closed at once.
+        let Ok(guard) = self.refusals.admit(peer.ip()) else {
+            return;
+        };
+        let stream = Lingering::new(stream, guard);
+        if self.tls.is_none() {
+            tokio::spawn(async move {
+                connections::refuse(stream, &connections::refusal_response(why)).await;
+            });
+        }
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+/// One accepted connection and what it is served with.
+struct Connection {
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
     stack: Gateway,
-    watcher: hyper_util::server::graceful::Watcher,
-) {
-    let is_tls = tls.is_some();
-    let service = TowerToHyperService::new(
-        ServiceBuilder::new()
-            .map_request(move |mut request: Request<Incoming>| {
-                request.extensions_mut().insert(peer);
-                if is_tls {
-                    request.extensions_mut().insert(TlsConnection);
+    deadlines: Deadlines,
+    stopped: watch::Receiver<bool>,
+    /// Dropped when the connection ends (see [`Worker::run`]).
+    _open: mpsc::Sender<()>,
+}
+
+impl Connection {
+    async fn serve(self, stream: Lingering, tls: Option<TlsAcceptor>) {
+        let peer = self.peer;
+        match tls {
+            Some(acceptor) => {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => self.drive(TokioIo::new(stream), true).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-                request
-            })
-            .service(stack),
-    );
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // A client that never finishes its request head is cut off (slowloris); bodies have their
-    // own deadline in VerifySignatureLayer.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let result = match tls {
-        Some(acceptor) => {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    watcher.watch(connection).await
+            }
+            None => self.drive(TokioIo::new(stream), false).await,
+        }
+    }
+
+    /// Serves HTTP/1 or HTTP/2 on `io` until the client closes, the connection has been idle
+    /// too long, or the gateway stops.
+    async fn drive<I>(mut self, io: I, is_tls: bool)
+    where
+        I: Read + Write + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let activity = Activity::new();
+        let service = TowerToHyperService::new(TrackActivity::new(
+            ServiceBuilder::new()
+                .map_request(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(peer);
+                    if is_tls {
+                        request.extensions_mut().insert(TlsConnection);
+                    }
+                    request
+                })
+                .service(self.stack.clone()),
+            Arc::clone(&activity),
+        ));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // A client that never finishes its request head is cut off (slowloris); bodies have
+        // their own deadline in VerifySignatureLayer.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.deadlines.request_head);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+        let mut connection = pin!(builder.serve_connection(io, service));
+        // Set once the connection is asked to close: it then has CLOSE_GRACE (idle) or the
+        // worker's grace (shutdown) to finish what is in flight.
+        let mut closing = None;
+        let result = loop {
+            let idle_at = activity.idle_deadline(self.deadlines.request_head, self.deadlines.idle);
+            tokio::select! {
+                result = connection.as_mut() => break result,
+                _ = self.stopped.wait_for(|stop| *stop), if closing.is_none() => {
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(86_400));
                 }
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
+                () = sleep_until(idle_at), if closing.is_none() && idle_at.is_some() => {
+                    // The deadline may have moved while we slept (a request came and went).
+                    let still = activity.idle_deadline(self.deadlines.request_head, self.deadlines.idle);
+                    if still.is_some_and(|at| at <= std::time::Instant::now()) {
+                        tracing::debug!(%peer, "closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    }
                 }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
+                () = activity.request_ended(), if closing.is_none() => {}
+                () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
+                    tracing::debug!(%peer, "connection did not close in time; dropping it");
                     return;
                 }
             }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "connection ended with an error");
         }
-        None => {
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            watcher.watch(connection).await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Sleeps until `at` (forever for `None`).
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
