@@ -8,16 +8,23 @@
 //! for byte the same, finds its own copy and stores nothing. Directory fsyncs are shared (group commit): every request waiting when a directory
 //! fsync starts is covered by it, and file fsyncs run in parallel on the blocking pool, so the
 //! filesystem can merge their journal commits.
+//!
+//! Transcripts are private: event files are `0600` and a directory the sink creates is `0700`,
+//! whatever the umask. Whatever else sits at an event's name (a symlink, a directory, a FIFO, a
+//! device) is never followed, opened or waited on: it counts as "other bytes". Every store,
+//! and the `/healthz` probe of the directory, is bounded in time.
 
 use std::{
     convert::Infallible,
     fs,
     future::Future,
-    io::{self, Write},
+    io::{self, Read, Write},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -33,8 +40,92 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tower::Service;
 
+use crate::metrics::{self, HealthCheck};
+
 /// Temp files start with this; leftovers of a crash are removed at start.
 const TEMP_PREFIX: &str = ".tmp-";
+
+/// Event files: the owner alone reads them (transcripts are personal data).
+const FILE_MODE: u32 = 0o600;
+/// A sink directory the sink creates.
+const DIR_MODE: u32 = 0o700;
+
+/// How long storing one event may take: a hung filesystem answers the sender a retryable 503
+/// instead of holding its request forever. The blocked thread is left to finish; should it
+/// store the event after all, the sender's retry finds it there.
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the `/healthz` probe of the directory may take, waiting for an earlier one included.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+// `open(2)` flags std has no name for (and libc is no dependency): never follow a symlink at an
+// event's name, never wait for a FIFO's writer. Elsewhere 0: the file-type checks around every
+// open still refuse whatever is not a regular file, and the time bound still holds.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+))]
+const O_NOFOLLOW: i32 = 0o400_000;
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    )
+))]
+const O_NOFOLLOW: i32 = 0o100_000;
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    )
+))]
+const O_NONBLOCK: i32 = 0o4_000;
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    )
+)))]
+const O_NOFOLLOW: i32 = 0;
+#[cfg(not(all(
+    any(target_os = "linux", target_os = "android"),
+    any(
+        target_arch = "x86_64",
+        target_arch = "x86",
+        target_arch = "riscv64",
+        target_arch = "s390x",
+        target_arch = "loongarch64",
+        target_arch = "aarch64",
+        target_arch = "arm",
+        target_arch = "powerpc",
+        target_arch = "powerpc64"
+    )
+)))]
+const O_NONBLOCK: i32 = 0;
 
 /// What storing an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +143,11 @@ pub(crate) struct Sink {
 struct Shared {
     dir: PathBuf,
     dir_sync: mpsc::UnboundedSender<oneshot::Sender<Result<(), Arc<io::Error>>>>,
+    /// The bound on one store.
+    timeout: Duration,
+    /// Held by the running `/healthz` probe: probes take turns, so a hung filesystem pins one
+    /// blocking thread, not one per poll.
+    probe: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Sink {
@@ -63,35 +159,60 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Opens (creating) the directory, removes temp files a crash left, and starts the
-    /// directory-fsync committer. Must run inside a tokio runtime.
+    /// Opens (creating, `0700`) the directory, removes temp files a crash left, starts the
+    /// directory-fsync committer and registers the directory probe with `/healthz`. Must run
+    /// inside a tokio runtime.
     pub(crate) fn open(dir: &Path) -> io::Result<Self> {
+        Self::open_bounded(dir, STORE_TIMEOUT)
+    }
+
+    fn open_bounded(dir: &Path, timeout: Duration) -> io::Result<Self> {
         if !dir.is_dir() {
-            fs::create_dir_all(dir)?;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(DIR_MODE)
+                .create(dir)?;
+            // Exactly 0700, whatever the umask took away.
+            fs::set_permissions(dir, fs::Permissions::from_mode(DIR_MODE))?;
             // The new directory's own name must survive a crash too.
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
         }
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+                && !entry.file_type()?.is_dir()
+            {
                 fs::remove_file(entry.path())?;
             }
         }
         // Fail now, not on the first delivery, if the directory cannot be synced.
-        fs::File::open(dir)?.sync_all()?;
+        sync_dir(dir)?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(commit_directory(dir.to_owned(), rx));
-        Ok(Self {
-            shared: Arc::new(Shared {
-                dir: dir.to_owned(),
-                dir_sync: tx,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            dir_sync: tx,
+            timeout,
+            probe: Arc::default(),
+        });
+        let check: Arc<dyn HealthCheck> = shared.clone();
+        metrics::register_health_check(Arc::downgrade(&check));
+        Ok(Self { shared })
     }
 
-    /// Stores one event durably; returns once its file and name survive a crash.
+    /// Stores one event durably; returns once its file and name survive a crash, or with an
+    /// error once the bound on a store has passed.
     pub(crate) async fn store(&self, body: VerifiedBody) -> io::Result<Stored> {
+        bounded(
+            self.shared.timeout,
+            "storing the event",
+            self.store_durably(body),
+        )
+        .await
+    }
+
+    async fn store_durably(&self, body: VerifiedBody) -> io::Result<Stored> {
         let dir = self.shared.dir.clone();
         let stored = tokio::task::spawn_blocking(move || write_event(&dir, &body))
             .await
@@ -110,6 +231,58 @@ impl Sink {
     }
 }
 
+/// `future`, or a `TimedOut` error once `limit` has passed.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    future: impl Future<Output = io::Result<T>>,
+) -> io::Result<T> {
+    tokio::time::timeout(limit, future)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("{what} took over {} ms", limit.as_millis()),
+            ))
+        })
+}
+
+/// `/healthz` asks whether an event can be written now: a temp file is created, written and
+/// removed in the directory (no fsync: cheap enough to poll), bounded in time.
+impl HealthCheck for Shared {
+    fn check(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        Box::pin(async move {
+            let dir = self.dir.clone();
+            let turn = self.probe.clone();
+            let probe = async move {
+                let turn = turn.lock_owned().await;
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    probe(&dir)
+                })
+                .await
+                .map_err(io::Error::other)?
+            };
+            bounded(PROBE_TIMEOUT, "probing the directory", probe)
+                .await
+                .map_err(|error| {
+                    format!(
+                        "sink directory {} cannot be written: {error}",
+                        self.dir.display()
+                    )
+                })
+        })
+    }
+}
+
+/// Creates, writes and removes a temp file in `dir`, as a store would.
+fn probe(dir: &Path) -> io::Result<()> {
+    let path = dir.join(format!("{TEMP_PREFIX}probe-{}", fastrand::u64(..)));
+    let written = create_private(&path).and_then(|mut file| file.write_all(b"probe\n"));
+    let removed = fs::remove_file(&path);
+    written.and(removed)
+}
+
 /// Group commit of the directory: each round fsyncs it once for every request queued.
 async fn commit_directory(
     dir: PathBuf,
@@ -121,7 +294,7 @@ async fn commit_directory(
             waiting.push(more);
         }
         let dir = dir.clone();
-        let result = tokio::task::spawn_blocking(move || fs::File::open(&dir)?.sync_all())
+        let result = tokio::task::spawn_blocking(move || sync_dir(&dir))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
             .map_err(Arc::new);
@@ -129,6 +302,29 @@ async fn commit_directory(
             let _ = waiter.send(result.clone());
         }
     }
+}
+
+/// Fsyncs the directory; never waits for a writer should a FIFO have taken its place.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(dir)?
+        .sync_all()
+}
+
+/// Creates `path` (never there before, never through a symlink) as a file of mode exactly
+/// `0600`, open for writing.
+fn create_private(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(O_NOFOLLOW)
+        .open(path)?;
+    // The umask can only take bits away; this puts back any it took.
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
 }
 
 /// The file name of an event: its id when the id is a safe file name, otherwise a digest of
@@ -153,9 +349,9 @@ fn write_event(dir: &Path, body: &VerifiedBody) -> io::Result<Stored> {
     let bytes = body.to_bytes();
     let name = file_name(&bytes, event_id(&bytes).as_deref());
     // Different events can share an id (a call's transcript and its audio carry one
-    // `conversation_id`): a name already holding other bytes sends the event to a name that
-    // adds its digest. A redelivery is byte-identical (the signature is in a header), so it
-    // meets its own copy under one of the two names.
+    // `conversation_id`): a name already holding other bytes, or anything but a regular file,
+    // sends the event to a name that adds its digest. A redelivery is byte-identical (the
+    // signature is in a header), so it meets its own copy under one of the two names.
     let stem = name.trim_end_matches(".json");
     let digested = format!("{stem}.{}.json", hex::encode(Sha256::digest(&bytes)));
     for name in [name.clone(), digested] {
@@ -166,36 +362,89 @@ fn write_event(dir: &Path, body: &VerifiedBody) -> io::Result<Stored> {
             });
         }
     }
-    // Both names hold other bytes: only a SHA-256 collision could do that.
+    // Both names are taken: by a SHA-256 collision, or by something put there on purpose.
     Err(io::Error::other(format!(
-        "{name} and its digest-named twin both hold other events"
+        "{name} and its digest-named twin are both taken by other content"
     )))
 }
 
-/// Stores the event as `name` unless that name exists: `Some(false)` stored now, `Some(true)`
-/// already there with these very bytes, `None` taken by other bytes.
+/// What an event's name holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Occupant {
+    Nothing,
+    /// A regular file holding exactly the event's bytes.
+    Same,
+    /// Other bytes, or not a regular file at all (symlink, directory, FIFO, device, socket).
+    Other,
+}
+
+/// What `path` holds compared with `bytes`, found without following a symlink, opening
+/// anything but a regular file, waiting on a FIFO or reading more than `bytes.len() + 1` bytes.
+fn occupant(path: &Path, bytes: &[u8]) -> io::Result<Occupant> {
+    let seen = match fs::symlink_metadata(path) {
+        Ok(seen) => seen,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Occupant::Nothing),
+        Err(e) => return Err(e),
+    };
+    if !seen.file_type().is_file() || seen.len() != bytes.len() as u64 {
+        return Ok(Occupant::Other);
+    }
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NOFOLLOW | O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Occupant::Nothing),
+        // Swapped since for a symlink (ELOOP) or something else that cannot be opened.
+        Err(e) => {
+            return match fs::symlink_metadata(path) {
+                Ok(now) if !now.file_type().is_file() => Ok(Occupant::Other),
+                _ => Err(e),
+            }
+        }
+    };
+    // Only the very regular file looked at counts, not one swapped in since.
+    let opened = file.metadata()?;
+    if !opened.file_type().is_file() || (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+        return Ok(Occupant::Other);
+    }
+    let mut held = Vec::with_capacity(bytes.len() + 1);
+    file.take(bytes.len() as u64 + 1).read_to_end(&mut held)?;
+    Ok(if held == bytes {
+        Occupant::Same
+    } else {
+        Occupant::Other
+    })
+}
+
+/// Stores the event as `name` unless that name is taken: `Some(false)` stored now, `Some(true)`
+/// already there with these very bytes, `None` taken by anything else.
 fn store_as(dir: &Path, name: &str, body: &VerifiedBody, bytes: &[u8]) -> io::Result<Option<bool>> {
     let target = dir.join(name);
-    let same = |target: &Path| -> io::Result<Option<bool>> {
-        Ok((fs::read(target)? == bytes).then_some(true))
+    let taken = |held| match held {
+        Occupant::Same => Ok(Some(true)),
+        Occupant::Other => Ok(None),
+        Occupant::Nothing => Err(io::Error::other(format!(
+            "{name} was removed while the event was being stored"
+        ))),
     };
-    if target.exists() {
-        return same(&target);
+    match occupant(&target, bytes)? {
+        Occupant::Nothing => {}
+        held => return taken(held),
     }
     let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", fastrand::u64(..)));
     let result = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)?;
+        let mut file = create_private(&temp)?;
         for frame in body.frames() {
             file.write_all(frame)?;
         }
         file.sync_all()?;
-        // A hard link never replaces: the first copy of an event wins, atomically.
+        // A hard link never replaces, nor follows a symlink at the name: the first copy of an
+        // event wins, atomically.
         match fs::hard_link(&temp, &target) {
             Ok(()) => Ok(Some(false)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => same(&target),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken(occupant(&target, bytes)?),
             Err(e) => Err(e),
         }
     })();
@@ -357,6 +606,148 @@ mod tests {
         assert_eq!(fresh, 1, "exactly one copy wins");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
         assert_eq!(fs::read(dir.join("c9.json")).unwrap(), body);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn event_files_and_a_created_directory_are_private() {
+        let parent = temp_dir("private");
+        let dir = parent.join("events");
+        let sink = Sink::open(&dir).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&dir), 0o700);
+        let stored = sink
+            .store(VerifiedBody::from_bytes(
+                &br#"{"data":{"request_id":"p1"}}"#[..],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(mode(&dir.join(&stored.file)), 0o600);
+        fs::remove_dir_all(&parent).unwrap();
+    }
+
+    /// Everything but a regular file at an event's name, and a regular file reached through a
+    /// symlink even with the very same bytes: the event goes to its digest name, promptly.
+    #[tokio::test]
+    async fn obstacles_at_an_events_name_send_it_to_its_digest_name() {
+        let dir = temp_dir("obstacles");
+        let outside = temp_dir("obstacles-outside");
+        fs::create_dir_all(&outside).unwrap();
+        let sink = Sink::open(&dir).unwrap();
+        type Obstacle = fn(&Path, &Path, &[u8]);
+        let obstacles: [(&str, Obstacle); 6] = [
+            ("dangling-symlink", |at, outside, _| {
+                std::os::unix::fs::symlink(outside.join("missing"), at).unwrap()
+            }),
+            ("symlink-to-dev-zero", |at, _, _| {
+                std::os::unix::fs::symlink("/dev/zero", at).unwrap()
+            }),
+            ("directory", |at, _, _| fs::create_dir(at).unwrap()),
+            ("fifo", |at, _, _| {
+                let made = std::process::Command::new("mkfifo")
+                    .arg(at)
+                    .status()
+                    .unwrap();
+                assert!(made.success());
+            }),
+            ("symlink-to-same-bytes", |at, outside, bytes| {
+                fs::write(outside.join("same.json"), bytes).unwrap();
+                std::os::unix::fs::symlink(outside.join("same.json"), at).unwrap();
+            }),
+            ("other-bytes", |at, _, _| fs::write(at, b"other").unwrap()),
+        ];
+        for (id, obstacle) in obstacles {
+            let body = format!(r#"{{"data":{{"request_id":"{id}"}}}}"#);
+            obstacle(&dir.join(format!("{id}.json")), &outside, body.as_bytes());
+            let digested = format!("{id}.{}.json", hex::encode(Sha256::digest(&body)));
+            for duplicate in [false, true] {
+                let stored = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    sink.store(VerifiedBody::from_bytes(body.clone())),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("{id}: no answer"))
+                .unwrap_or_else(|e| panic!("{id}: {e}"));
+                let expected = Stored {
+                    file: digested.clone(),
+                    duplicate,
+                };
+                assert_eq!(stored, expected, "{id}");
+            }
+            let held = fs::symlink_metadata(dir.join(&digested)).unwrap();
+            assert!(held.file_type().is_file(), "{id}");
+            assert_eq!(fs::read(dir.join(&digested)).unwrap(), body.as_bytes());
+        }
+        assert!(!outside.join("missing").exists(), "nothing written through");
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir.join("directory.json")).unwrap().count(), 0);
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&outside).unwrap();
+    }
+
+    /// The committer lives on the runtime that opened the sink: holding that runtime's only
+    /// thread stalls every directory fsync, as a hung filesystem would.
+    #[tokio::test]
+    async fn a_store_that_outlasts_its_bound_is_a_retryable_503() {
+        let dir = temp_dir("stalled");
+        let (opened, sink) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let stalled = {
+            let dir = dir.clone();
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    let bound = Duration::from_millis(200);
+                    opened
+                        .send(Sink::open_bounded(&dir, bound).unwrap())
+                        .unwrap();
+                    let _ = released.recv();
+                });
+            })
+        };
+        let mut sink = sink.recv().unwrap();
+        let started = std::time::Instant::now();
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            sink.call(Request::new(VerifiedBody::from_bytes(&b"{}"[..]))),
+        )
+        .await
+        .expect("answered within its bound")
+        .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.extensions().get::<ProblemCode>(),
+            Some(&ProblemCode::SINK_UNAVAILABLE)
+        );
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        release.send(()).unwrap();
+        stalled.join().unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_health_probe_fails_while_the_directory_is_gone_and_recovers() {
+        let dir = temp_dir("health");
+        let sink = Sink::open(&dir).unwrap();
+        let check = || sink.shared.clone().check();
+        assert_eq!(check().await, Ok(()));
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            0,
+            "the probe cleans up"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+        let cause = check().await.unwrap_err();
+        assert!(cause.contains(&dir.display().to_string()), "{cause}");
+        fs::write(&dir, b"a file now").unwrap();
+        assert!(check().await.is_err());
+        fs::remove_file(&dir).unwrap();
+        fs::create_dir(&dir).unwrap();
+        assert_eq!(check().await, Ok(()));
         fs::remove_dir_all(&dir).unwrap();
     }
 
