@@ -2,10 +2,15 @@
 //! connections, connect and response timeouts, and upstream trouble answered as retryable 5xx.
 //!
 //! Each gateway worker has its own small pool of HTTP/1.1 connections (hyper's connection-level
-//! client): a request, its upstream connection and its answer stay on one thread. A connection
-//! goes back to the pool when the upstream's answer has been read to its end; a request that
+//! client): a request, its upstream connection and its answer stay on one thread. A request that
 //! could not even be written on a pooled connection the upstream had closed is sent again on a
 //! new one.
+//!
+//! The upstream's answer is read whole (at most [`MAX_ANSWER_BYTES`], within the response
+//! timeout, which covers head and body) before anything is answered: a `200` reaches the sender
+//! only once the handler has finished answering it. An answer that breaks off, stalls or is too
+//! large is a retryable `502`/`504`, never a truncated `200`. A connection goes back to the pool
+//! only after a whole answer; one whose exchange failed or timed out is dropped.
 
 use std::{
     convert::Infallible,
@@ -17,6 +22,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use hookgate::{
     body::ResponseBody,
     client_checks::TlsConnection,
@@ -27,6 +33,8 @@ use http::{
     header, uri::PathAndQuery, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
     Uri,
 };
+use http_body::Body as _;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
     client::conn::http1::{self, SendRequest},
@@ -84,10 +92,20 @@ impl std::fmt::Debug for Pool {
 /// Most idle connections kept per worker.
 const MAX_IDLE: usize = 64;
 
-/// Why a delivery could not be handed to the upstream.
+/// The largest answer body read from the upstream; a larger one is an upstream failure. The
+/// sender only looks at the status, so this bounds what a misbehaving handler can make each
+/// in-flight delivery hold in memory.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// Why a delivery could not be handed to the upstream, or its answer not read whole.
 enum Failure {
     Connect(String),
+    /// Failed before the answer's head arrived.
     Exchange(hyper::Error),
+    /// The answer's head arrived, its body broke off.
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The answer's body is larger than [`MAX_ANSWER_BYTES`].
+    TooLarge,
 }
 
 impl Pool {
@@ -133,8 +151,9 @@ impl Pool {
         Ok(sender)
     }
 
-    /// Sends on a pooled connection, or a new one; the connection travels with the answer's
-    /// body and comes back to the pool when the body has been read.
+    /// Sends on a pooled connection, or a new one, and reads the whole answer; the connection
+    /// comes back to the pool only then. On any failure (and when the caller's deadline drops
+    /// this future) the connection is dropped with it, never reused.
     async fn exchange(
         self: Arc<Self>,
         mut request: Request<VerifiedBody>,
@@ -148,11 +167,11 @@ impl Pool {
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {
-                    return Ok(response.map(|body| PooledBody {
-                        body,
-                        sender: Some(sender),
-                        pool: self.clone(),
-                    }))
+                    let (parts, body) = response.into_parts();
+                    let bytes = read_whole(body).await?;
+                    // Read to its end: the connection can carry the next exchange.
+                    self.give_back(sender);
+                    return Ok(Response::from_parts(parts, PooledBody::new(bytes)));
                 }
                 Err(mut error) => match error.take_message() {
                     // Never written: the pooled connection was already closed. Try another.
@@ -164,49 +183,85 @@ impl Pool {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The upstream's answer body; gives its connection back to the pool once read.
-    pub(crate) struct PooledBody {
-        #[pin]
-        body: Incoming,
-        sender: Option<SendRequest<VerifiedBody>>,
-        pool: Arc<Pool>,
+/// The upstream's answer body, up to [`MAX_ANSWER_BYTES`], in one buffer (one copy at most:
+/// none when it arrived in one piece).
+async fn read_whole(body: Incoming) -> Result<Bytes, Failure> {
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    // A declared length over the cap fails before anything is read.
+    if body.size_hint().lower() > MAX_ANSWER_BYTES as u64 {
+        return Err(Failure::TooLarge);
+    }
+    match Limited::new(body, MAX_ANSWER_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(Failure::TooLarge),
+        Err(error) => Err(Failure::Body(error)),
+    }
+}
+
+/// The upstream's whole answer body, already read (its connection back in the pool): one data
+/// frame of an exact size. Trailers are not passed on.
+#[derive(Debug, Default)]
+pub(crate) struct PooledBody {
+    bytes: Option<Bytes>,
+}
+
+impl PooledBody {
+    fn new(bytes: Bytes) -> Self {
+        // An empty body yields no frame at all.
+        Self {
+            bytes: (!bytes.is_empty()).then_some(bytes),
+        }
     }
 
-    impl PinnedDrop for PooledBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if let Some(sender) = this.sender.take() {
-                this.pool.give_back(sender);
-            }
-        }
+    fn len(&self) -> usize {
+        self.bytes.as_ref().map_or(0, Bytes::len)
     }
 }
 
 impl http_body::Body for PooledBody {
-    type Data = bytes::Bytes;
+    type Data = Bytes;
+    // Never produced (the answer was read whole); the type the gateway's body carries.
     type Error = hyper::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let frame = std::task::ready!(this.body.poll_frame(cx));
-        if frame.is_none() {
-            if let Some(sender) = this.sender.take() {
-                this.pool.give_back(sender);
-            }
-        }
-        Poll::Ready(frame)
+        Poll::Ready(
+            self.get_mut()
+                .bytes
+                .take()
+                .map(|b| Ok(http_body::Frame::data(b))),
+        )
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.bytes.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        http_body::SizeHint::with_exact(self.len() as u64)
+    }
+}
+
+/// Makes the answer's `Content-Length` the body's: the upstream's may be missing (a chunked
+/// answer) or describe what a 204/304 does not carry.
+fn exact_content_length(status: StatusCode, headers: &mut HeaderMap, len: usize) {
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        // No body, so no length: the server writes what the status sent on allows.
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared != Some(len as u64) || headers.get_all(header::CONTENT_LENGTH).iter().count() > 1 {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len as u64));
     }
 }
 
@@ -386,6 +441,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
                 Ok(Ok(response)) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    exact_content_length(parts.status, &mut parts.headers, body.len());
                     return Ok(Response::from_parts(parts, ResponseBody::new(body)));
                 }
                 Ok(Err(Failure::Connect(error))) => {
@@ -402,6 +458,21 @@ impl Service<Request<VerifiedBody>> for Upstream {
                     Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED)
                         .with_detail("the upstream handler failed before answering; retry later")
                 }
+                Ok(Err(Failure::Body(error))) => {
+                    tracing::warn!(%error, "upstream answer broke off");
+                    Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED).with_detail(
+                        "the upstream handler's answer broke off before its end; retry later",
+                    )
+                }
+                Ok(Err(Failure::TooLarge)) => {
+                    tracing::warn!(max_bytes = MAX_ANSWER_BYTES, "upstream answer too large");
+                    Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED).with_detail(
+                        format!(
+                            "the upstream handler's answer is larger than {} MiB; retry later",
+                            MAX_ANSWER_BYTES >> 20
+                        ),
+                    )
+                }
                 Err(_) => {
                     tracing::warn!(
                         timeout_ms = timeout.as_millis() as u64,
@@ -409,7 +480,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
                     );
                     Problem::new(StatusCode::GATEWAY_TIMEOUT, ProblemCode::UPSTREAM_TIMEOUT)
                         .with_detail(format!(
-                            "the upstream handler did not answer within {} ms; retry later",
+                            "the upstream handler did not answer whole within {} ms; retry later",
                             timeout.as_millis()
                         ))
                 }
@@ -588,5 +659,226 @@ mod tests {
         // A connection that timed out still has the request on it: never reused.
         assert_eq!(deliver(0).await, StatusCode::OK);
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    /// What a raw upstream does after writing its answer bytes.
+    #[derive(Clone, Copy)]
+    enum Then {
+        /// Closes the connection.
+        Close,
+        /// Keeps the connection open, writing nothing more.
+        Stall,
+        /// Reads the next request on the connection and answers it the same way.
+        KeepAlive,
+    }
+
+    /// Reads one request (head and `Content-Length` body) off `stream`; false at its end.
+    async fn read_request(stream: &mut TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let head_end = loop {
+            if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                break at + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&seen[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        while seen.len() < head_end + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    }
+
+    /// A loopback upstream writing exactly `answer` to each request, then doing `then`; counts
+    /// the connections it accepts.
+    async fn raw_upstream(
+        answer: Vec<u8>,
+        then: Then,
+    ) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = connections.clone();
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    while read_request(&mut stream).await {
+                        if stream.write_all(&answer).await.is_err() {
+                            return;
+                        }
+                        match then {
+                            Then::Close => return,
+                            Then::Stall => {
+                                tokio::time::sleep(Duration::from_secs(60)).await;
+                                return;
+                            }
+                            Then::KeepAlive => {}
+                        }
+                    }
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    /// Delivers `{}` through `upstream`: the answer's status, headers, body and problem code.
+    async fn deliver_to(
+        upstream: &mut Upstream,
+    ) -> (StatusCode, HeaderMap, Bytes, Option<ProblemCode>) {
+        let request = Request::post("/webhooks/elevenlabs")
+            .body(VerifiedBody::from_bytes(&b"{}"[..]))
+            .unwrap();
+        let response = upstream.call(request).await.unwrap();
+        let code = response.extensions().get::<ProblemCode>().cloned();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (parts.status, parts.headers, body, code)
+    }
+
+    /// The upstream service for `addr`, with a 300 ms response timeout.
+    fn upstream_at(addr: SocketAddr) -> Upstream {
+        Upstream::new(
+            &format!("http://{addr}/"),
+            Duration::from_secs(2),
+            Duration::from_millis(300),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_breaks_off_or_stalls_is_never_passed_on_as_it_is() {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec();
+        let unfinished_chunk =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec();
+        let over_the_cap = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            MAX_ANSWER_BYTES + 1
+        )
+        .into_bytes();
+        let mut undeclared_over_the_cap =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..=MAX_ANSWER_BYTES / 65_536 {
+            undeclared_over_the_cap.extend_from_slice(b"10000\r\n");
+            undeclared_over_the_cap.extend_from_slice(&[b'x'; 65_536]);
+            undeclared_over_the_cap.extend_from_slice(b"\r\n");
+        }
+        let cases = [
+            (head.clone(), Then::Close, StatusCode::BAD_GATEWAY),
+            (head, Then::Stall, StatusCode::GATEWAY_TIMEOUT),
+            (
+                unfinished_chunk.clone(),
+                Then::Stall,
+                StatusCode::GATEWAY_TIMEOUT,
+            ),
+            (unfinished_chunk, Then::Close, StatusCode::BAD_GATEWAY),
+            (over_the_cap, Then::Stall, StatusCode::BAD_GATEWAY),
+            (
+                undeclared_over_the_cap,
+                Then::Stall,
+                StatusCode::BAD_GATEWAY,
+            ),
+        ];
+        for (index, (answer, then, status)) in cases.into_iter().enumerate() {
+            let (addr, connections) = raw_upstream(answer, then).await;
+            let mut upstream = upstream_at(addr);
+            let started = std::time::Instant::now();
+            let (got, _, _, code) = deliver_to(&mut upstream).await;
+            let waited = started.elapsed();
+            assert_eq!(got, status, "case {index}");
+            let expected = if status == StatusCode::GATEWAY_TIMEOUT {
+                assert!(
+                    (Duration::from_millis(250)..Duration::from_secs(2)).contains(&waited),
+                    "case {index}: timed out after {waited:?}, not at the 300 ms deadline"
+                );
+                ProblemCode::UPSTREAM_TIMEOUT
+            } else {
+                assert!(
+                    waited < Duration::from_millis(250),
+                    "case {index}: {waited:?}"
+                );
+                ProblemCode::UPSTREAM_FAILED
+            };
+            assert_eq!(code, Some(expected), "case {index}");
+            // The failed connection was not pooled: the next delivery opens another.
+            let _ = deliver_to(&mut upstream).await;
+            assert_eq!(
+                connections.load(std::sync::atomic::Ordering::SeqCst),
+                2,
+                "case {index}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_is_passed_on_with_its_exact_length_and_its_connection_reused() {
+        let chunked = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-Handler: yes\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n".to_vec();
+        let (addr, connections) = raw_upstream(chunked, Then::KeepAlive).await;
+        let mut upstream = upstream_at(addr);
+        for _ in 0..3 {
+            let (status, headers, body, code) = deliver_to(&mut upstream).await;
+            assert_eq!(status, StatusCode::CREATED);
+            assert_eq!(code, None);
+            assert_eq!(body, "hello world");
+            assert_eq!(headers["content-length"], "11");
+            assert_eq!(headers["x-handler"], "yes");
+            assert!(headers.get("transfer-encoding").is_none());
+        }
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let body = vec![b'a'; MAX_ANSWER_BYTES];
+        let mut whole =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        whole.extend_from_slice(&body);
+        let (addr, _) = raw_upstream(whole, Then::KeepAlive).await;
+        let (status, headers, got, _) = deliver_to(&mut upstream_at(addr)).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "an answer of exactly the cap passes"
+        );
+        assert_eq!(got, body);
+        assert_eq!(
+            headers["content-length"],
+            MAX_ANSWER_BYTES.to_string().as_str()
+        );
+
+        let empty = b"HTTP/1.1 204 No Content\r\n\r\n".to_vec();
+        let (addr, _) = raw_upstream(empty, Then::KeepAlive).await;
+        let (status, headers, got, _) = deliver_to(&mut upstream_at(addr)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+        assert!(got.is_empty());
+        assert!(headers.get("content-length").is_none());
+    }
+
+    #[test]
+    fn the_content_length_sent_is_the_body_read() {
+        let mut headers = HeaderMap::new();
+        exact_content_length(StatusCode::OK, &mut headers, 0);
+        assert_eq!(headers["content-length"], "0");
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("9"));
+        exact_content_length(StatusCode::OK, &mut headers, 4);
+        assert_eq!(headers["content-length"], "4");
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("4"));
+        exact_content_length(StatusCode::OK, &mut headers, 4);
+        assert_eq!(headers.get_all(header::CONTENT_LENGTH).iter().count(), 1);
+        exact_content_length(StatusCode::NO_CONTENT, &mut headers, 0);
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
     }
 }
