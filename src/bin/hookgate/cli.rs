@@ -1,8 +1,11 @@
 //! Command-line and environment settings of every subcommand.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{parser::ValueSource, ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// Receive signed webhooks safely, and test receivers by playing the sender.
 #[derive(Debug, Parser)]
@@ -17,6 +20,11 @@ pub(crate) struct Cli {
         env = "HOOKGATE_LOG_FORMAT"
     )]
     pub(crate) log_format: LogFormat,
+
+    /// Read settings from this file instead of the working directory's `.env` (which is read
+    /// when present; parent directories never are). Variables already in the environment win.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) env_file: Option<PathBuf>,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -143,6 +151,52 @@ pub(crate) struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
     #[arg(long, default_value_t = 30, env = "HOOKGATE_SHUTDOWN_GRACE")]
     pub(crate) shutdown_grace: u64,
+    /// A sender's address (CIDR; repeatable): never rate limited, blocked or capped per client
+    /// before verification. ElevenLabs' published egress addresses are known senders unless
+    /// --no-elevenlabs-known-senders.
+    #[arg(
+        long = "known-sender",
+        value_name = "CIDR",
+        env = "HOOKGATE_KNOWN_SENDERS",
+        value_delimiter = ','
+    )]
+    pub(crate) known_senders: Vec<String>,
+    /// Treat ElevenLabs' egress addresses like any other client.
+    #[arg(long, env = "HOOKGATE_NO_ELEVENLABS_KNOWN_SENDERS")]
+    pub(crate) no_elevenlabs_known_senders: bool,
+    /// Connections held at once, in all (default: 10 000, or less to stay under the open-file
+    /// limit); more are answered 503 and closed.
+    #[arg(long, env = "HOOKGATE_MAX_CONNECTIONS")]
+    pub(crate) max_connections: Option<usize>,
+    /// Connections held at once from one client address (known senders and trusted proxies
+    /// excepted); more are answered 503 and closed.
+    #[arg(
+        long,
+        default_value_t = 64,
+        env = "HOOKGATE_MAX_CONNECTIONS_PER_CLIENT"
+    )]
+    pub(crate) max_connections_per_client: usize,
+    /// Seconds a new connection (TLS included) has to deliver its first request head.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        env = "HOOKGATE_REQUEST_HEAD_TIMEOUT",
+        value_parser = positive_seconds
+    )]
+    pub(crate) request_head_timeout: f64,
+    /// Seconds a connection may stay open with no request in flight between requests
+    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        env = "HOOKGATE_IDLE_TIMEOUT",
+        value_parser = positive_seconds
+    )]
+    pub(crate) idle_timeout: f64,
+    /// Seconds over which repeated rejections of one client for one cause are counted into a
+    /// single log line (the first of each is logged at once).
+    #[arg(long, hide = true, default_value_t = 10.0, value_parser = positive_seconds)]
+    pub(crate) rejection_log_interval: f64,
 }
 
 #[derive(Debug, Args)]
@@ -253,6 +307,230 @@ fn positive_seconds(text: &str) -> Result<f64, String> {
         value if value > 0.0 => Ok(value),
         _ => Err("expected a number above 0".into()),
     }
+}
+
+/// The settings file read before the command line is parsed: `--env-file`, else the working
+/// directory's `.env` (never a parent directory's). What it set is kept, so that `serve` can
+/// say where each setting came from.
+#[derive(Debug, Default)]
+pub(crate) struct EnvFile {
+    /// The file read (absolute) and what chose it (`.env` or `--env-file`).
+    read: Option<(PathBuf, &'static str)>,
+    /// Variables the file set: they were not in the environment.
+    set: Vec<String>,
+    /// Variables the file holds that the environment already had: the environment wins.
+    overridden: Vec<String>,
+    /// A `.env` in a parent directory, which is not read (when the working directory has none).
+    unread_parent: Option<PathBuf>,
+}
+
+/// The file read when no `--env-file` is given, in the working directory only.
+const DEFAULT_ENV_FILE: &str = ".env";
+
+impl EnvFile {
+    /// Reads `explicit` (an error when it cannot be read or parsed), else `./.env` when there is
+    /// one (a malformed one is reported and ignored), into the environment. Variables already
+    /// in the environment keep their value; a variable the file holds twice takes its first
+    /// value. Call before any other thread starts.
+    pub(crate) fn load(explicit: Option<&Path>) -> Result<Self, String> {
+        if let Some(path) = explicit {
+            let vars = read_env_file(path)
+                .map_err(|e| format!("cannot use --env-file {}: {e}", path.display()))?;
+            return Ok(Self::apply(path, "--env-file", vars));
+        }
+        let path = Path::new(DEFAULT_ENV_FILE);
+        match read_env_file(path) {
+            Ok(vars) => Ok(Self::apply(path, DEFAULT_ENV_FILE, vars)),
+            Err(EnvFileError::Missing) => Ok(Self {
+                unread_parent: parent_env_file(),
+                ..Self::default()
+            }),
+            Err(error) => {
+                eprintln!("hookgate: ignoring .env: {error}");
+                Ok(Self::default())
+            }
+        }
+    }
+
+    fn apply(path: &Path, chosen_by: &'static str, vars: Vec<(String, String)>) -> Self {
+        let mut loaded = Self::default();
+        for (key, value) in vars {
+            if loaded.set.contains(&key) || loaded.overridden.contains(&key) {
+                continue;
+            }
+            if std::env::var_os(&key).is_some() {
+                loaded.overridden.push(key);
+            } else if value.contains('\0') {
+                eprintln!(
+                    "hookgate: ignoring {key} in {}: its value holds a NUL byte",
+                    path.display()
+                );
+            } else {
+                std::env::set_var(&key, value);
+                loaded.set.push(key);
+            }
+        }
+        let path = std::fs::canonicalize(path)
+            .or_else(|_| std::path::absolute(path))
+            .unwrap_or_else(|_| path.to_owned());
+        loaded.read = Some((path, chosen_by));
+        loaded
+    }
+
+    /// Logs (at info) the file read and, for every hookgate setting present in the environment,
+    /// whether it came from the environment or from the file, and whether a flag or the secret
+    /// file overrides it. Never a value. `matches` are the whole command line's.
+    pub(crate) fn log_sources(&self, matches: &ArgMatches) {
+        match &self.read {
+            Some((path, chosen_by)) => tracing::info!(
+                "settings read from {chosen_by} ({}); variables already in the environment win over it",
+                path.display()
+            ),
+            None => {
+                if let Some(parent) = &self.unread_parent {
+                    tracing::info!(
+                        "not reading {}: only the working directory's .env (or --env-file) is read",
+                        parent.display()
+                    );
+                }
+            }
+        }
+        for (name, overridden_by) in known_variables(matches) {
+            if std::env::var_os(&name).is_none() {
+                continue;
+            }
+            let mut line = match (&self.read, self.set.contains(&name)) {
+                (Some((path, chosen_by)), true) => {
+                    format!("{name} from {chosen_by} ({})", path.display())
+                }
+                _ => format!("{name} from the environment"),
+            };
+            if let (Some((path, chosen_by)), true) = (&self.read, self.overridden.contains(&name)) {
+                line.push_str(&format!(
+                    ", which wins over {chosen_by} ({}) setting it too",
+                    path.display()
+                ));
+            }
+            if let Some(winner) = overridden_by {
+                line.push_str(&format!("; unused: {winner} wins"));
+            }
+            tracing::info!("{line}");
+        }
+    }
+}
+
+/// Every variable hookgate reads (the global and `serve` settings, the secret, `RUST_LOG`),
+/// each with what overrides it in this run (a flag on the command line, the secret file).
+fn known_variables(matches: &ArgMatches) -> Vec<(String, Option<String>)> {
+    fn settings(command: &clap::Command, matches: &ArgMatches) -> Vec<(String, Option<String>)> {
+        command
+            .get_arguments()
+            .filter_map(|arg| {
+                let name = arg.get_env()?.to_string_lossy().into_owned();
+                let on_command_line =
+                    matches.value_source(arg.get_id().as_str()) == Some(ValueSource::CommandLine);
+                let flag = arg
+                    .get_long()
+                    .map(|long| format!("--{long} on the command line"));
+                Some((name, flag.filter(|_| on_command_line)))
+            })
+            .collect()
+    }
+    let command = Cli::command();
+    let mut known = settings(&command, matches);
+    let serve = command
+        .find_subcommand("serve")
+        .zip(matches.subcommand_matches("serve"));
+    let secret_file =
+        serve.and_then(|(_, serve)| serve.value_source("secret_file").map(|_| "the secret file"));
+    if let Some((command, matches)) = serve {
+        known.extend(settings(command, matches));
+    }
+    known.push((
+        crate::secrets::SECRET_ENV.to_owned(),
+        secret_file.map(str::to_owned),
+    ));
+    known.push(("RUST_LOG".to_owned(), None));
+    known
+}
+
+/// Why a settings file could not be used. Never shows a line's content: it may hold a secret.
+#[derive(Debug)]
+enum EnvFileError {
+    Missing,
+    Unreadable(std::io::Error),
+    /// The variable whose line could not be parsed (when it can be told), and its line number.
+    Malformed(Option<String>, Option<usize>),
+}
+
+impl std::fmt::Display for EnvFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("no such file"),
+            Self::Unreadable(error) => write!(f, "{error}"),
+            Self::Malformed(name, line) => {
+                f.write_str("cannot parse ")?;
+                match name {
+                    Some(name) => write!(f, "the line setting {name}")?,
+                    None => f.write_str("a line")?,
+                }
+                match line {
+                    Some(line) => write!(f, " (line {line})"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// The variables of a dotenv file, in order, parsed whole before any is set.
+fn read_env_file(path: &Path) -> Result<Vec<(String, String)>, EnvFileError> {
+    let bytes = std::fs::read(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => EnvFileError::Missing,
+        _ => EnvFileError::Unreadable(error),
+    })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    dotenvy::from_read_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| match error {
+            dotenvy::Error::LineParse(text, _) => {
+                // The text is the line, or only its value: find the line it comes from.
+                let first = text.lines().next().unwrap_or_default().trim();
+                let file = String::from_utf8_lossy(bytes);
+                let lines: Vec<&str> = file.lines().collect();
+                let found = lines
+                    .iter()
+                    .position(|line| line.trim() == first)
+                    .or_else(|| {
+                        lines.iter().position(|line| {
+                            line.split_once('=')
+                                .is_some_and(|(_, value)| value.trim() == first)
+                        })
+                    });
+                let name = found
+                    .and_then(|index| lines[index].split_once('='))
+                    .map(|(key, _)| key.trim().trim_start_matches("export ").trim())
+                    .filter(|key| {
+                        !key.is_empty()
+                            && key
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                    })
+                    .map(str::to_owned);
+                EnvFileError::Malformed(name, found.map(|index| index + 1))
+            }
+            dotenvy::Error::Io(error) => EnvFileError::Unreadable(error),
+            _ => EnvFileError::Malformed(None, None),
+        })
+}
+
+/// The nearest `.env` in a parent of the working directory, if any.
+fn parent_env_file() -> Option<PathBuf> {
+    let dir = std::env::current_dir().ok()?;
+    dir.ancestors()
+        .skip(1)
+        .map(|dir| dir.join(DEFAULT_ENV_FILE))
+        .find(|path| path.is_file())
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default `info`).

@@ -9,12 +9,15 @@
 //! ```
 //!
 //! Settings come from flags, then the environment (`HOOKGATE_*`), then a `.env` file in the
-//! working directory. Secrets never come from flags: `ELEVENLABS_WEBHOOK_SECRET` (comma-separated
-//! for rotation) or a `--secret-file`.
+//! working directory (never a parent directory's) or the file `--env-file` names; `serve` logs
+//! where each came from. Secrets never come from flags: `ELEVENLABS_WEBHOOK_SECRET`
+//! (comma-separated for rotation) or a `--secret-file`.
 
 mod bench;
 mod cli;
+mod connections;
 mod metrics;
+mod rejection_log;
 mod secrets;
 mod send;
 mod serve;
@@ -26,19 +29,32 @@ mod upstream;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, EnvFile};
 
 fn main() -> ExitCode {
-    // A missing .env is normal; a malformed one is worth saying.
-    if let Err(error) = dotenvy::dotenv() {
-        if !error.not_found() {
-            eprintln!("hookgate: ignoring .env: {error}");
+    // Which settings file to read is itself a flag: a first parse finds it (and answers --help,
+    // --version and usage errors); the file is loaded (before any thread starts); the second
+    // parse sees the variables it set.
+    let env_file = match Cli::try_parse() {
+        Ok(cli) => cli.env_file,
+        Err(error) => error.exit(),
+    };
+    let loaded = match EnvFile::load(env_file.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(message) => {
+            eprintln!("hookgate: {message}");
+            return ExitCode::FAILURE;
         }
-    }
-    let cli = Cli::parse();
+    };
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)
+        .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
     cli::init_logging(cli.log_format);
+    if matches!(cli.command, Command::Serve(_)) {
+        loaded.log_sources(&matches);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,7 +6,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex, Weak,
     },
     task::{ready, Context, Poll},
     time::Instant,
@@ -28,6 +28,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use tower::{Layer, Service};
+
+use crate::rejection_log::{RejectionLog, Sender};
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -136,16 +138,19 @@ impl Metrics {
         text
     }
 
-    fn record<B>(&self, response: &Response<B>, started: Instant) {
+    /// Counts and times an answer; its problem code, if it is a rejection.
+    fn record<B>(&self, response: &Response<B>, started: Instant) -> Option<ProblemCode> {
         let status = response.status();
         // Static labels: counting an answer allocates nothing.
-        match response.extensions().get::<ProblemCode>() {
+        let code = response.extensions().get::<ProblemCode>().copied();
+        match code {
             Some(code) => self.count(code.as_str(), status),
             None if status == StatusCode::OK => self.accepted.inc(),
             None => self.count("handler", status),
         };
         self.request_seconds
             .observe(started.elapsed().as_secs_f64());
+        code
     }
 
     fn count(&self, outcome: &'static str, status: StatusCode) -> u64 {
@@ -165,16 +170,29 @@ const ACCEPTED: &str = "accepted";
 #[derive(Clone, Copy, Debug)]
 struct Arrived(Instant);
 
-/// Counts every answer and times it; outermost.
+/// Counts every answer and times it, and logs rejections (aggregated); outermost.
 #[derive(Clone, Debug)]
-pub(crate) struct RecordLayer(pub(crate) Arc<Metrics>);
+pub(crate) struct RecordLayer {
+    metrics: Arc<Metrics>,
+    rejections: Arc<RejectionLog>,
+}
+
+impl RecordLayer {
+    pub(crate) fn new(metrics: Arc<Metrics>, rejections: Arc<RejectionLog>) -> Self {
+        Self {
+            metrics,
+            rejections,
+        }
+    }
+}
 
 impl<S> Layer<S> for RecordLayer {
     type Service = Record<S>;
     fn layer(&self, inner: S) -> Record<S> {
         Record {
             inner,
-            metrics: self.0.clone(),
+            metrics: self.metrics.clone(),
+            rejections: self.rejections.clone(),
         }
     }
 }
@@ -183,6 +201,7 @@ impl<S> Layer<S> for RecordLayer {
 pub(crate) struct Record<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    rejections: Arc<RejectionLog>,
 }
 
 impl<S, B, ResBody> Service<Request<B>> for Record<S>
@@ -200,21 +219,27 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
         request.extensions_mut().insert(Arrived(started));
+        // Only the peer is copied: the client is resolved if the answer is a rejection.
+        let sender = self.rejections.sender(&request);
         RecordFuture {
             future: self.inner.call(request),
             metrics: self.metrics.clone(),
+            rejections: self.rejections.clone(),
             started,
+            sender,
         }
     }
 }
 
 pin_project! {
-    /// The future of [`Record`]: counts and times the answer.
+    /// The future of [`Record`]: counts and times the answer, and logs a rejection.
     pub(crate) struct RecordFuture<F> {
         #[pin]
         future: F,
         metrics: Arc<Metrics>,
+        rejections: Arc<RejectionLog>,
         started: Instant,
+        sender: Sender,
     }
 }
 
@@ -227,7 +252,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = ready!(this.future.poll(cx));
-        this.metrics.record(&response, *this.started);
+        if let Some(code) = this.metrics.record(&response, *this.started) {
+            this.rejections.record(code, response.status(), this.sender);
+        }
         Poll::Ready(Ok(response))
     }
 }
@@ -302,15 +329,57 @@ impl<F: Future> Future for TimeDestinationFuture<F> {
     }
 }
 
-/// `/healthz` (200 once serving, 503 before) and `/metrics` (Prometheus text format).
+/// A part of the gateway `/healthz` asks, when asked, whether it can do its work now (the sink:
+/// can it write?).
+pub(crate) trait HealthCheck: Send + Sync + 'static {
+    /// `Err` names the cause in a few words. Bounded in time by the check itself.
+    fn check(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
+
+/// The checks `/healthz` runs. Process-wide, so a part registers itself where it is made; held
+/// weakly, so a part dropped is no longer asked.
+static HEALTH_CHECKS: Mutex<Vec<Weak<dyn HealthCheck>>> = Mutex::new(Vec::new());
+
+/// Adds `check` to what `/healthz` asks.
+pub(crate) fn register_health_check(check: Weak<dyn HealthCheck>) {
+    let mut checks = HEALTH_CHECKS.lock().unwrap_or_else(|e| e.into_inner());
+    checks.retain(|check| check.strong_count() > 0);
+    checks.push(check);
+}
+
+/// Runs every registered check; the causes of those failing, one per line.
+async fn health() -> Result<(), String> {
+    let checks: Vec<_> = HEALTH_CHECKS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let mut causes = String::new();
+    for check in checks {
+        if let Err(cause) = check.check().await {
+            causes.push_str(&cause);
+            causes.push('\n');
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(causes)
+    }
+}
+
+/// `/healthz` (200 once serving and every check passes, else 503 and why) and `/metrics`
+/// (Prometheus text format).
 pub(crate) async fn admin(
     metrics: Arc<Metrics>,
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match request.uri().path() {
-        "/healthz" if metrics.ready.load(Ordering::Acquire) => {
-            (StatusCode::OK, "text/plain", "ok\n".to_owned())
-        }
+        "/healthz" if metrics.ready.load(Ordering::Acquire) => match health().await {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+            Err(causes) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", causes),
+        },
         "/healthz" => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

@@ -42,6 +42,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use crate::{
     cli::ServeArgs,
     metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
+    rejection_log::RejectionLog,
     sink::Sink,
     upstream::{PooledBody, Upstream},
 };
@@ -79,7 +80,10 @@ impl StackFactory {
             } => Destination::Upstream(Upstream::new(url, *connect, *response)?),
         };
         Ok(ServiceBuilder::new()
-            .layer(RecordLayer(self.metrics.clone()))
+            .layer(RecordLayer::new(
+                self.metrics.clone(),
+                self.client.rejections.clone(),
+            ))
             .layer(RouteLayer {
                 path: self.path.clone(),
             })
@@ -100,6 +104,26 @@ pub(crate) struct ClientLayers {
     allow_ip: Option<AllowIpLayer>,
     failure_limit: Option<FailureLimitLayer<ClientIp>>,
     rate_limit: Option<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>>,
+    /// Logs rejections, naming clients as the layers above find them.
+    rejections: Arc<RejectionLog>,
+}
+
+/// Who the client is, per the flags: the peer, or what trusted proxies say; and which clients
+/// are known senders, never limited or blocked before verification.
+pub(crate) fn client_ip(args: &ServeArgs) -> Result<ClientIp, String> {
+    let client_ip = if args.trusted_proxies.is_empty() {
+        ClientIp::peer()
+    } else {
+        ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
+            .map_err(|e| format!("--trusted-proxy: {e}"))?
+    };
+    let mut known: Vec<&str> = args.known_senders.iter().map(String::as_str).collect();
+    if !args.no_elevenlabs_known_senders {
+        known.extend(EGRESS_IPS);
+    }
+    client_ip
+        .known_senders(known)
+        .map_err(|e| format!("--known-sender: {e}"))
 }
 
 impl ClientLayers {
@@ -108,12 +132,7 @@ impl ClientLayers {
         args: &ServeArgs,
         gauges: &mut Vec<GaugeSource>,
     ) -> Result<Self, String> {
-        let client_ip = if args.trusted_proxies.is_empty() {
-            ClientIp::peer()
-        } else {
-            ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
-                .map_err(|e| format!("--trusted-proxy: {e}"))?
-        };
+        let client_ip = client_ip(args)?;
 
         let rate_limit = match NonZeroU32::new(args.client_rate) {
             Some(rate) => {
@@ -169,6 +188,11 @@ impl ClientLayers {
             None
         };
 
+        let rejections = RejectionLog::start(
+            client_ip.clone(),
+            Duration::from_secs_f64(args.rejection_log_interval),
+        );
+
         let require_https = args
             .require_https
             .then(|| RequireHttpsLayer::new(client_ip));
@@ -178,6 +202,7 @@ impl ClientLayers {
             allow_ip,
             failure_limit,
             rate_limit,
+            rejections,
         })
     }
 }
