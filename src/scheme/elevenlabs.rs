@@ -510,6 +510,230 @@ mod tests {
         assert!(!String::from_utf8_lossy(&err.to_problem().to_json()).contains(v0));
     }
 
+    /// The vector's `v0` hex.
+    fn vector_v0() -> &'static str {
+        VECTOR_HEADER.split_once("v0=").unwrap().1
+    }
+
+    #[test]
+    fn a_repeated_valid_v0_verifies() {
+        let value = format!("t={T},v0={0},v0={0}", vector_v0());
+        let verified = scheme()
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .unwrap();
+        assert_eq!(verified.signature().to_hex(), vector_v0());
+    }
+
+    #[test]
+    fn a_valid_v0_among_invalid_ones_verifies_wherever_it_stands() {
+        let wrong = "ab".repeat(32);
+        for at_position in 0..MAX_SIGNATURES {
+            let elements: Vec<String> = (0..MAX_SIGNATURES)
+                .map(|i| {
+                    let sig = if i == at_position {
+                        vector_v0()
+                    } else {
+                        &wrong
+                    };
+                    format!("v0={sig}")
+                })
+                .collect();
+            let value = format!("t={T},{}", elements.join(","));
+            let verified = scheme()
+                .verify(&headers(&value), VECTOR_BODY, at(T))
+                .unwrap_or_else(|e| panic!("valid v0 at {at_position}: {e}"));
+            assert_eq!(verified.signature().to_hex(), vector_v0());
+        }
+        // The common rotation case: the valid one first, then one that does not match.
+        let value = format!("{VECTOR_HEADER},v0={wrong}");
+        assert!(scheme()
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_mismatch_counts_the_signatures_sent_and_the_secrets_tried() {
+        let two = ElevenLabs::new("one").unwrap().with_secret("two").unwrap();
+        let value = format!(
+            "t={T},v0={},v0={},v0={}",
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64)
+        );
+        let err = two
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::SignatureMismatch {
+                signatures: 3,
+                secrets: 2
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "none of the 2 configured secret(s) produced any of the 3 signature(s) sent"
+        );
+    }
+
+    #[test]
+    fn freshness_edges_follow_the_configured_tolerance_and_skew() {
+        let h = headers(VECTOR_HEADER);
+        let s = scheme()
+            .tolerance(Duration::from_secs(60))
+            .future_skew(Duration::from_secs(10));
+        assert!(s.verify(&h, VECTOR_BODY, at(T + 60)).is_ok());
+        assert_eq!(
+            s.begin(&h, at(T + 61)).unwrap_err(),
+            VerifyError::TimestampStale {
+                age: Duration::from_secs(61),
+                tolerance: Duration::from_secs(60)
+            }
+        );
+        assert!(s.verify(&h, VECTOR_BODY, at(T - 10)).is_ok());
+        assert_eq!(
+            s.begin(&h, at(T - 11)).unwrap_err(),
+            VerifyError::TimestampInFuture {
+                ahead: Duration::from_secs(11),
+                skew: Duration::from_secs(10)
+            }
+        );
+        // Zero tolerance and zero skew: exactly now, and nothing else.
+        let exact = scheme()
+            .tolerance(Duration::ZERO)
+            .future_skew(Duration::ZERO);
+        assert!(exact.verify(&h, VECTOR_BODY, at(T)).is_ok());
+        assert!(matches!(
+            exact.begin(&h, at(T + 1)),
+            Err(VerifyError::TimestampStale { .. })
+        ));
+        assert!(matches!(
+            exact.begin(&h, at(T - 1)),
+            Err(VerifyError::TimestampInFuture { .. })
+        ));
+        // The defaults, at their edges and one second past them (the clock may be late or early).
+        let d = scheme();
+        let tolerance = ElevenLabs::DEFAULT_TOLERANCE.as_secs();
+        let skew = ElevenLabs::DEFAULT_FUTURE_SKEW.as_secs();
+        assert!(d.begin(&h, at(T + tolerance)).is_ok());
+        assert!(d.begin(&h, at(T + tolerance + 1)).is_err());
+        assert!(d.begin(&h, at(T - skew)).is_ok());
+        assert!(d.begin(&h, at(T - skew - 1)).is_err());
+    }
+
+    #[test]
+    fn upper_case_hex_verifies_and_the_match_is_reported_in_lower_case() {
+        let value = format!("t={T},v0={}", vector_v0().to_ascii_uppercase());
+        let verified = scheme()
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .unwrap();
+        assert_eq!(verified.signature().to_hex(), vector_v0());
+    }
+
+    #[test]
+    fn tabs_and_spaces_around_elements_are_ignored_and_order_does_not_matter() {
+        let value = format!("\tv0={} ,\t t={T}\t", vector_v0());
+        assert!(scheme()
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .is_ok());
+        // Unknown elements between the known ones are skipped.
+        let value = format!("t={T},v1=not-hex,x=1,v0={}", vector_v0());
+        assert!(scheme()
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .is_ok());
+    }
+
+    #[test]
+    fn signatures_are_exactly_64_hex_digits() {
+        let sig = vector_v0();
+        assert_eq!(
+            malformed(&format!("t={T},v0={sig}0")),
+            Malformed::SignatureLength {
+                position: 2,
+                found: 65,
+                expected: 64
+            }
+        );
+        assert_eq!(
+            malformed(&format!("t={T},v0={}", &sig[..32])),
+            Malformed::SignatureLength {
+                position: 2,
+                found: 32,
+                expected: 64
+            }
+        );
+        // A non-hex digit anywhere, even the last.
+        assert_eq!(
+            malformed(&format!("t={T},v0={}x", &sig[..63])),
+            Malformed::SignatureNotHex { position: 2 }
+        );
+        // A malformed v0 is refused even beside a valid one.
+        assert_eq!(
+            malformed(&format!("t={T},v0={sig},v0={}", "g".repeat(64))),
+            Malformed::SignatureNotHex { position: 3 }
+        );
+    }
+
+    #[test]
+    fn exactly_the_maximum_number_of_v0_elements_is_accepted() {
+        let wrong = "0".repeat(64);
+        let mut elements = vec![format!("v0={wrong}"); MAX_SIGNATURES - 1];
+        elements.push(format!("v0={}", vector_v0()));
+        let value = format!("t={T},{}", elements.join(","));
+        assert!(scheme()
+            .verify(&headers(&value), VECTOR_BODY, at(T))
+            .is_ok());
+        elements.push(format!("v0={wrong}"));
+        let value = format!("t={T},{}", elements.join(","));
+        assert_eq!(
+            malformed(&value),
+            Malformed::TooManySignatures {
+                max: MAX_SIGNATURES
+            }
+        );
+    }
+
+    #[test]
+    fn empty_elements_are_refused_wherever_they_are() {
+        let sig = vector_v0();
+        assert_eq!(
+            malformed(&format!(",t={T},v0={sig}")),
+            Malformed::EmptyElement { position: 1 }
+        );
+        assert_eq!(
+            malformed(&format!("t={T},,v0={sig}")),
+            Malformed::EmptyElement { position: 2 }
+        );
+        assert_eq!(
+            malformed(&format!("t={T}, \t ,v0={sig}")),
+            Malformed::EmptyElement { position: 2 }
+        );
+        // No signature at all, only empty ones, or only other versions.
+        assert_eq!(malformed(&format!("t={T}")), Malformed::MissingSignature);
+        assert_eq!(
+            malformed(&format!("t={T},v0=")),
+            Malformed::EmptySignature { position: 2 }
+        );
+    }
+
+    #[test]
+    fn verifier_debug_shows_counts_only() {
+        let s = ElevenLabs::new("hunter2")
+            .unwrap()
+            .with_secret("hunter3")
+            .unwrap();
+        let value = format!("t={T},v0={0},v0={0}", vector_v0());
+        let verifier = s.begin(&headers(&value), at(T)).unwrap();
+        let debug = format!("{verifier:?}");
+        assert!(debug.starts_with("ElevenLabsVerifier {"), "{debug}");
+        assert!(debug.contains("timestamp: 1600000000"), "{debug}");
+        assert!(debug.contains("signatures: 2"), "{debug}");
+        assert!(debug.contains("secrets: 2"), "{debug}");
+        assert!(!debug.contains("hunter"), "{debug}");
+        assert!(!debug.contains(vector_v0()), "{debug}");
+        assert!(format!("{s:?}").contains("[2 redacted]"));
+    }
+
     proptest! {
         #[test]
         fn sign_verify_round_trip(

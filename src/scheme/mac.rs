@@ -214,6 +214,120 @@ mod tests {
         assert_eq!(keys.begin(&[]).finish(&Signatures::new()), None);
     }
 
+    fn candidates(list: &[[u8; DIGEST_LEN]]) -> Signatures {
+        let mut sigs = Signatures::new();
+        for sig in list {
+            assert!(sigs.push(*sig));
+        }
+        sigs
+    }
+
+    fn keys_of(secrets: &[&[u8]]) -> Keys {
+        let mut keys = Keys::new(secrets[0]).unwrap();
+        for secret in &secrets[1..] {
+            keys.push(secret).unwrap();
+        }
+        keys
+    }
+
+    #[test]
+    fn the_same_valid_signature_twice_matches() {
+        let keys = Keys::new(b"secret").unwrap();
+        let tag = keys.sign(&[b"body"]);
+        let mut set = keys.begin(&[]);
+        set.update(b"body");
+        assert_eq!(set.finish(&candidates(&[tag, tag])), Some((0, tag)));
+        // And under several secrets.
+        let keys = keys_of(&[b"a", b"b"]);
+        let tag = Keys::new(b"b").unwrap().sign(&[b"body"]);
+        let mut set = keys.begin(&[]);
+        set.update(b"body");
+        assert_eq!(set.finish(&candidates(&[tag, tag])), Some((1, tag)));
+    }
+
+    #[test]
+    fn a_valid_signature_matches_beside_invalid_ones_in_any_order() {
+        let keys = Keys::new(b"secret").unwrap();
+        let tag = keys.sign(&[b"body"]);
+        let wrong = [0xab; DIGEST_LEN];
+        for list in [
+            vec![tag, wrong],
+            vec![wrong, tag],
+            vec![wrong, wrong, wrong, tag, wrong, wrong, wrong, wrong],
+        ] {
+            let mut set = keys.begin(&[]);
+            set.update(b"body");
+            assert_eq!(set.finish(&candidates(&list)), Some((0, tag)));
+        }
+        let mut set = keys.begin(&[]);
+        set.update(b"body");
+        assert_eq!(set.finish(&candidates(&[wrong, wrong])), None);
+    }
+
+    #[test]
+    fn the_first_configured_secret_that_matches_wins() {
+        let keys = keys_of(&[b"a", b"b", b"c"]);
+        let by = |secret: &[u8]| Keys::new(secret).unwrap().sign(&[b"t.", b"body"]);
+        let (a, b, c) = (by(b"a"), by(b"b"), by(b"c"));
+        for list in [[b, c], [c, b]] {
+            let mut set = keys.begin(&[b"t."]);
+            set.update(b"body");
+            assert_eq!(set.finish(&candidates(&list)), Some((1, b)), "{list:?}");
+        }
+        let mut set = keys.begin(&[b"t."]);
+        set.update(b"body");
+        assert_eq!(set.finish(&candidates(&[c, b, a])), Some((0, a)));
+        // The same secret configured twice: the first index.
+        let twice = keys_of(&[b"a", b"a"]);
+        let mut set = twice.begin(&[b"t."]);
+        set.update(b"body");
+        assert_eq!(set.finish(&candidates(&[a])), Some((0, a)));
+    }
+
+    #[test]
+    fn every_mac_of_a_set_gets_the_prefix_and_every_update() {
+        let keys = keys_of(&[b"a", b"b", b"c"]);
+        let want = Keys::new(b"c").unwrap().sign(&[b"1600000000.hello world"]);
+        let mut set = keys.begin(&[b"1600000000", b"."]);
+        set.update(b"hello ");
+        set.update(b"");
+        set.update(b"world");
+        assert_eq!(set.finish(&candidates(&[want])), Some((2, want)));
+        // Without the prefix it is another message.
+        let mut set = keys.begin(&[]);
+        set.update(b"hello world");
+        assert_eq!(set.finish(&candidates(&[want])), None);
+    }
+
+    #[test]
+    fn signing_uses_the_first_secret() {
+        let keys = keys_of(&[b"current", b"previous"]);
+        assert_eq!(
+            keys.sign(&[b"x"]),
+            Keys::new(b"current").unwrap().sign(&[b"x"])
+        );
+        assert_ne!(
+            keys.sign(&[b"x"]),
+            Keys::new(b"previous").unwrap().sign(&[b"x"])
+        );
+        assert_eq!(keys.len(), 2);
+    }
+
+    #[test]
+    fn signatures_count_and_keep_what_was_pushed_in_order() {
+        let mut sigs = Signatures::new();
+        assert!(sigs.is_empty());
+        assert_eq!(sigs.len(), 0);
+        assert_eq!(sigs.iter().count(), 0);
+        for i in 0..3u8 {
+            assert!(sigs.push([i; DIGEST_LEN]));
+        }
+        assert!(!sigs.is_empty());
+        assert_eq!(sigs.len(), 3);
+        let kept: Vec<u8> = sigs.iter().map(|s| s[0]).collect();
+        assert_eq!(kept, [0, 1, 2]);
+    }
+
     #[test]
     fn signatures_capacity_is_bounded() {
         let mut sigs = Signatures::new();

@@ -230,6 +230,87 @@ mod tests {
         assert_eq!(collected.to_bytes(), "x");
     }
 
+    /// What a forwarding handler relies on: the size hint is exact (so the request keeps its
+    /// `Content-Length`), and the stream ends only after its last frame, trailers included.
+    #[tokio::test]
+    async fn size_hint_len_and_end_of_stream_follow_what_is_left() {
+        let mut frames = Frames::default();
+        frames.push(Bytes::from_static(b"abc"));
+        frames.push(Bytes::from_static(b"de"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "abc".parse().unwrap());
+        let budget = super::super::BufferBudget::new(5);
+        let mut body = VerifiedBody::new(frames, 5, Some(trailers), budget.permit());
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(body.size_hint().lower(), 5);
+        assert_eq!(body.len(), 5);
+        assert!(!body.is_empty());
+        assert!(!body.is_end_stream());
+        assert_eq!(body.trailers().unwrap()["x-checksum"], "abc");
+
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first, "abc");
+        assert_eq!(body.size_hint().exact(), Some(2));
+        assert_eq!(body.len(), 2);
+        assert!(!body.is_empty());
+        assert!(!body.is_end_stream());
+        assert_eq!(body.to_bytes(), "de", "only what is left");
+        assert_eq!(body.frames().count(), 1);
+
+        let second = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(second, "de");
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.is_empty());
+        assert_eq!(body.to_bytes(), "");
+        assert!(!body.is_end_stream(), "the trailers are still to come");
+        assert_eq!(body.trailers().unwrap()["x-checksum"], "abc");
+
+        let last = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(last["x-checksum"], "abc");
+        assert_eq!(last.len(), 1);
+        assert!(body.is_end_stream());
+        assert!(body.trailers().is_none(), "handed out with the last frame");
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_body_without_trailers_ends_with_its_last_data_frame() {
+        let mut body = VerifiedBody::from_bytes("xyz");
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert_eq!(body.len(), 3);
+        assert!(!body.is_empty());
+        assert!(!body.is_end_stream());
+        assert!(body.trailers().is_none());
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, "xyz");
+        assert!(body.is_end_stream());
+        assert!(body.is_empty());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert!(body.frame().await.is_none());
+    }
+
+    #[test]
+    fn debug_shows_counts_not_bytes() {
+        let mut frames = Frames::default();
+        frames.push(Bytes::from_static(b"top secret "));
+        frames.push(Bytes::from_static(b"payload"));
+        let body = VerifiedBody::new(
+            frames,
+            18,
+            Some(HeaderMap::new()),
+            super::super::BufferBudget::new(18).permit(),
+        );
+        let debug = format!("{body:?}");
+        assert_eq!(debug, "VerifiedBody { len: 18, frames: 2, trailers: true }");
+    }
+
     #[tokio::test]
     async fn empty_body_is_empty() {
         let body = VerifiedBody::from_bytes(Bytes::new());
