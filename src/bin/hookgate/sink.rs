@@ -57,75 +57,10 @@ const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the `/healthz` probe of the directory may take, waiting for an earlier one included.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-// `open(2)` flags std has no name for (and libc is no dependency): never follow a symlink at an
-// event's name, never wait for a FIFO's writer. Elsewhere 0: the file-type checks around every
-// open still refuse whatever is not a regular file, and the time bound still holds.
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-))]
-const O_NOFOLLOW: i32 = 0o400_000;
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    )
-))]
-const O_NOFOLLOW: i32 = 0o100_000;
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    )
-))]
-const O_NONBLOCK: i32 = 0o4_000;
-#[cfg(not(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    )
-)))]
-const O_NOFOLLOW: i32 = 0;
-#[cfg(not(all(
-    any(target_os = "linux", target_os = "android"),
-    any(
-        target_arch = "x86_64",
-        target_arch = "x86",
-        target_arch = "riscv64",
-        target_arch = "s390x",
-        target_arch = "loongarch64",
-        target_arch = "aarch64",
-        target_arch = "arm",
-        target_arch = "powerpc",
-        target_arch = "powerpc64"
-    )
-)))]
-const O_NONBLOCK: i32 = 0;
+// `open(2)` flags std has no name for: never follow a symlink at an event's name, never wait
+// for a FIFO's writer.
+const O_NOFOLLOW: i32 = libc::O_NOFOLLOW;
+const O_NONBLOCK: i32 = libc::O_NONBLOCK;
 
 /// What storing an event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
