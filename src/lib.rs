@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! request ─▶ NormalizeStatus ─▶ client checks ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
-//!             (contract)         (https, ip)      429, pre-auth             400/401/413        503 + Retry-After
+//!             (contract)         (https, ip)      503*, pre-auth            400/401/413        503 + Retry-After
 //! ```
 //!
 //! - `NormalizeStatusLayer` (feature `normalize`), outermost: every outcome, including inner
@@ -22,6 +22,10 @@
 //!   are not on HTTPS or not on the allow-list, with a permanent 403.
 //! - `FailureLimitLayer` and `RateLimitLayer::per_client` (feature `rate-limit`): floods and
 //!   clients that keep failing verification get 429 + `Retry-After` before any body is read.
+//!   (*) A genuine delivery can meet these limits (a sender's few egress addresses are shared
+//!   by all its customers), so under a contract that drops 429 (ElevenLabs) the normalization
+//!   layer answers them with a retryable 503; known senders (`ClientIp::known_senders`) never
+//!   meet them at all.
 //! - [`VerifySignatureLayer`] (feature `signature`, on by default) checks the signature header
 //!   and its timestamp *before* reading any body byte, then reads the body under a size cap, a
 //!   read deadline and a global memory budget while feeding the MAC frame by frame, and hands the

@@ -637,7 +637,16 @@ fn retry_later_rejection<B>(
         return Response::from_parts(parts, ResponseBody::new(body));
     };
     let original = parts.status;
-    let problem = problem.with_status(settings.retry_later_status);
+    let mut problem = problem.with_status(settings.retry_later_status);
+    if problem.retry_after().is_none() {
+        // A retry-later answer says when: the layer's own wait where the problem named none.
+        problem = problem.with_retry_after(settings.retry_after);
+        if let Some(secs) = problem.retry_after_secs() {
+            parts
+                .headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+    }
     parts.status = problem.status();
     parts.extensions.insert(Normalized {
         original: Some(original),
@@ -1506,6 +1515,23 @@ mod tests {
             assert_eq!(body["code"], code.as_str());
             assert_eq!(body["detail"], "from an inner hookgate layer");
         }
+    }
+
+    #[tokio::test]
+    async fn hookgate_retry_later_4xx_without_a_wait_gets_the_layers_retry_after() {
+        let layer = NormalizeStatusLayer::elevenlabs().retry_after(Duration::from_secs(7));
+        let response = answer_with(layer, || {
+            let problem = Problem::new(StatusCode::REQUEST_TIMEOUT, ProblemCode::BODY_TIMEOUT)
+                .into_response::<Full<Bytes>>();
+            let (parts, body) = problem.into_parts();
+            Response::from_parts(parts, Full::new(futures_body(body)))
+        })
+        .await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let body: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
+        assert_eq!(body["retry_after"], 7);
+        assert_eq!(body["code"], "body_timeout");
     }
 
     #[tokio::test]

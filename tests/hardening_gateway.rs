@@ -448,3 +448,75 @@ async fn known_senders_are_never_blocked_or_limited_before_verification() {
     }
     assert!(limited);
 }
+
+#[tokio::test]
+async fn a_body_too_slow_for_its_deadline_gets_a_retryable_503() {
+    let gateway = Gateway::start(&["--body-timeout", "1"]);
+    let body = transcript("slow_body");
+    let mut stream = connect_from([127, 0, 0, 1], gateway.addr).await;
+    let head = format!(
+        "POST /webhooks/elevenlabs HTTP/1.1\r\nhost: x\r\nelevenlabs-signature: {}\r\n\
+         content-length: {}\r\n\r\n",
+        sign(body.as_bytes()).unwrap(),
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    // A slow network is no reason to drop a genuine delivery: 503, not 408, under ElevenLabs.
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(answer.contains("\"code\":\"body_timeout\""), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: "),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
+async fn a_tls_session_that_goes_quiet_after_its_handshake_is_closed() {
+    use std::sync::Arc;
+
+    use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let dir = scratch_dir();
+    std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
+    let gateway = Gateway::start_in(
+        &dir,
+        &[
+            "--tls-cert",
+            "cert.pem",
+            "--tls-key",
+            "key.pem",
+            "--request-head-timeout",
+            "1",
+        ],
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(certified.cert.pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = connect_from([127, 0, 0, 1], gateway.addr).await;
+    let mut tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the handshake succeeds");
+    let started = Instant::now();
+    let mut buf = [0_u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "still open after {:?}",
+        started.elapsed()
+    );
+}

@@ -102,6 +102,14 @@ pub(crate) struct ServeArgs {
     /// Largest body accepted, in bytes.
     #[arg(long, default_value_t = 32 << 20, env = "HOOKGATE_MAX_BODY_BYTES")]
     pub(crate) max_body_bytes: usize,
+    /// Seconds a delivery's whole body has to arrive (then a retryable 503 `body_timeout`).
+    #[arg(
+        long,
+        default_value_t = 30.0,
+        env = "HOOKGATE_BODY_TIMEOUT",
+        value_parser = positive_seconds
+    )]
+    pub(crate) body_timeout: f64,
     /// How old a signed timestamp may be, in seconds.
     #[arg(long, default_value_t = 1800, env = "HOOKGATE_TOLERANCE")]
     pub(crate) tolerance: u64,

@@ -117,6 +117,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     });
     let verify = VerifySignatureLayer::new(scheme)
         .max_body_size(args.max_body_bytes)
+        .body_timeout(Duration::from_secs_f64(args.body_timeout))
         .shared_buffer_budget(budget);
     let destination = match &args.upstream {
         Some(url) => {
