@@ -6,7 +6,7 @@ use std::{
     pin::Pin,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex, Weak,
+        Arc, Mutex,
     },
     task::{ready, Context, Poll},
     time::Instant,
@@ -58,6 +58,8 @@ pub(crate) struct Metrics {
     destination_seconds: Histogram,
     gauges: Vec<(Gauge, GaugeSource)>,
     ready: AtomicBool,
+    /// What `/healthz` asks besides readiness (the sink: can it write now?).
+    health_checks: Mutex<Vec<Arc<dyn HealthCheck>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             destination_seconds,
             gauges,
             ready: AtomicBool::new(false),
+            health_checks: Mutex::new(Vec::new()),
         })
     }
 
@@ -336,36 +339,34 @@ pub(crate) trait HealthCheck: Send + Sync + 'static {
     fn check(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 }
 
-/// The checks `/healthz` runs. Process-wide, so a part registers itself where it is made; held
-/// weakly, so a part dropped is no longer asked.
-static HEALTH_CHECKS: Mutex<Vec<Weak<dyn HealthCheck>>> = Mutex::new(Vec::new());
-
-/// Adds `check` to what `/healthz` asks.
-pub(crate) fn register_health_check(check: Weak<dyn HealthCheck>) {
-    let mut checks = HEALTH_CHECKS.lock().unwrap_or_else(|e| e.into_inner());
-    checks.retain(|check| check.strong_count() > 0);
-    checks.push(check);
-}
-
-/// Runs every registered check; the causes of those failing, one per line.
-async fn health() -> Result<(), String> {
-    let checks: Vec<_> = HEALTH_CHECKS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter_map(Weak::upgrade)
-        .collect();
-    let mut causes = String::new();
-    for check in checks {
-        if let Err(cause) = check.check().await {
-            causes.push_str(&cause);
-            causes.push('\n');
-        }
+impl Metrics {
+    /// Adds `check` to what `/healthz` asks.
+    pub(crate) fn add_health_check(&self, check: Arc<dyn HealthCheck>) {
+        self.health_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(check);
     }
-    if causes.is_empty() {
-        Ok(())
-    } else {
-        Err(causes)
+
+    /// Runs every check; the causes of those failing, one per line.
+    async fn health(&self) -> Result<(), String> {
+        let checks = self
+            .health_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut causes = String::new();
+        for check in checks {
+            if let Err(cause) = check.check().await {
+                causes.push_str(&cause);
+                causes.push('\n');
+            }
+        }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(causes)
+        }
     }
 }
 
@@ -376,7 +377,7 @@ pub(crate) async fn admin(
     request: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match request.uri().path() {
-        "/healthz" if metrics.ready.load(Ordering::Acquire) => match health().await {
+        "/healthz" if metrics.ready.load(Ordering::Acquire) => match metrics.health().await {
             Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
             Err(causes) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", causes),
         },

@@ -149,6 +149,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         read: Box::new(move || open_connections.open() as i64),
     });
     let metrics = Metrics::new(gauges);
+    if let DestinationConfig::Sink(sink) = &destination {
+        metrics.add_health_check(sink.health_check());
+    }
     let factory = StackFactory {
         path: Arc::from(args.path.as_str()),
         verify,

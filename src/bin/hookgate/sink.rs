@@ -40,7 +40,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use tower::Service;
 
-use crate::metrics::{self, HealthCheck};
+use crate::metrics::HealthCheck;
 
 /// Temp files start with this; leftovers of a crash are removed at start.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -131,9 +131,12 @@ impl Sink {
             timeout,
             probe: Arc::default(),
         });
-        let check: Arc<dyn HealthCheck> = shared.clone();
-        metrics::register_health_check(Arc::downgrade(&check));
         Ok(Self { shared })
+    }
+
+    /// What `/healthz` asks of the sink: can an event be written now?
+    pub(crate) fn health_check(&self) -> Arc<dyn HealthCheck> {
+        self.shared.clone()
     }
 
     /// Stores one event durably; returns once its file and name survive a crash, or with an
