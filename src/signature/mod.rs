@@ -55,9 +55,18 @@
 //!    - more bytes than `max_body_size` (chunked bodies, or bodies longer than declared):
 //!      `413 payload_too_large`;
 //!    - not complete within [`body_timeout`](VerifySignatureLayer::body_timeout) of the call:
-//!      `408 body_timeout` (retryable under ElevenLabs' newer rules);
+//!      `408 body_timeout` (a slow network can hit a genuine delivery, so `NormalizeStatusLayer`
+//!      answers it with a retryable `503` under a contract that drops `408`, as ElevenLabs'
+//!      older rules do);
 //!    - the [`BufferBudget`] for all in-flight bodies exhausted: `503 buffer_budget_exhausted`
-//!      with `Retry-After`, because that is our own transient trouble, never the sender's fault;
+//!      with `Retry-After`, because that is our own transient trouble, never the sender's fault.
+//!      The budget is taken **as bytes arrive**, never for a declared `Content-Length`: until
+//!      the MAC is known a request may be forged, and a header with a fresh timestamp costs
+//!      nothing to forge, so reserving what a request merely declares would let a few forged
+//!      connections that send one byte each hold the whole budget. Holding it now costs an
+//!      attacker the bytes themselves, sent within the body deadline; and a body that is
+//!      abandoned or too slow (`body_timeout`, `body_unreadable`) counts as a failed
+//!      verification for `FailureLimitLayer`, so a client that keeps doing it is blocked;
 //!    - the body stream fails (client broke off, bad framing): `400 body_unreadable`.
 //! 3. **The MAC is compared**, in constant time, with every signature in the header under
 //!    every configured secret. No match: `401 signature_mismatch`.
@@ -71,7 +80,10 @@
 //!
 //! - **Body size.** The default cap is 32 MiB per body and the default budget 256 MiB for all
 //!   bodies in flight. Set the budget from the memory you can spare, and keep it at least as
-//!   large as the per-body cap.
+//!   large as the per-body cap. What is left to an attacker: really uploading forged bytes as
+//!   fast as the budget drains (256 MiB per 30 s body deadline, about 9 MiB/s) keeps bodies
+//!   answered `503` (retryable) while it lasts; a shorter body deadline or a smaller cap raises
+//!   that rate.
 //! - **Replays.** ElevenLabs signs only the timestamp and the body, so within the tolerance a
 //!   captured delivery verifies again. Deduplicate on the event id or on
 //!   [`Verified::signature`](crate::Verified::signature).
