@@ -299,8 +299,6 @@ pub(crate) struct Activity {
     /// Milliseconds after `opened` when the last request ended (0: none yet).
     last_ended_ms: AtomicU64,
     requests: AtomicU64,
-    /// Woken when a request ends: the idle deadline has moved.
-    ended: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -310,7 +308,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ended_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
-            ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -326,11 +323,6 @@ impl Activity {
         }
         let ended = Duration::from_millis(self.last_ended_ms.load(Ordering::Acquire));
         Some(self.opened + ended + idle)
-    }
-
-    /// Completes when a request ends after this call (or already did since the last wait).
-    pub(crate) async fn request_ended(&self) {
-        self.ended.notified().await;
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
@@ -351,8 +343,6 @@ impl Drop for InFlight {
             .last_ended_ms
             .fetch_max(elapsed.max(1), Ordering::AcqRel);
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // `notify_one` keeps a permit when nobody waits, so an end is never missed.
-        self.0.ended.notify_one();
     }
 }
 

@@ -54,8 +54,11 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2: how often an idle connection is pinged, and how long the answer may take.
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a connection being closed (idle, or at shutdown) may take to finish.
+/// How long a connection closed for idleness may take to finish.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// At shutdown, connections are bounded by the worker's grace period; this only keeps the
+/// timer from firing first.
+const SHUTDOWN_BOUND: Duration = Duration::from_secs(365 * 86_400);
 /// Descriptors kept free of connections: sink files, upstream connections, the admin port,
 /// and the connections being refused.
 const RESERVED_DESCRIPTORS: usize = 64 + REFUSALS_AT_ONCE;
@@ -471,44 +474,47 @@ impl Connection {
             .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
         let mut connection = pin!(builder.serve_connection(io, service));
-        // Set once the connection is asked to close: it then has CLOSE_GRACE (idle) or the
+        // One timer per connection, never touched by a request: it wakes at the earliest the
+        // connection could be due and looks then. A deadline only moves later while requests
+        // come and go (the first after `min(request head, idle)`), so it is re-armed at most
+        // once per idle period, not once per request.
+        let deadlines = self.deadlines;
+        let timer = tokio::time::sleep(deadlines.request_head.min(deadlines.idle));
+        let mut timer = pin!(timer);
+        // Once set, the connection was asked to close: it has CLOSE_GRACE (idle) or the
         // worker's grace (shutdown) to finish what is in flight.
-        let mut closing = None;
+        let mut closing = false;
         let result = loop {
-            let idle_at = activity.idle_deadline(self.deadlines.request_head, self.deadlines.idle);
             tokio::select! {
                 result = connection.as_mut() => break result,
-                _ = self.stopped.wait_for(|stop| *stop), if closing.is_none() => {
+                _ = self.stopped.wait_for(|stop| *stop), if !closing => {
                     connection.as_mut().graceful_shutdown();
-                    closing = Some(tokio::time::Instant::now() + Duration::from_secs(86_400));
+                    closing = true;
+                    timer.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_BOUND);
                 }
-                () = sleep_until(idle_at), if closing.is_none() && idle_at.is_some() => {
-                    // The deadline may have moved while we slept (a request came and went).
-                    let still = activity.idle_deadline(self.deadlines.request_head, self.deadlines.idle);
-                    if still.is_some_and(|at| at <= std::time::Instant::now()) {
-                        tracing::debug!(%peer, "closing an idle connection");
-                        connection.as_mut().graceful_shutdown();
-                        closing = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                () = timer.as_mut() => {
+                    if closing {
+                        tracing::debug!(%peer, "connection did not close in time; dropping it");
+                        return;
                     }
-                }
-                () = activity.request_ended(), if closing.is_none() => {}
-                () = tokio::time::sleep_until(closing.unwrap_or_else(tokio::time::Instant::now)), if closing.is_some() => {
-                    tracing::debug!(%peer, "connection did not close in time; dropping it");
-                    return;
+                    let now = std::time::Instant::now();
+                    match activity.idle_deadline(deadlines.request_head, deadlines.idle) {
+                        Some(at) if at <= now => {
+                            tracing::debug!(%peer, "closing an idle connection");
+                            connection.as_mut().graceful_shutdown();
+                            closing = true;
+                            timer.as_mut().reset((now + CLOSE_GRACE).into());
+                        }
+                        Some(at) => timer.as_mut().reset(at.into()),
+                        // A request in flight: its own deadlines bound it; look again later.
+                        None => timer.as_mut().reset((now + deadlines.idle).into()),
+                    }
                 }
             }
         };
         if let Err(error) = result {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
-    }
-}
-
-/// Sleeps until `at` (forever for `None`).
-async fn sleep_until(at: Option<std::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 
