@@ -520,3 +520,20 @@ async fn a_tls_session_that_goes_quiet_after_its_handshake_is_closed() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_trusted_proxy_without_a_forwarding_header_is_served_as_itself_and_warned_about_once() {
+    let gateway = Gateway::start(&["--trusted-proxy", "127.0.0.1"]);
+    for n in 0..20 {
+        // No X-Forwarded-For: a health check, or a proxy configured without it.
+        let body = transcript(&format!("via_proxy_{n}"));
+        let answer = post(&gateway.url(), sign(body.as_bytes()), body).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.code());
+    }
+    let warnings = gateway
+        .logs()
+        .iter()
+        .filter(|line| line.contains("nearest trusted hop"))
+        .count();
+    assert_eq!(warnings, 1, "{:#?}", gateway.logs());
+}
