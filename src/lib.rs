@@ -48,7 +48,7 @@
 //! | `axum` | `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
 //! | `full` | every library feature |
 //! | `cli` | the `hookgate` gateway binary |
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod body;
 pub mod elevenlabs;
