@@ -136,6 +136,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn capacity_and_use_are_reported() {
+        let budget = BufferBudget::new(100);
+        assert_eq!(budget.capacity(), 100);
+        let mut permit = budget.permit();
+        assert!(permit.cover(30));
+        assert_eq!(budget.in_use(), 30);
+        assert_eq!(
+            format!("{budget:?}"),
+            "BufferBudget { capacity: 100, in_use: 30 }"
+        );
+        assert_eq!(format!("{permit:?}"), "BudgetPermit { reserved: 30 }");
+    }
+
+    #[test]
     fn permits_take_and_give_back() {
         let budget = BufferBudget::new(100);
         let mut a = budget.permit();
