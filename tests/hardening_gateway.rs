@@ -44,15 +44,7 @@ async fn deliver_from(from: [u8; 4], gateway: &Gateway, body: &str) -> Answer {
         .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
-    }
+    Answer::read(sender.send_request(request).await.unwrap()).await
 }
 
 /// Reads until the peer closes (or `within` passes); what was read, and whether it closed.

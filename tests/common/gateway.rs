@@ -201,14 +201,20 @@ pub async fn post(url: &str, signature: Option<String>, body: impl Into<Bytes>) 
 /// Sends `request` on a fresh client and reads the whole answer.
 pub async fn exchange(request: Request<Full<Bytes>>) -> Answer {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let response = client.request(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        headers,
-        body,
+    Answer::read(client.request(request).await.unwrap()).await
+}
+
+impl Answer {
+    /// Reads the whole of `response`.
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        Self {
+            status,
+            headers,
+            body,
+        }
     }
 }
 
