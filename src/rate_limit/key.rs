@@ -468,16 +468,10 @@ impl KeyExtractor for ClientIp {
 /// the operator should know about without a log line per request.
 fn warn_fallback(why: &'static str, nearest: IpAddr) {
     static LAST: AtomicU64 = AtomicU64::new(0);
-    const INTERVAL_SECS: u64 = 60;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    if (last == 0 || now >= last + INTERVAL_SECS)
-        && LAST
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    if once_per_interval(&LAST, now, 60) {
         tracing::warn!(
             target: "hookgate::rate_limit",
             client = %nearest,
@@ -485,6 +479,16 @@ fn warn_fallback(why: &'static str, nearest: IpAddr) {
              trusted hop (this warning repeats at most once a minute)"
         );
     }
+}
+
+/// Whether an event at `now` (whole seconds, above 0) is the first in `interval` seconds after
+/// the one `last` holds (0: none yet); if so `last` becomes `now`. Of racing callers one wins.
+fn once_per_interval(last: &AtomicU64, now: u64, interval: u64) -> bool {
+    let seen = last.load(Ordering::Relaxed);
+    (seen == 0 || now >= seen.saturating_add(interval))
+        && last
+            .compare_exchange(seen, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Parses CIDRs (`"10.0.0.0/8"`) or single addresses; `what` names the setting in errors.
@@ -751,6 +755,42 @@ mod tests {
         // The other header is never read.
         let map = headers("forwarded", &["for=203.0.113.5"]);
         assert_eq!(key.resolve(ip("10.0.0.1"), &map), Ok(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn the_fallback_warning_is_due_once_per_interval() {
+        let last = AtomicU64::new(0);
+        assert!(once_per_interval(&last, 1_000, 60), "the first is due");
+        assert_eq!(last.load(Ordering::Relaxed), 1_000);
+        assert!(!once_per_interval(&last, 1_000, 60));
+        assert!(!once_per_interval(&last, 1_059, 60));
+        assert!(
+            once_per_interval(&last, 1_060, 60),
+            "due again after the interval"
+        );
+        assert_eq!(last.load(Ordering::Relaxed), 1_060);
+        assert!(!once_per_interval(&last, 1_061, 60));
+        // A clock before the epoch reads 0; it still counts as seen.
+        let last = AtomicU64::new(0);
+        assert!(once_per_interval(&last, 0, 60));
+        assert_eq!(last.load(Ordering::Relaxed), 1);
+        assert!(!once_per_interval(&last, 0, 60));
+    }
+
+    #[test]
+    fn missing_keys_say_why_and_extractors_show_their_settings() {
+        let missing = MissingKey::new("no tenant in the path");
+        assert_eq!(missing.reason(), "no tenant in the path");
+        assert_eq!(missing.to_string(), "no tenant in the path");
+        let key = ClientIp::behind_proxies(["10.0.0.0/8"], ForwardedHeader::Forwarded)
+            .unwrap()
+            .known_senders(["34.67.146.145"])
+            .unwrap();
+        assert_eq!(
+            format!("{key:?}"),
+            "ClientIp { trusted: [10.0.0.0/8], known_senders: [34.67.146.145/32], \
+             header: Forwarded, ipv6_prefix: 64, .. }"
+        );
     }
 
     #[test]
