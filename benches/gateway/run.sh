@@ -67,11 +67,13 @@ nginx_conf proxy "upstream handler { server $UPSTREAM; keepalive 64; }
 
 # One worker, like nginx: the other core runs the generator and the upstream.
 "$HOOKGATE" serve --listen $GATEWAY --upstream "http://$UPSTREAM/" --client-rate 0 --workers 1 \
+  --max-connections-per-client 1000 \
   --log-format json 2>"$WORK/gateway.log" & gateway=$!
 "$FLOOR" --listen $FLOOR_PLAIN --upstream $UPSTREAM --mode plain & floor_plain=$!
 "$FLOOR" --listen $FLOOR_HMAC --upstream $UPSTREAM --mode hmac & floor_hmac=$!
 "$FLOOR" --listen $FLOOR_LAYER --upstream $UPSTREAM --mode layer & floor_layer=$!
 "$HOOKGATE" serve --listen $SINK_GATEWAY --sink-dir "$WORK/events" --client-rate 0 \
+  --max-connections-per-client 1000 \
   --log-format json 2>"$WORK/sink.log" & sink=$!
 pids+=("$gateway" "$floor_plain" "$floor_hmac" "$floor_layer" "$sink")
 sleep 1
