@@ -243,7 +243,8 @@ mod tests {
 
     use super::*;
 
-    // The known vector from the ElevenLabs SDKs' algorithm (shared/reference/elevenlabs-webhooks.md).
+    // The known vector of the ElevenLabs SDKs' algorithm: secret `test_secret`,
+    // `t=1600000000`, the body below.
     const VECTOR_BODY: &[u8] = br#"{"type":"speech_to_text_transcription","event_timestamp":1600000000,"data":{"request_id":"req_123","transcription":{"language_code":"en","language_probability":0.98,"text":"Hello world!","words":[]}}}"#;
     const VECTOR_HEADER: &str =
         "t=1600000000,v0=14b663348e582d020752c7549318c2bcd4db22edeadf4336d667024ec8f72b0c";
