@@ -29,7 +29,7 @@ use prometheus_client::{
 };
 use tower::{Layer, Service};
 
-use crate::rejection_log::{RejectionLog, Sender};
+use crate::rejection_log::{Client, RejectionLog};
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -222,14 +222,14 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let started = Instant::now();
         request.extensions_mut().insert(Arrived(started));
-        // Only the peer is copied: the client is resolved if the answer is a rejection.
-        let sender = self.rejections.sender(&request);
+        // Named now, while the request is at hand; only a rejection uses it.
+        let client = self.rejections.client_of(&request);
         RecordFuture {
             future: self.inner.call(request),
             metrics: self.metrics.clone(),
             rejections: self.rejections.clone(),
             started,
-            sender,
+            client,
         }
     }
 }
@@ -242,7 +242,7 @@ pin_project! {
         metrics: Arc<Metrics>,
         rejections: Arc<RejectionLog>,
         started: Instant,
-        sender: Sender,
+        client: Client,
     }
 }
 
@@ -256,7 +256,8 @@ where
         let this = self.project();
         let Ok(response) = ready!(this.future.poll(cx));
         if let Some(code) = this.metrics.record(&response, *this.started) {
-            this.rejections.record(code, response.status(), this.sender);
+            this.rejections
+                .record(code, response.status(), *this.client);
         }
         Poll::Ready(Ok(response))
     }

@@ -7,9 +7,9 @@
 //!
 //! An interval opens with the first rejection after a quiet one and is flushed by one task per
 //! process when it ends (or by the next rejection, should that come first). Only answers
-//! carrying a [`ProblemCode`] come here: an accepted delivery costs the [`Sender`] its request
-//! leaves behind (the socket peer, copied) and nothing more. No line holds a header's value: no
-//! signature, no secret.
+//! carrying a [`ProblemCode`] come here: an accepted delivery costs naming its client (as the
+//! limiters do, from the socket peer and trusted proxies' header) and nothing more. No line
+//! holds a header's value: no signature, no secret.
 
 use std::{
     collections::HashMap,
@@ -21,32 +21,14 @@ use std::{
 
 use hookgate::{
     problem::ProblemCode,
-    rate_limit::{ClientIp, ForwardedHeader},
+    rate_limit::{ClientIp, KeyExtractor},
 };
-use http::{header::FORWARDED, HeaderMap, HeaderName, HeaderValue, Request, StatusCode};
+use http::{Request, StatusCode};
 use tokio::sync::Notify;
 
 /// The (problem code, client) pairs counted per interval; rejections of further pairs are
 /// counted by code alone.
 pub(crate) const MAX_PAIRS: usize = 1024;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// What the gateway keeps of a request to name its client should the answer be a rejection;
-/// the client is resolved only then.
-#[derive(Clone, Debug)]
-pub(crate) enum Sender {
-    /// No socket peer address in the request.
-    Unknown,
-    /// The socket peer and, when it is a trusted proxy, its forwarding header line (one at
-    /// most: a shared copy of the received bytes).
-    Peer {
-        ip: IpAddr,
-        forwarded: Option<HeaderValue>,
-    },
-    /// Resolved at once: a trusted proxy sent several forwarding header lines.
-    Resolved(Option<IpAddr>),
-}
 
 /// A rejected client, as the gateway's [`ClientIp`] finds it (IPv6 by prefix), or unidentified.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -244,35 +226,13 @@ impl RejectionLog {
         }
     }
 
-    /// What to keep of `request` to name its client later.
-    pub(crate) fn sender<B>(&self, request: &Request<B>) -> Sender {
-        let Some(peer) = self.client_ip.peer_addr(request.extensions()) else {
-            return Sender::Unknown;
-        };
-        let ip = peer.ip();
-        if !self.client_ip.is_trusted_proxy(ip) {
-            return Sender::Peer {
-                ip,
-                forwarded: None,
-            };
-        }
-        let resolved = || Sender::Resolved(self.client_ip.resolve(ip, request.headers()).ok());
-        let Some(name) = self.forwarded_name() else {
-            return resolved();
-        };
-        let mut lines = request.headers().get_all(name).iter();
-        match (lines.next(), lines.next()) {
-            (line, None) => Sender::Peer {
-                ip,
-                forwarded: line.cloned(),
-            },
-            _ => resolved(),
-        }
+    /// The client of `request`, as the gateway's limiters key it.
+    pub(crate) fn client_of<B>(&self, request: &Request<B>) -> Client {
+        Client(self.client_ip.extract(request).ok())
     }
 
-    /// Logs a rejection of `sender`'s request, at once or counted into the interval's line.
-    pub(crate) fn record(&self, code: ProblemCode, status: StatusCode, sender: &Sender) {
-        let client = self.client(sender);
+    /// Logs a rejection of `client`'s request, at once or counted into the interval's line.
+    pub(crate) fn record(&self, code: ProblemCode, status: StatusCode, client: Client) {
         let mut lines = Vec::new();
         let opened = self
             .lock()
@@ -308,29 +268,6 @@ impl RejectionLog {
     fn lock(&self) -> MutexGuard<'_, Window> {
         // Counting never panics half-way; a poisoned lock still holds sound counts.
         self.window.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn client(&self, sender: &Sender) -> Client {
-        match sender {
-            Sender::Unknown => Client(None),
-            Sender::Resolved(ip) => Client(*ip),
-            Sender::Peer { ip, forwarded } => {
-                let mut headers = HeaderMap::new();
-                if let (Some(value), Some(name)) = (forwarded, self.forwarded_name()) {
-                    headers.insert(name, value.clone());
-                }
-                Client(self.client_ip.resolve(*ip, &headers).ok())
-            }
-        }
-    }
-
-    /// The forwarding header the trusted proxies write, when known here.
-    fn forwarded_name(&self) -> Option<HeaderName> {
-        match self.client_ip.forwarded_header() {
-            ForwardedHeader::XForwardedFor => Some(X_FORWARDED_FOR),
-            ForwardedHeader::Forwarded => Some(FORWARDED),
-            _ => None,
-        }
     }
 }
 
@@ -372,6 +309,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use hookgate::rate_limit::ForwardedHeader;
+    use http::HeaderValue;
 
     use super::*;
 
@@ -478,42 +416,24 @@ mod tests {
 
     #[test]
     fn clients_are_named_as_the_gateways_client_ip_finds_them() {
-        use hookgate::rate_limit::KeyExtractor;
-
         let direct = RejectionLog::new(ClientIp::peer(), Duration::from_secs(1), MAX_PAIRS);
         let behind = RejectionLog::new(
             ClientIp::behind_proxies(["10.0.0.0/8"], ForwardedHeader::XForwardedFor).unwrap(),
             Duration::from_secs(1),
             MAX_PAIRS,
         );
-        let name = |log: &RejectionLog, request: &Request<()>| {
-            let named = log.client(&log.sender(request));
-            // Always the client the limiters key the request by.
-            assert_eq!(named, Client(log.client_ip.extract(request).ok()));
-            named.to_string()
-        };
+        let name = |log: &RejectionLog, request: &Request<()>| log.client_of(request).to_string();
 
         let spoofed = request(Some([198, 51, 100, 4]), &["203.0.113.9"]);
         assert_eq!(name(&direct, &spoofed), "198.51.100.4");
         assert_eq!(name(&behind, &spoofed), "198.51.100.4");
 
         let proxied = request(Some([10, 0, 0, 2]), &["6.6.6.6, 203.0.113.9, 10.0.0.7"]);
-        assert!(matches!(
-            behind.sender(&proxied),
-            Sender::Peer {
-                forwarded: Some(_),
-                ..
-            }
-        ));
         assert_eq!(name(&behind, &proxied), "203.0.113.9");
         assert_eq!(name(&direct, &proxied), "10.0.0.2");
 
         let two_lines = request(Some([10, 0, 0, 2]), &["203.0.113.9", "10.0.0.7"]);
-        assert!(matches!(behind.sender(&two_lines), Sender::Resolved(_)));
         assert_eq!(name(&behind, &two_lines), "203.0.113.9");
-
-        name(&behind, &request(Some([10, 0, 0, 2]), &[]));
-        name(&behind, &request(Some([10, 0, 0, 2]), &["unknown"]));
         assert_eq!(name(&direct, &request(None, &[])), "unidentified");
     }
 }
