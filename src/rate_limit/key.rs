@@ -456,9 +456,9 @@ impl KeyExtractor for ClientIp {
     fn is_known_sender(&self, key: &IpAddr) -> bool {
         // IPv6 keys are prefixes (`ipv6_prefix`): a known sender narrower than the prefix is
         // matched by the prefix its addresses are keyed by.
-        self.known_senders
-            .iter()
-            .any(|net| net.contains(key) || self.group(net.network()) == *key)
+        self.known_senders.iter().any(|net| {
+            net.contains(key) || (matches!(net, IpNet::V6(_)) && self.group(net.network()) == *key)
+        })
     }
 }
 
