@@ -17,7 +17,7 @@ use bytes::Bytes;
 use criterion::{criterion_main, Criterion, Throughput};
 use hookgate::rate_limit::{ClientIp, MemoryStore, Rate, RateLimitLayer};
 use http::{Request, Response};
-use http_body_util::Empty;
+use http_body_util::{Empty, Full};
 use tower::{service_fn, Layer, Service};
 
 fn nz(n: u32) -> NonZeroU32 {
@@ -90,7 +90,7 @@ fn layer_call(c: &mut Criterion) {
     let peer = SocketAddr::from(([203, 0, 113, 7], 40_000));
     let handler = || {
         service_fn(|_req: Request<Empty<Bytes>>| {
-            ready(Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())))
+            ready(Ok::<_, Infallible>(Response::new(Full::<Bytes>::default())))
         })
     };
 
@@ -127,7 +127,7 @@ fn layer_call(c: &mut Criterion) {
     // exists before the layer adds its two headers).
     let typed = || {
         service_fn(|_req: Request<Empty<Bytes>>| {
-            let mut response = Response::new(Empty::<Bytes>::new());
+            let mut response = Response::new(Full::<Bytes>::default());
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/json"),

@@ -25,7 +25,7 @@ use hookgate::{
 };
 use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use sha2::Sha256;
 use tower::{Service, ServiceExt};
 use tower_layer::Layer;
@@ -85,8 +85,8 @@ fn split(body: &Bytes) -> VecDeque<Bytes> {
         .collect()
 }
 
-async fn ok(_: Request<VerifiedBody>) -> Result<Response<Empty<Bytes>>, Infallible> {
-    Ok(Response::new(Empty::new()))
+async fn ok(_: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(Response::new(Full::default()))
 }
 
 fn verify(c: &mut Criterion) {

@@ -1,5 +1,44 @@
-//! The response body every hookgate layer answers with: the inner service's body, or a
-//! problem+json body the layer wrote itself.
+//! Response bodies: what a hookgate layer needs from the inner service's body to write its own
+//! answers into it.
+//!
+//! hookgate's layers do not wrap the inner service's body: a layer's response is the inner
+//! service's `Response<B>`, and a rejection is a `B` made from the problem's bytes through
+//! [`ProblemBody`]. So a stack of layers has the handler's own body type, and tower's
+//! [`option_layer`] and `Either` compose them like any other layer:
+//!
+//! ```
+//! # #[cfg(feature = "rate-limit")] {
+//! use std::convert::Infallible;
+//!
+//! use bytes::Bytes;
+//! use hookgate::{
+//!     rate_limit::{ClientIp, Rate}, scheme::ElevenLabs, signature::VerifiedBody, RateLimitLayer,
+//!     VerifySignatureLayer,
+//! };
+//! use http::{Request, Response};
+//! use http_body_util::Full;
+//! use tower::{service_fn, ServiceBuilder};
+//!
+//! let limit = std::env::var("NO_LIMIT").is_err().then(|| {
+//!     RateLimitLayer::per_client(Rate::per_second(5.try_into().unwrap()), ClientIp::peer())
+//!         .unwrap()
+//! });
+//! let service = ServiceBuilder::new()
+//!     .option_layer(limit)
+//!     .layer(VerifySignatureLayer::new(ElevenLabs::new("secret").unwrap()))
+//!     .service(service_fn(|_request: Request<VerifiedBody>| async {
+//!         Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("ok")))
+//!     }));
+//! # fn is_service<S: tower::Service<Request<Full<Bytes>>>>(_: &S) {}
+//! # is_service(&service);
+//! # }
+//! ```
+//!
+//! A body type of your own implements [`ProblemBody`] in one line; a body type you do not own
+//! (hyper's `Incoming`, a proxy's) is wrapped once in [`ResponseBody`], which implements it for
+//! any body.
+//!
+//! [`option_layer`]: https://docs.rs/tower/latest/tower/builder/struct.ServiceBuilder.html#method.option_layer
 
 use std::{
     fmt,
@@ -9,11 +48,74 @@ use std::{
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{
+    combinators::{BoxBody, UnsyncBoxBody},
+    BodyExt, Full,
+};
 use pin_project_lite::pin_project;
 
+/// A response body a hookgate layer can write its own answer into: the complete
+/// `application/problem+json` document (or, for a gRPC client, nothing: the status travels in
+/// the headers).
+///
+/// Implemented for the bodies handlers commonly return ([`Full<Bytes>`], `String`,
+/// http-body-util's boxed bodies, axum's body with the `axum` feature, tonic's with the `tonic`
+/// feature) and for [`ResponseBody`], the adapter for any other body.
+pub trait ProblemBody {
+    /// The body holding exactly `bytes`.
+    fn from_problem(bytes: Bytes) -> Self;
+}
+
+impl ProblemBody for Full<Bytes> {
+    fn from_problem(bytes: Bytes) -> Self {
+        Full::new(bytes)
+    }
+}
+
+impl ProblemBody for String {
+    fn from_problem(bytes: Bytes) -> Self {
+        // Problem bodies are JSON written by hookgate: always UTF-8.
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl<E> ProblemBody for BoxBody<Bytes, E> {
+    fn from_problem(bytes: Bytes) -> Self {
+        BoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+    }
+}
+
+impl<E> ProblemBody for UnsyncBoxBody<Bytes, E> {
+    fn from_problem(bytes: Bytes) -> Self {
+        UnsyncBoxBody::new(Full::new(bytes).map_err(|never| match never {}))
+    }
+}
+
+#[cfg(feature = "axum")]
+impl ProblemBody for axum::body::Body {
+    fn from_problem(bytes: Bytes) -> Self {
+        axum::body::Body::from(bytes)
+    }
+}
+
+#[cfg(feature = "tonic")]
+impl ProblemBody for tonic::body::Body {
+    fn from_problem(bytes: Bytes) -> Self {
+        tonic::body::Body::new(Full::new(bytes))
+    }
+}
+
+impl<B> ProblemBody for ResponseBody<B> {
+    fn from_problem(bytes: Bytes) -> Self {
+        Self::problem(bytes)
+    }
+}
+
 pin_project! {
-    /// Response body of hookgate's layers: either the inner service's body, passed through
-    /// untouched, or a complete `application/problem+json` body written by a layer.
+    /// Adapts any body to hookgate's layers: either the inner service's body, passed through
+    /// untouched, or a complete `application/problem+json` body written by a layer. Wrap a body
+    /// type that does not implement [`ProblemBody`] once, innermost (for instance with
+    /// `tower::ServiceBuilder::map_response(|r: Response<B>| r.map(ResponseBody::new))`).
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
@@ -37,7 +139,7 @@ impl<B> ResponseBody<B> {
     }
 
     /// A complete body of the given bytes (a layer's own answer).
-    pub(crate) fn problem(bytes: Bytes) -> Self {
+    fn problem(bytes: Bytes) -> Self {
         Self {
             // An empty body yields no frame at all (a gRPC trailers-only answer).
             kind: Kind::Problem {
@@ -107,7 +209,7 @@ impl<B> fmt::Debug for ResponseBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Full};
+    use http_body_util::Empty;
 
     #[tokio::test]
     async fn inner_body_passes_through() {
@@ -119,10 +221,40 @@ mod tests {
 
     #[tokio::test]
     async fn problem_body_yields_its_bytes_once() {
-        let body = ResponseBody::<Full<Bytes>>::problem(Bytes::from_static(b"{}"));
+        let body = ResponseBody::<Empty<Bytes>>::from_problem(Bytes::from_static(b"{}"));
         assert!(body.is_problem());
         assert_eq!(body.size_hint().exact(), Some(2));
         assert!(!body.is_end_stream());
         assert_eq!(body.collect().await.unwrap().to_bytes(), "{}");
+    }
+}
+
+#[cfg(test)]
+mod problem_body_tests {
+    use super::*;
+
+    async fn bytes_of<B: Body<Data = Bytes>>(body: B) -> Bytes
+    where
+        B::Error: fmt::Debug,
+    {
+        body.collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn every_shipped_body_holds_the_problem_bytes() {
+        let json = Bytes::from_static(br#"{"code":"x"}"#);
+        assert_eq!(bytes_of(Full::from_problem(json.clone())).await, json);
+        assert_eq!(bytes_of(String::from_problem(json.clone())).await, json);
+        assert_eq!(
+            bytes_of(BoxBody::<Bytes, std::io::Error>::from_problem(json.clone())).await,
+            json
+        );
+        assert_eq!(
+            bytes_of(UnsyncBoxBody::<Bytes, std::io::Error>::from_problem(
+                json.clone()
+            ))
+            .await,
+            json
+        );
     }
 }

@@ -47,23 +47,21 @@
 //!   the sender's addresses, not the proxy's.
 
 use std::{
-    future::Future,
     net::IpAddr,
-    pin::Pin,
     sync::Arc,
-    task::{ready, Context, Poll},
+    task::{Context, Poll},
 };
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use ipnet::IpNet;
-use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    body::ResponseBody,
+    body::ProblemBody,
     elevenlabs::EGRESS_IPS,
-    problem::{is_grpc, Problem, ProblemCode},
+    future::ResponseFuture,
+    problem::{Problem, ProblemCode, ResponseForm},
     rate_limit::{key::parse_networks, ClientIp, ForwardedHeader, KeyExtractor},
     ConfigError,
 };
@@ -161,10 +159,11 @@ pub struct AllowIp<S> {
 impl<S, B, ResBody> Service<Request<B>> for AllowIp<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -189,7 +188,7 @@ where
                 .with_detail("the receiver could not tell which client sent the request")
             }
         };
-        ResponseFuture::rejected(problem, request.headers())
+        ResponseFuture::answered(problem.into_response_for(ResponseForm::of(request.headers())))
     }
 }
 
@@ -273,10 +272,11 @@ pub struct RequireHttps<S> {
 impl<S, B, ResBody> Service<Request<B>> for RequireHttps<S>
 where
     S: Service<Request<B>, Response = Response<ResBody>>,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -288,70 +288,7 @@ where
         }
         let problem = Problem::new(StatusCode::FORBIDDEN, ProblemCode::HTTPS_REQUIRED)
             .with_detail("deliveries must be sent over HTTPS");
-        ResponseFuture::rejected(problem, request.headers())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-
-pin_project! {
-    /// Response future of the client checks: the inner service's, or a rejection.
-    pub struct ResponseFuture<F> {
-        #[pin]
-        kind: Kind<F>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<F> {
-        Inner { #[pin] future: F },
-        Rejected { problem: Option<Problem>, grpc: bool },
-    }
-}
-
-impl<F> ResponseFuture<F> {
-    fn inner(future: F) -> Self {
-        Self {
-            kind: Kind::Inner { future },
-        }
-    }
-
-    fn rejected(problem: Problem, headers: &HeaderMap) -> Self {
-        Self {
-            kind: Kind::Rejected {
-                problem: Some(problem),
-                grpc: is_grpc(headers),
-            },
-        }
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = Result<Response<ResponseBody<ResBody>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { future } => {
-                let response = ready!(future.poll(cx))?;
-                Poll::Ready(Ok(response.map(ResponseBody::new)))
-            }
-            KindProj::Rejected { problem, grpc } => {
-                let problem = problem
-                    .take()
-                    .expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(problem.into_response_for(*grpc)))
-            }
-        }
-    }
-}
-
-impl<F> std::fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        ResponseFuture::answered(problem.into_response_for(ResponseForm::of(request.headers())))
     }
 }
 
@@ -380,7 +317,7 @@ mod tests {
         request
     }
 
-    async fn code(response: Response<ResponseBody<String>>) -> (StatusCode, String) {
+    async fn code(response: Response<String>) -> (StatusCode, String) {
         let status = response.status();
         let code = response
             .extensions()

@@ -53,6 +53,7 @@
 pub mod body;
 pub mod elevenlabs;
 mod error;
+pub mod future;
 pub mod problem;
 pub mod scheme;
 

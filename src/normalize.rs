@@ -213,8 +213,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::{
-    body::ResponseBody,
-    problem::{is_grpc, Problem, ProblemCode, RetryLaterProblem},
+    body::ProblemBody,
+    problem::{is_grpc, Problem, ProblemCode, ResponseForm, RetryLaterProblem},
     ConfigError,
 };
 
@@ -438,8 +438,9 @@ impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for NormalizeStatus<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = Infallible;
     type Future = ResponseFuture<S::Future>;
 
@@ -463,18 +464,20 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let form = ResponseForm::of(request.headers());
         if let Some(cause) = self.not_ready.take() {
-            return ResponseFuture::failed(cause, &self.settings);
+            return ResponseFuture::failed(cause, &self.settings, form);
         }
         match catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
             Ok(future) => ResponseFuture {
                 kind: Kind::Inner { future },
                 deadline: self.settings.handler_deadline.map(tokio::time::sleep),
                 settings: self.settings,
+                form,
             },
             Err(payload) => {
                 log_panic(payload, "call");
-                ResponseFuture::failed(NormalizeCause::Panic, &self.settings)
+                ResponseFuture::failed(NormalizeCause::Panic, &self.settings, form)
             }
         }
     }
@@ -489,6 +492,7 @@ pin_project! {
         #[pin]
         deadline: Option<Sleep>,
         settings: Settings,
+        form: ResponseForm,
     }
 }
 
@@ -501,11 +505,12 @@ pin_project! {
 }
 
 impl<F> ResponseFuture<F> {
-    fn failed(cause: NormalizeCause, settings: &Settings) -> Self {
+    fn failed(cause: NormalizeCause, settings: &Settings, form: ResponseForm) -> Self {
         Self {
             kind: Kind::Failed { cause: Some(cause) },
             deadline: None,
             settings: *settings,
+            form,
         }
     }
 }
@@ -527,26 +532,28 @@ impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
+    B: ProblemBody,
 {
-    type Output = Result<Response<ResponseBody<B>>, Infallible>;
+    type Output = Result<Response<B>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let settings: &Settings = this.settings;
+        let form = *this.form;
         let future = match this.kind.project() {
             KindProj::Inner { future } => future,
             KindProj::Failed { cause } => {
                 let cause = cause
                     .take()
                     .expect("ResponseFuture polled after completion");
-                return Poll::Ready(Ok(failure_response(cause, None, None, settings)));
+                return Poll::Ready(Ok(failure_response(cause, None, None, settings, form)));
             }
         };
         match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
-            Ok(Poll::Ready(Ok(response))) => Poll::Ready(Ok(normalize(response, settings))),
+            Ok(Poll::Ready(Ok(response))) => Poll::Ready(Ok(normalize(response, settings, form))),
             Ok(Poll::Ready(Err(error))) => {
                 let cause = error_cause(&error.into(), "response future");
-                Poll::Ready(Ok(failure_response(cause, None, None, settings)))
+                Poll::Ready(Ok(failure_response(cause, None, None, settings, form)))
             }
             Err(payload) => {
                 log_panic(payload, "response future");
@@ -555,6 +562,7 @@ where
                     None,
                     None,
                     settings,
+                    form,
                 )))
             }
             Ok(Poll::Pending) => match this.deadline.as_pin_mut().map(|d| d.poll(cx)) {
@@ -568,6 +576,7 @@ where
                         None,
                         None,
                         settings,
+                        form,
                     )))
                 }
                 _ => Poll::Pending,
@@ -577,16 +586,20 @@ where
 }
 
 /// Applies the contract to a response of the inner service.
-fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<ResponseBody<B>> {
+fn normalize<B: ProblemBody>(
+    response: Response<B>,
+    settings: &Settings,
+    form: ResponseForm,
+) -> Response<B> {
     let status = response.status();
     let code = status.as_u16();
     match code {
         // The fast path: the sender already reads the answer the way the handler meant it.
-        200..=299 if settings.is_success(code) => response.map(ResponseBody::new),
-        400..=499 if !matches!(code, 408 | 425 | 429) => response.map(ResponseBody::new),
-        500..=599 if settings.is_retried(code) => response.map(ResponseBody::new),
-        408 | 425 | 429 if settings.is_retried(code) => response.map(ResponseBody::new),
-        _ if is_grpc(response.headers()) => response.map(ResponseBody::new),
+        200..=299 if settings.is_success(code) => response,
+        400..=499 if !matches!(code, 408 | 425 | 429) => response,
+        500..=599 if settings.is_retried(code) => response,
+        408 | 425 | 429 if settings.is_retried(code) => response,
+        _ if is_grpc(response.headers()) => response,
         // A hookgate layer's own "retry later" (a flood limit, a blocked client, a slow body)
         // under a contract that drops this status: the same problem, answered retryably. Such
         // an answer can reach a genuine delivery, which must never be dropped for it.
@@ -599,7 +612,7 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
                 answer = settings.success_status.as_u16(),
                 "success status rewritten for the sender"
             );
-            let mut response = response.map(ResponseBody::new);
+            let mut response = response;
             *response.status_mut() = settings.success_status;
             response.extensions_mut().insert(Normalized {
                 original: Some(status),
@@ -607,7 +620,7 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
             });
             response
         }
-        300..=399 => failure_response(NormalizeCause::Redirect, Some(status), None, settings),
+        300..=399 => failure_response(NormalizeCause::Redirect, Some(status), None, settings, form),
         408 | 425 | 429 => {
             let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
             failure_response(
@@ -615,6 +628,7 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
                 Some(status),
                 retry_after,
                 settings,
+                form,
             )
         }
         _ => failure_response(
@@ -622,19 +636,20 @@ fn normalize<B>(response: Response<B>, settings: &Settings) -> Response<Response
             Some(status),
             None,
             settings,
+            form,
         ),
     }
 }
 
 /// A hookgate layer's retry-later 4xx, answered with the contract's retry-later status: the same
 /// problem code, detail and headers (`Retry-After`, rate-limit fields), only the status moved.
-fn retry_later_rejection<B>(
+fn retry_later_rejection<B: ProblemBody>(
     response: Response<B>,
     settings: &Settings,
-) -> Response<ResponseBody<B>> {
+) -> Response<B> {
     let (mut parts, body) = response.into_parts();
     let Some(RetryLaterProblem(problem)) = parts.extensions.remove::<RetryLaterProblem>() else {
-        return Response::from_parts(parts, ResponseBody::new(body));
+        return Response::from_parts(parts, body);
     };
     let original = parts.status;
     let mut problem = problem.with_status(settings.retry_later_status);
@@ -658,16 +673,17 @@ fn retry_later_rejection<B>(
         code = problem.code().as_str(),
         "retry-later rejection moved to the contract's retry-later status"
     );
-    Response::from_parts(parts, ResponseBody::problem(problem.to_json()))
+    Response::from_parts(parts, B::from_problem(problem.to_json()))
 }
 
 /// The problem+json answer for `cause`, with the [`Normalized`] extension.
-fn failure_response<B>(
+fn failure_response<B: ProblemBody>(
     cause: NormalizeCause,
     original: Option<StatusCode>,
     inner_retry_after: Option<HeaderValue>,
     settings: &Settings,
-) -> Response<ResponseBody<B>> {
+    form: ResponseForm,
+) -> Response<B> {
     let (status, code) = match cause {
         NormalizeCause::Timeout | NormalizeCause::Deadline => {
             (settings.retry_later_status, ProblemCode::HANDLER_TIMEOUT)
@@ -700,7 +716,7 @@ fn failure_response<B>(
     } else if cause.is_retry_later() {
         problem = problem.with_retry_after(settings.retry_after);
     }
-    let mut response = problem.into_response();
+    let mut response = problem.into_response_for(form);
     if let Some(value) = verbatim_retry_after {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
@@ -839,14 +855,14 @@ impl fmt::Display for NormalizeCause {
 /// ```
 /// use hookgate::normalize::{NormalizeCause, NormalizeStatusLayer, Normalized};
 /// use http::{Request, Response, StatusCode};
-/// use http_body_util::Empty;
+/// use http_body_util::Full;
 /// use bytes::Bytes;
 /// use tower::{Layer, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let shedding = tower::service_fn(|_req: Request<()>| async {
-///     Err::<Response<Empty<Bytes>>, _>(tower::load_shed::error::Overloaded::new())
+///     Err::<Response<Full<Bytes>>, _>(tower::load_shed::error::Overloaded::new())
 /// });
 /// let response = NormalizeStatusLayer::elevenlabs()
 ///     .layer(shedding)
@@ -1210,7 +1226,7 @@ mod tests {
     };
     use tower::{service_fn, ServiceBuilder, ServiceExt};
 
-    type Reply = Response<ResponseBody<Full<Bytes>>>;
+    type Reply = Response<Full<Bytes>>;
 
     fn inner_response(status: u16) -> Response<Full<Bytes>> {
         let mut response = Response::new(Full::new(Bytes::from_static(b"handler body")));
@@ -1285,7 +1301,6 @@ mod tests {
         assert!(response.headers().get("x-handler").is_none());
         assert_eq!(response.extensions().get::<ProblemCode>(), Some(&code));
         assert_eq!(normalized(&response), Some((original, cause)));
-        assert!(response.body().is_problem());
         let json: serde_json::Value = serde_json::from_str(&body_text(response).await).unwrap();
         assert_eq!(json["code"], code.as_str());
         assert_eq!(json["status"], status);
@@ -1300,7 +1315,6 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["x-handler"], "yes");
         assert_eq!(normalized(&response), None);
-        assert!(!response.body().is_problem());
         assert_eq!(body_text(response).await, "handler body");
     }
 
@@ -1564,7 +1578,7 @@ mod tests {
     }
 
     /// The bytes of a problem body, synchronously (a problem body is one ready frame).
-    fn futures_body(body: ResponseBody<Full<Bytes>>) -> Bytes {
+    fn futures_body(body: Full<Bytes>) -> Bytes {
         let mut body = std::pin::pin!(body);
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);

@@ -18,7 +18,7 @@
 //! use http::StatusCode;
 //!
 //! let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
-//!     .into_response::<http_body_util::Empty<bytes::Bytes>>();
+//!     .into_response::<http_body_util::Full<bytes::Bytes>>();
 //! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 //! assert_eq!(response.extensions().get::<ProblemCode>(), Some(&ProblemCode::SIGNATURE_MISMATCH));
 //! assert_eq!(response.headers()["content-type"], "application/problem+json");
@@ -35,7 +35,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
-use crate::body::ResponseBody;
+use crate::body::ProblemBody;
 
 /// The media type of every body hookgate writes itself.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -266,8 +266,8 @@ impl Problem {
 
     /// The complete response: status, `Content-Type: application/problem+json`, `Retry-After`
     /// when set, the JSON body, and the [`ProblemCode`] in the response extensions.
-    pub fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        let mut response = Response::new(ResponseBody::problem(self.to_json()));
+    pub fn into_response<B: ProblemBody>(self) -> Response<B> {
+        let mut response = Response::new(B::from_problem(self.to_json()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
@@ -327,8 +327,8 @@ impl Problem {
     /// The answer for a gRPC client: a trailers-only response (HTTP 200, `grpc-status`,
     /// `grpc-message`), since gRPC clients read the status from there, not from the HTTP
     /// status. The [`ProblemCode`] is in the extensions as with [`into_response`](Self::into_response).
-    pub fn into_grpc_response<B>(self) -> Response<ResponseBody<B>> {
-        let mut response = Response::new(ResponseBody::problem(Bytes::new()));
+    pub fn into_grpc_response<B: ProblemBody>(self) -> Response<B> {
+        let mut response = Response::new(B::from_problem(Bytes::new()));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -353,13 +353,40 @@ impl Problem {
         response
     }
 
-    /// [`into_grpc_response`](Self::into_grpc_response) for gRPC requests, otherwise
-    /// [`into_response`](Self::into_response).
-    pub fn into_response_for<B>(self, grpc: bool) -> Response<ResponseBody<B>> {
-        if grpc {
-            self.into_grpc_response()
+    /// The answer in the form the request's client reads: [`into_grpc_response`] for a gRPC
+    /// request ([`is_grpc`]), otherwise [`into_response`]. Every hookgate layer answers through
+    /// [`ResponseForm`], which is decided here.
+    ///
+    /// [`into_grpc_response`]: Self::into_grpc_response
+    /// [`into_response`]: Self::into_response
+    pub fn into_response_for<B: ProblemBody>(self, form: ResponseForm) -> Response<B> {
+        match form {
+            ResponseForm::Grpc => self.into_grpc_response(),
+            ResponseForm::Http => self.into_response(),
+        }
+    }
+}
+
+/// The form a rejection takes for a request's client: an `application/problem+json` body, or
+/// a gRPC trailers-only answer (gRPC clients read the status from `grpc-status`, not from the
+/// HTTP status). Decided once per request from its headers, kept by a layer that answers
+/// after the request has moved on (verification answers after reading the body).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseForm {
+    /// `application/problem+json` with the problem's HTTP status.
+    Http,
+    /// HTTP 200 with `grpc-status` and `grpc-message`, empty body.
+    Grpc,
+}
+
+impl ResponseForm {
+    /// The form for a request with these headers: gRPC when its content type is gRPC.
+    #[must_use]
+    pub fn of(request_headers: &http::HeaderMap) -> Self {
+        if is_grpc(request_headers) {
+            Self::Grpc
         } else {
-            self.into_response()
+            Self::Http
         }
     }
 }
@@ -410,7 +437,7 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty};
+    use http_body_util::{BodyExt, Full};
 
     #[test]
     fn retry_after_rounds_up_and_is_at_least_one_second() {
@@ -425,7 +452,7 @@ mod tests {
         let response = Problem::new(StatusCode::SERVICE_UNAVAILABLE, ProblemCode::THROTTLED)
             .with_detail("wait \"a bit\"")
             .with_retry_after(Duration::from_millis(2500))
-            .into_response::<Empty<Bytes>>();
+            .into_response::<Full<Bytes>>();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
         assert_eq!(response.headers()[header::RETRY_AFTER], "3");
@@ -447,7 +474,7 @@ mod tests {
     async fn grpc_answers_are_trailers_only_with_a_mapped_status() {
         let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
             .with_detail("100% wrong")
-            .into_grpc_response::<Empty<Bytes>>();
+            .into_grpc_response::<Full<Bytes>>();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["content-type"], "application/grpc");
         assert_eq!(response.headers()["grpc-status"], "16");
@@ -498,7 +525,7 @@ mod tests {
     #[test]
     fn no_retry_after_header_unless_set() {
         let response = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH)
-            .into_response::<Empty<Bytes>>();
+            .into_response::<Full<Bytes>>();
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
         let json: serde_json::Value = serde_json::from_slice(
             &Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH).to_json(),

@@ -20,7 +20,7 @@ use hookgate::{
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use proptest::prelude::*;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 const PLANNED_PANIC: &str = "planned panic";
 
@@ -193,9 +193,13 @@ fn quiet_planned_panics() {
 }
 
 fn run(contract: &SenderContract, outcome: &Outcome) -> Response<ResponseBody<Full<Bytes>>> {
-    let service = NormalizeStatusLayer::new(contract.clone())
-        .handler_deadline(Duration::from_secs(10))
-        .layer(Scripted(outcome.clone()));
+    // The handler's body in the adapter, so an answer tells the handler's body from the layer's.
+    let service = ServiceBuilder::new()
+        .layer(
+            NormalizeStatusLayer::new(contract.clone()).handler_deadline(Duration::from_secs(10)),
+        )
+        .map_response(|response: Response<Full<Bytes>>| response.map(ResponseBody::new))
+        .service(Scripted(outcome.clone()));
     // A paused clock: the deadline fires without a real wait.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

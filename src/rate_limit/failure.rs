@@ -25,8 +25,8 @@ use tower_service::Service;
 
 use super::{service::Rejection, KeyExtractor, MemoryStore, Rate, RateLimitExceeded};
 use crate::{
-    body::ResponseBody,
-    problem::{Problem, ProblemCode},
+    body::ProblemBody,
+    problem::{Problem, ProblemCode, ResponseForm},
     ConfigError,
 };
 
@@ -129,7 +129,7 @@ impl FailurePolicy {
 /// use hookgate::problem::{Problem, ProblemCode};
 /// use hookgate::rate_limit::{ClientIp, FailureLimitLayer, FailurePolicy, Rate};
 /// use http::{Request, StatusCode};
-/// use http_body_util::Empty;
+/// use http_body_util::{Empty, Full};
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -139,7 +139,7 @@ impl FailurePolicy {
 /// // Stands in for the verification layer: every request fails with 401.
 /// let verify = service_fn(|_req: Request<Empty<Bytes>>| async {
 ///     let problem = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH);
-///     Ok::<_, Infallible>(problem.into_response::<Empty<Bytes>>())
+///     Ok::<_, Infallible>(problem.into_response::<Full<Bytes>>())
 /// });
 /// let service = ServiceBuilder::new()
 ///     .layer(FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone()))
@@ -405,8 +405,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     E: KeyExtractor,
     C: Clock,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = FailureResponseFuture<S::Future, E, C>;
 
@@ -437,6 +438,7 @@ where
                 return FailureResponseFuture {
                     kind: FailureKind::Blocked {
                         rejection: Some(rejection),
+                        form: ResponseForm::of(request.headers()),
                     },
                     track: None,
                 };
@@ -479,7 +481,7 @@ pin_project! {
     #[project = FailureKindProj]
     enum FailureKind<F> {
         Inner { #[pin] future: F, exceeded: Option<RateLimitExceeded> },
-        Blocked { rejection: Option<Rejection> },
+        Blocked { rejection: Option<Rejection>, form: ResponseForm },
     }
 }
 
@@ -517,8 +519,9 @@ where
     F: Future<Output = Result<Response<ResBody>, Error>>,
     E: KeyExtractor,
     C: Clock,
+    ResBody: ProblemBody,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, Error>;
+    type Output = Result<Response<ResBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -537,11 +540,11 @@ where
                 if let Some(exceeded) = exceeded.take() {
                     response.extensions_mut().insert(exceeded);
                 }
-                Poll::Ready(Ok(response.map(ResponseBody::new)))
+                Poll::Ready(Ok(response))
             }
-            FailureKindProj::Blocked { rejection } => {
+            FailureKindProj::Blocked { rejection, form } => {
                 let rejection = rejection.take().expect("future polled after completion");
-                Poll::Ready(Ok(rejection.into_response()))
+                Poll::Ready(Ok(rejection.into_response(*form)))
             }
         }
     }

@@ -17,7 +17,7 @@ use super::{
     service::{RateHeaders, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY},
     Check, Decision, KeyExtractor, RateLimitExceeded, RateLimitStore, StoreError,
 };
-use crate::body::ResponseBody;
+use crate::{body::ProblemBody, problem::ResponseForm};
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
@@ -78,6 +78,7 @@ pin_project! {
         },
         Rejected {
             rejection: Option<Rejection>,
+            form: ResponseForm,
         },
         Checking {
             #[pin]
@@ -111,9 +112,10 @@ where
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection) -> Self {
+    pub(crate) fn rejected(rejection: Rejection, form: ResponseForm) -> Self {
         Self::Rejected {
             rejection: Some(rejection),
+            form,
         }
     }
 
@@ -185,7 +187,9 @@ where
                 }
                 Kind::inner(inner.call(request), headers, exceeded)
             }
-            Verdict::Reject(rejection) => Kind::rejected(rejection),
+            Verdict::Reject(rejection) => {
+                Kind::rejected(rejection, ResponseForm::of(self.request.headers()))
+            }
             Verdict::Wait(wait) => Kind::waiting(wait, self),
         }
     }
@@ -204,8 +208,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     E: KeyExtractor,
     St: RateLimitStore<E::Key>,
+    ResBody: ProblemBody,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;
@@ -225,11 +230,11 @@ where
                     if let Some(exceeded) = exceeded.take() {
                         response.extensions_mut().insert(exceeded);
                     }
-                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                    return Poll::Ready(Ok(response));
                 }
-                KindProj::Rejected { rejection } => {
+                KindProj::Rejected { rejection, form } => {
                     let rejection = rejection.take().expect("future polled after completion");
-                    return Poll::Ready(Ok(rejection.into_response()));
+                    return Poll::Ready(Ok(rejection.into_response(*form)));
                 }
                 KindProj::Checking {
                     check,

@@ -16,8 +16,8 @@ use super::{
     Check, Decision, KeyExtractor, OnMissingKey, OnStoreError, RateLimitStore, StoreError,
 };
 use crate::{
-    body::ResponseBody,
-    problem::{retry_after_secs, Problem, ProblemCode},
+    body::ProblemBody,
+    problem::{retry_after_secs, Problem, ProblemCode, ResponseForm},
 };
 
 /// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers-10).
@@ -77,8 +77,8 @@ pub(crate) struct Rejection {
 }
 
 impl Rejection {
-    pub(crate) fn into_response<B>(self) -> Response<ResponseBody<B>> {
-        let mut response = self.problem.into_response();
+    pub(crate) fn into_response<B: ProblemBody>(self, form: ResponseForm) -> Response<B> {
+        let mut response = self.problem.into_response_for(form);
         if let Some((policy, limit)) = self.headers {
             response
                 .headers_mut()
@@ -287,8 +287,9 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     E: KeyExtractor,
     St: RateLimitStore<E::Key>,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S, ReqBody, E, St>;
 
@@ -302,7 +303,10 @@ where
             Ok(key) => key,
             Err(missing) => {
                 return match shared.unidentified(missing.reason()) {
-                    Some(rejection) => ResponseFuture::new(Kind::rejected(rejection)),
+                    Some(rejection) => ResponseFuture::new(Kind::rejected(
+                        rejection,
+                        ResponseForm::of(request.headers()),
+                    )),
                     None => ResponseFuture::new(Kind::inner(self.inner.call(request), None, None)),
                 }
             }
@@ -325,7 +329,10 @@ where
                 }
                 ResponseFuture::new(Kind::inner(self.inner.call(request), headers, exceeded))
             }
-            Verdict::Reject(rejection) => ResponseFuture::new(Kind::rejected(rejection)),
+            Verdict::Reject(rejection) => ResponseFuture::new(Kind::rejected(
+                rejection,
+                ResponseForm::of(request.headers()),
+            )),
             Verdict::Wait(wait) => {
                 let inner = self.take_ready_inner();
                 let deferred = Deferred::new(inner, request, key, &self.shared);

@@ -19,29 +19,23 @@ use super::{
     VerifiedBody,
 };
 use crate::{
-    body::ResponseBody,
-    problem::{Problem, ProblemCode},
+    body::ProblemBody,
+    problem::{Problem, ProblemCode, ResponseForm},
     scheme::Verifier,
 };
 
 pin_project! {
     /// Response future of [`VerifySignature`](super::VerifySignature): reads and verifies the
     /// body, then calls the inner service.
-    pub struct ResponseFuture<S, V, B>
-    where
-        S: Service<Request<VerifiedBody>>,
-    {
+    pub struct ResponseFuture<S, F, V, B> {
         #[pin]
-        state: State<S, V, B>,
+        state: State<S, F, V, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, V, B>
-    where
-        S: Service<Request<VerifiedBody>>,
-    {
+    enum State<S, F, V, B> {
         Reading {
             #[pin]
             body: B,
@@ -52,11 +46,11 @@ pin_project! {
         },
         Calling {
             #[pin]
-            future: S::Future,
+            future: F,
         },
         Rejected {
             problem: Option<Problem>,
-            grpc: bool,
+            form: ResponseForm,
         },
     }
 }
@@ -71,19 +65,16 @@ struct Read<S, V> {
     trailers: Option<HeaderMap>,
     permit: BudgetPermit,
     limits: Limits,
-    grpc: bool,
+    form: ResponseForm,
 }
 
-impl<S, V, B> ResponseFuture<S, V, B>
-where
-    S: Service<Request<VerifiedBody>>,
-{
-    pub(super) fn rejected(problem: Problem, grpc: bool) -> Self {
+impl<S, F, V, B> ResponseFuture<S, F, V, B> {
+    pub(super) fn rejected(problem: Problem, form: ResponseForm) -> Self {
         log_rejection(&problem);
         Self {
             state: State::Rejected {
                 problem: Some(problem),
-                grpc,
+                form,
             },
         }
     }
@@ -94,7 +85,7 @@ where
         verifier: V,
         permit: BudgetPermit,
         limits: Limits,
-        grpc: bool,
+        form: ResponseForm,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -109,7 +100,7 @@ where
                     trailers: None,
                     permit,
                     limits,
-                    grpc,
+                    form,
                 }),
                 deadline: None,
             },
@@ -117,15 +108,16 @@ where
     }
 }
 
-impl<S, V, B, ResBody> Future for ResponseFuture<S, V, B>
+impl<S, V, B, ResBody> Future for ResponseFuture<S, S::Future, V, B>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
     V: Verifier,
     B: Body,
     B::Data: Buf,
     B::Error: std::fmt::Display,
+    ResBody: ProblemBody,
 {
-    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+    type Output = Result<Response<ResBody>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -141,7 +133,7 @@ where
                         .expect("ResponseFuture polled after completion");
                     let outcome = ready!(poll_body(body, state, deadline, cx));
                     let read = read.take().expect("checked above");
-                    let grpc = read.grpc;
+                    let form = read.form;
                     let next = match outcome.and_then(|()| read.verify()) {
                         Ok((mut inner, request)) => State::Calling {
                             future: inner.call(request),
@@ -150,21 +142,20 @@ where
                             log_rejection(&problem);
                             State::Rejected {
                                 problem: Some(problem),
-                                grpc,
+                                form,
                             }
                         }
                     };
                     this.state.set(next);
                 }
                 StateProj::Calling { future } => {
-                    let response = ready!(future.poll(cx))?;
-                    return Poll::Ready(Ok(response.map(ResponseBody::new)));
+                    return future.poll(cx);
                 }
-                StateProj::Rejected { problem, grpc } => {
+                StateProj::Rejected { problem, form } => {
                     let problem = problem
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(problem.into_response_for(*grpc)));
+                    return Poll::Ready(Ok(problem.into_response_for(*form)));
                 }
             }
         }

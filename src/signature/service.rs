@@ -13,8 +13,8 @@ use super::{
     future::ResponseFuture, layer::Limits, BufferBudget, VerifiedBody, VerifySignatureLayer,
 };
 use crate::{
-    body::ResponseBody,
-    problem::{is_grpc, Problem, ProblemCode},
+    body::ProblemBody,
+    problem::{Problem, ProblemCode, ResponseForm},
     Scheme,
 };
 
@@ -82,27 +82,28 @@ where
     ReqBody: Body,
     ReqBody::Data: Buf,
     ReqBody::Error: std::fmt::Display,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, Sch::Verifier, ReqBody>;
+    type Future = ResponseFuture<S, S::Future, Sch::Verifier, ReqBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // gRPC clients read errors from `grpc-status`, so they are answered in that form.
-        let grpc = is_grpc(request.headers());
+        // Decided now: the answer may come after the request's headers have moved on.
+        let form = ResponseForm::of(request.headers());
         // Headers first: a forged flood without a fresh, well-formed header costs no body read.
         let verifier = match self.scheme.begin(request.headers(), SystemTime::now()) {
             Ok(verifier) => verifier,
-            Err(error) => return ResponseFuture::rejected(error.to_problem(), grpc),
+            Err(error) => return ResponseFuture::rejected(error.to_problem(), form),
         };
 
         let declared = request.body().size_hint();
         if declared.lower() > self.limits.max_body_size as u64 {
-            return ResponseFuture::rejected(too_large(self.limits.max_body_size), grpc);
+            return ResponseFuture::rejected(too_large(self.limits.max_body_size), form);
         }
         // Nothing is reserved for a declared length: until the MAC is known, a request may be
         // forged, and a forged header with a fresh `t` costs nothing to make. The budget is
@@ -112,7 +113,7 @@ where
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::reading(request, inner, verifier, permit, self.limits, grpc)
+        ResponseFuture::reading(request, inner, verifier, permit, self.limits, form)
     }
 }
 

@@ -21,7 +21,7 @@ use hmac::{Hmac, Mac as _};
 use hookgate::{scheme::ElevenLabs, signature::VerifiedBody, VerifySignatureLayer};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::Empty;
+use http_body_util::Full;
 use sha2::Sha256;
 use tower_layer::Layer as _;
 use tower_service::Service;
@@ -71,7 +71,7 @@ impl Body for Frames {
 struct Handler;
 
 impl Service<Request<VerifiedBody>> for Handler {
-    type Response = Response<Empty<Bytes>>;
+    type Response = Response<Full<Bytes>>;
     type Error = Infallible;
     type Future = std::future::Ready<Result<Self::Response, Infallible>>;
 
@@ -81,7 +81,7 @@ impl Service<Request<VerifiedBody>> for Handler {
 
     fn call(&mut self, request: Request<VerifiedBody>) -> Self::Future {
         std::hint::black_box(request);
-        std::future::ready(Ok(Response::new(Empty::new())))
+        std::future::ready(Ok(Response::new(Full::default())))
     }
 }
 

@@ -6,8 +6,8 @@
 //!   ─▶ TimeDestination ─▶ sink | upstream
 //! ```
 //!
-//! A layer the flags leave out is a [`Maybe`] in its off state: one branch, no allocation. No
-//! layer boxes its service or its future, so a delivery costs the layers' own work and little
+//! A layer the flags leave out is tower's `Either` in its off state (`option_layer`): one
+//! branch, no allocation. No layer boxes its service or its future, so a delivery costs the layers' own work and little
 //! more (`benches/gateway/run.sh` measures the whole gateway against nginx).
 
 use std::{
@@ -23,10 +23,11 @@ use std::{
 
 use bytes::Bytes;
 use hookgate::{
-    body::ResponseBody,
+    body::{ProblemBody, ResponseBody},
     client_checks::{AllowIpLayer, RequireHttpsLayer},
     elevenlabs::EGRESS_IPS,
-    problem::{Problem, ProblemCode},
+    future::ResponseFuture,
+    problem::{Problem, ProblemCode, ResponseForm},
     rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
     scheme::ElevenLabs,
     signature::VerifiedBody,
@@ -37,7 +38,7 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
-use tower::{Layer, Service, ServiceBuilder};
+use tower::{util::Either, Layer, Service, ServiceBuilder};
 
 use crate::{
     cli::ServeArgs,
@@ -47,8 +48,8 @@ use crate::{
     upstream::{PooledBody, Upstream},
 };
 
-/// A layer the flags may leave out.
-type Optional<L, S> = Maybe<<L as Layer<S>>::Service, S>;
+/// A layer the flags may leave out (`ServiceBuilder::option_layer`).
+type Optional<L, S> = Either<<L as Layer<S>>::Service, S>;
 type Verify = VerifySignature<TimeDestination<Destination>, ElevenLabs>;
 type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, Verify>;
 type FailureLimited = Optional<FailureLimitLayer<ClientIp>, RateLimited>;
@@ -88,10 +89,10 @@ impl StackFactory {
                 path: self.path.clone(),
             })
             .layer(NormalizeStatusLayer::elevenlabs())
-            .layer(MaybeLayer(self.client.require_https.clone()))
-            .layer(MaybeLayer(self.client.allow_ip.clone()))
-            .layer(MaybeLayer(self.client.failure_limit.clone()))
-            .layer(MaybeLayer(self.client.rate_limit.clone()))
+            .option_layer(self.client.require_https.clone())
+            .option_layer(self.client.allow_ip.clone())
+            .option_layer(self.client.failure_limit.clone())
+            .option_layer(self.client.rate_limit.clone())
             .layer(self.verify.clone())
             .layer(TimeDestinationLayer(self.metrics.clone()))
             .service(destination))
@@ -274,11 +275,20 @@ impl Future for DestinationFuture {
 }
 
 pin_project! {
-    /// The answer body of the sink or of the upstream.
+    /// The answer body of the sink or of the upstream; the layers write their own answers into
+    /// it as the sink does.
     #[project = DestinationBodyProj]
     pub(crate) enum DestinationBody {
         Sink { #[pin] body: ResponseBody<Full<Bytes>> },
         Upstream { #[pin] body: ResponseBody<PooledBody> },
+    }
+}
+
+impl ProblemBody for DestinationBody {
+    fn from_problem(bytes: Bytes) -> Self {
+        Self::Sink {
+            body: ResponseBody::from_problem(bytes),
+        }
     }
 }
 
@@ -313,83 +323,6 @@ impl Body for DestinationBody {
     }
 }
 
-/// Applies `L` when configured; otherwise passes requests straight to the inner service.
-#[derive(Clone, Debug)]
-struct MaybeLayer<L>(Option<L>);
-
-impl<L: Layer<S>, S> Layer<S> for MaybeLayer<L> {
-    type Service = Maybe<L::Service, S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        match &self.0 {
-            Some(layer) => Maybe::On(layer.layer(inner)),
-            None => Maybe::Off(inner),
-        }
-    }
-}
-
-/// A hookgate layer's service (`On`), or the service it would have wrapped (`Off`). Either
-/// way the answer body is a [`ResponseBody`], so the stack has one type whatever the flags.
-#[derive(Clone, Debug)]
-pub(crate) enum Maybe<On, Off> {
-    On(On),
-    Off(Off),
-}
-
-impl<On, Off, R, B> Service<R> for Maybe<On, Off>
-where
-    On: Service<R, Response = Response<ResponseBody<B>>>,
-    Off: Service<R, Response = Response<B>, Error = On::Error>,
-{
-    type Response = Response<ResponseBody<B>>;
-    type Error = On::Error;
-    type Future = MaybeFuture<On::Future, Off::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        match self {
-            Self::On(service) => service.poll_ready(cx),
-            Self::Off(service) => service.poll_ready(cx),
-        }
-    }
-
-    fn call(&mut self, request: R) -> Self::Future {
-        match self {
-            Self::On(service) => MaybeFuture::On {
-                future: service.call(request),
-            },
-            Self::Off(service) => MaybeFuture::Off {
-                future: service.call(request),
-            },
-        }
-    }
-}
-
-pin_project! {
-    /// The future of [`Maybe`].
-    #[project = MaybeFutureProj]
-    pub(crate) enum MaybeFuture<On, Off> {
-        On { #[pin] future: On },
-        Off { #[pin] future: Off },
-    }
-}
-
-impl<On, Off, B, E> Future for MaybeFuture<On, Off>
-where
-    On: Future<Output = Result<Response<ResponseBody<B>>, E>>,
-    Off: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = On::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            MaybeFutureProj::On { future } => future.poll(cx),
-            MaybeFutureProj::Off { future } => future
-                .poll(cx)
-                .map(|result| result.map(|response| response.map(ResponseBody::new))),
-        }
-    }
-}
-
 /// Answers only `POST <path>`: anything else is a 404 or 405 problem, before any other work.
 #[derive(Clone, Debug)]
 struct RouteLayer {
@@ -415,23 +348,23 @@ pub(crate) struct Route<S> {
 
 impl<S, B, ResBody> Service<Request<B>> for Route<S>
 where
-    S: Service<Request<B>, Response = Response<ResponseBody<ResBody>>, Error = Infallible>,
+    S: Service<Request<B>, Response = Response<ResBody>, Error = Infallible>,
+    ResBody: ProblemBody,
 {
-    type Response = Response<ResponseBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = Infallible;
-    type Future = RouteFuture<S::Future, ResBody>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        let form = ResponseForm::of(request.headers());
         if request.uri().path() != &*self.path {
             let problem = Problem::new(StatusCode::NOT_FOUND, ProblemCode::NOT_FOUND)
                 .with_detail(format!("deliveries are received at {}", self.path));
-            return RouteFuture::Answer {
-                response: Some(problem.into_response()),
-            };
+            return ResponseFuture::answered(problem.into_response_for(form));
         }
         if request.method() != Method::POST {
             let mut response = Problem::new(
@@ -439,42 +372,13 @@ where
                 ProblemCode::METHOD_NOT_ALLOWED,
             )
             .with_detail("deliveries are POSTed")
-            .into_response();
+            .into_response_for(form);
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return RouteFuture::Answer {
-                response: Some(response),
-            };
+            return ResponseFuture::answered(response);
         }
-        RouteFuture::Inner {
-            future: self.inner.call(request),
-        }
-    }
-}
-
-pin_project! {
-    /// The future of [`Route`]: its own answer, or the inner service's.
-    #[project = RouteFutureProj]
-    pub(crate) enum RouteFuture<F, B> {
-        Answer { response: Option<Response<ResponseBody<B>>> },
-        Inner { #[pin] future: F },
-    }
-}
-
-impl<F, B> Future for RouteFuture<F, B>
-where
-    F: Future<Output = Result<Response<ResponseBody<B>>, Infallible>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            RouteFutureProj::Answer { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("RouteFuture polled after completion"))),
-            RouteFutureProj::Inner { future } => future.poll(cx),
-        }
+        ResponseFuture::inner(self.inner.call(request))
     }
 }
 
@@ -488,14 +392,12 @@ mod tests {
     /// An inner service answering 200 with `inner` as the body.
     fn inner() -> impl Service<
         Request<()>,
-        Response = Response<ResponseBody<Full<Bytes>>>,
+        Response = Response<Full<Bytes>>,
         Error = Infallible,
         Future = impl Send,
     > + Clone {
         service_fn(|_request: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(ResponseBody::new(Full::new(
-                Bytes::from_static(b"inner"),
-            ))))
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
         })
     }
 
@@ -506,9 +408,7 @@ mod tests {
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
-    fn route(
-    ) -> impl Service<Request<()>, Response = Response<ResponseBody<Full<Bytes>>>, Error = Infallible>
-    {
+    fn route() -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> {
         RouteLayer {
             path: Arc::from("/webhooks/elevenlabs"),
         }
@@ -542,44 +442,5 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(response.headers()[header::ALLOW], "POST");
-    }
-
-    /// A layer that answers 403 itself, standing for any hookgate layer.
-    #[derive(Clone)]
-    struct Refuse;
-
-    impl<S> Layer<S> for Refuse {
-        type Service = tower::util::MapResponse<
-            S,
-            fn(Response<Full<Bytes>>) -> Response<ResponseBody<Full<Bytes>>>,
-        >;
-
-        fn layer(&self, inner: S) -> Self::Service {
-            tower::util::MapResponse::new(inner, |_| {
-                Problem::new(StatusCode::FORBIDDEN, ProblemCode::CLIENT_NOT_ALLOWED).into_response()
-            })
-        }
-    }
-
-    fn plain(
-    ) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone
-    {
-        service_fn(|_request: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"inner"))))
-        })
-    }
-
-    #[tokio::test]
-    async fn maybe_applies_the_layer_only_when_configured() {
-        let on = MaybeLayer(Some(Refuse)).layer(plain());
-        let response = on.oneshot(Request::new(())).await.unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert!(response.body().is_problem());
-
-        let off = MaybeLayer(None::<Refuse>).layer(plain());
-        let response = off.oneshot(Request::new(())).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(!response.body().is_problem());
-        assert_eq!(body_of(response).await, "inner");
     }
 }
