@@ -5,6 +5,47 @@ use tower_layer::Layer;
 use super::{BufferBudget, VerifySignature};
 
 /// Applies [`VerifySignature`] to a service: see the [module docs](super).
+///
+/// The handler behind it runs only for genuine, fresh deliveries, and gets the exact bytes
+/// that were signed ([`VerifiedBody`](super::VerifiedBody)) and a
+/// [`Verified`](crate::Verified) extension; everything else is answered here:
+///
+/// ```
+/// use std::convert::Infallible;
+///
+/// use bytes::Bytes;
+/// use hookgate::{scheme::ElevenLabs, signature::VerifiedBody, Verified, VerifySignatureLayer};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let scheme = ElevenLabs::new("whsec_test")?;
+/// let handler = service_fn(|request: Request<VerifiedBody>| async move {
+///     assert!(request.extensions().get::<Verified>().is_some());
+///     let body = request.into_body().to_bytes(); // exactly the signed bytes
+///     Ok::<_, Infallible>(Response::new(Full::new(body)))
+/// });
+/// let service = VerifySignatureLayer::new(scheme.clone())
+///     .max_body_size(1 << 20)
+///     .layer(handler);
+///
+/// let body = r#"{"type":"speech_to_text_transcription","data":{"request_id":"r1"}}"#;
+/// let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+/// let genuine = Request::post("/webhooks/elevenlabs")
+///     .header("elevenlabs-signature", scheme.sign(now, body.as_bytes()))
+///     .body(Full::new(Bytes::from(body)))?;
+/// assert_eq!(service.clone().oneshot(genuine).await?.status(), StatusCode::OK);
+///
+/// let forged = Request::post("/webhooks/elevenlabs")
+///     .header("elevenlabs-signature", format!("t={now},v0={}", "00".repeat(32)))
+///     .body(Full::new(Bytes::from(body)))?;
+/// let refused = service.oneshot(forged).await?;
+/// assert_eq!(refused.status(), StatusCode::UNAUTHORIZED); // signature_mismatch, body unread by the handler
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 #[must_use]
 pub struct VerifySignatureLayer<Sch> {
