@@ -1,7 +1,14 @@
-//! ElevenLabs specifics beyond the signature: the identity of a delivered event and the
-//! published webhook egress addresses.
+//! ElevenLabs specifics beyond the signature: the recommended onion as one layer
+//! ([`ElevenLabsLayer`], features `signature`, `rate-limit` and `normalize`), the identity of a
+//! delivered event and the published webhook egress addresses.
 
 use serde::Deserialize;
+
+#[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
+mod layer;
+
+#[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
+pub use layer::{ElevenLabsLayer, ElevenLabsService};
 
 /// The identity of a delivered ElevenLabs event, read leniently from the body: `data.request_id`
 /// for speech-to-text transcriptions, `data.conversation_id` for conversation events
