@@ -1,0 +1,427 @@
+//! The sender's contract: [`SenderContract`], what a webhook sender does with the event for each
+//! status ([`SenderAction`]), and the statuses the layer answers with.
+
+use std::fmt;
+
+use http::StatusCode;
+
+use crate::ConfigError;
+
+/// What a sender does with an event when the receiver answers a given status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SenderAction {
+    /// The event is delivered; the sender is done.
+    Success,
+    /// The sender retries the event later.
+    Retry,
+    /// The sender retries the event later and slows down its deliveries to this endpoint.
+    Throttle,
+    /// The sender drops the event for good.
+    Drop,
+    /// The sender drops the event and disables the endpoint.
+    Disable,
+}
+
+impl SenderAction {
+    /// Whether the sender delivers the event again ([`Retry`](Self::Retry) or
+    /// [`Throttle`](Self::Throttle)).
+    #[must_use]
+    pub const fn is_retried(self) -> bool {
+        matches!(self, Self::Retry | Self::Throttle)
+    }
+}
+
+/// A set of HTTP statuses 100–599, one bit each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct StatusSet([u64; 8]);
+
+impl StatusSet {
+    const EMPTY: Self = Self([0; 8]);
+
+    pub(super) const fn contains(&self, code: u16) -> bool {
+        if code < 100 || code > 599 {
+            return false;
+        }
+        let i = (code - 100) as usize;
+        self.0[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, code: u16, on: bool) {
+        let i = usize::from(code - 100);
+        if on {
+            self.0[i / 64] |= 1 << (i % 64);
+        } else {
+            self.0[i / 64] &= !(1 << (i % 64));
+        }
+    }
+}
+
+impl fmt::Debug for StatusSet {
+    /// Runs of statuses: `{200-299, 410}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        let mut first = true;
+        let mut code = 100;
+        while code <= 599 {
+            if !self.contains(code) {
+                code += 1;
+                continue;
+            }
+            let start = code;
+            while code < 599 && self.contains(code + 1) {
+                code += 1;
+            }
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            if start == code {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{code}")?;
+            }
+            code += 1;
+        }
+        f.write_str("}")
+    }
+}
+
+/// A webhook sender's retry contract: what it does on each status, and which statuses
+/// [`NormalizeStatusLayer`](super::NormalizeStatusLayer) answers with.
+///
+/// ```
+/// use hookgate::normalize::{SenderAction, SenderContract};
+/// use http::StatusCode;
+///
+/// let elevenlabs = SenderContract::elevenlabs();
+/// assert_eq!(elevenlabs.action_for(StatusCode::OK), SenderAction::Success);
+/// assert_eq!(elevenlabs.action_for(StatusCode::CREATED), SenderAction::Drop);
+/// assert_eq!(elevenlabs.action_for(StatusCode::TOO_MANY_REQUESTS), SenderAction::Drop);
+/// assert_eq!(elevenlabs.action_for(StatusCode::SERVICE_UNAVAILABLE), SenderAction::Retry);
+///
+/// let standard = SenderContract::standard_webhooks();
+/// assert_eq!(standard.action_for(StatusCode::GONE), SenderAction::Disable);
+/// assert_eq!(standard.action_for(StatusCode::GATEWAY_TIMEOUT), SenderAction::Throttle);
+/// assert_eq!(standard.action_for(StatusCode::BAD_REQUEST), SenderAction::Retry);
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SenderContract {
+    name: &'static str,
+    pub(super) success: StatusSet,
+    /// Retried statuses, throttling ones included.
+    pub(super) retried: StatusSet,
+    throttled: StatusSet,
+    disabling: StatusSet,
+    success_status: StatusCode,
+    retry_later_status: StatusCode,
+    failure_status: StatusCode,
+}
+
+impl SenderContract {
+    /// ElevenLabs: only `200` is success (its API calls failures "any non-200 codes"); 5xx is
+    /// retried; every other status drops the event.
+    ///
+    /// Its newer docs also retry `408` and `429`, but only for webhooks that opted in to
+    /// retries, while older docs say 4xx is never retried: the profile takes the reading that
+    /// holds under both, so the layer answers `503` instead of an inner `408`/`425`/`429`.
+    /// The layer answers `200`, `503` (retry later) and `500` (failure).
+    #[must_use]
+    pub fn elevenlabs() -> Self {
+        Self::builder("elevenlabs")
+            .on([200], SenderAction::Success)
+            .on(500..=599, SenderAction::Retry)
+            .build()
+            .expect("the ElevenLabs profile is a valid contract")
+    }
+
+    /// [Standard Webhooks]: 2xx is success, `410 Gone` disables the endpoint, `429`, `502`
+    /// and `504` throttle, every other status (3xx and 4xx included) is a retried failure.
+    /// The layer answers `200`, `503` (retry later) and `500` (failure).
+    ///
+    /// [Standard Webhooks]: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
+    #[must_use]
+    pub fn standard_webhooks() -> Self {
+        Self::builder("standard-webhooks")
+            .on(100..=599, SenderAction::Retry)
+            .on(200..=299, SenderAction::Success)
+            .on([410], SenderAction::Disable)
+            .on([429, 502, 504], SenderAction::Throttle)
+            .build()
+            .expect("the Standard Webhooks profile is a valid contract")
+    }
+
+    /// A contract of your own. It starts with every status dropping the event and answers
+    /// `200`, `503` and `500`; [`SenderContractBuilder::build`] checks that the sender reads
+    /// those answers as success and as retried.
+    ///
+    /// ```
+    /// use hookgate::normalize::{SenderAction, SenderContract};
+    /// use http::StatusCode;
+    ///
+    /// // A sender that retries 5xx and 429, and accepts 200 and 204.
+    /// let contract = SenderContract::builder("acme")
+    ///     .on([200, 204], SenderAction::Success)
+    ///     .on(500..=599, SenderAction::Retry)
+    ///     .on([429], SenderAction::Throttle)
+    ///     .build()?;
+    /// assert_eq!(contract.action_for(StatusCode::NO_CONTENT), SenderAction::Success);
+    ///
+    /// // A contract under which the layer's own 503 would drop the event is refused.
+    /// assert!(SenderContract::builder("broken").on([200], SenderAction::Success).build().is_err());
+    /// # Ok::<(), hookgate::ConfigError>(())
+    /// ```
+    pub fn builder(name: &'static str) -> SenderContractBuilder {
+        SenderContractBuilder {
+            contract: Self {
+                name,
+                success: StatusSet::EMPTY,
+                retried: StatusSet::EMPTY,
+                throttled: StatusSet::EMPTY,
+                disabling: StatusSet::EMPTY,
+                success_status: StatusCode::OK,
+                retry_later_status: StatusCode::SERVICE_UNAVAILABLE,
+                failure_status: StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            invalid: None,
+        }
+    }
+
+    /// The contract's name, e.g. `"elevenlabs"`.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// What the sender does when the receiver answers `status`. Statuses outside 100–599 drop
+    /// the event.
+    #[must_use]
+    pub fn action_for(&self, status: StatusCode) -> SenderAction {
+        let code = status.as_u16();
+        if self.success.contains(code) {
+            SenderAction::Success
+        } else if self.disabling.contains(code) {
+            SenderAction::Disable
+        } else if self.throttled.contains(code) {
+            SenderAction::Throttle
+        } else if self.retried.contains(code) {
+            SenderAction::Retry
+        } else {
+            SenderAction::Drop
+        }
+    }
+
+    /// The status the layer answers when the handler succeeded with a status the sender does
+    /// not count as success. Default `200`.
+    #[must_use]
+    pub fn success_status(&self) -> StatusCode {
+        self.success_status
+    }
+
+    /// The status the layer answers, with `Retry-After`, for timeouts, overload, the deadline
+    /// and handler answers meaning "retry later". Default `503`.
+    #[must_use]
+    pub fn retry_later_status(&self) -> StatusCode {
+        self.retry_later_status
+    }
+
+    /// The status the layer answers for errors, panics, redirects and statuses the sender does
+    /// not retry. Default `500`.
+    #[must_use]
+    pub fn failure_status(&self) -> StatusCode {
+        self.failure_status
+    }
+}
+
+impl Default for SenderContract {
+    fn default() -> Self {
+        Self::elevenlabs()
+    }
+}
+
+impl fmt::Debug for SenderContract {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SenderContract")
+            .field("name", &self.name)
+            .field("success", &self.success)
+            .field("retried", &self.retried)
+            .field("throttled", &self.throttled)
+            .field("disabling", &self.disabling)
+            .field("success_status", &self.success_status.as_u16())
+            .field("retry_later_status", &self.retry_later_status.as_u16())
+            .field("failure_status", &self.failure_status.as_u16())
+            .finish()
+    }
+}
+
+/// Builds a [`SenderContract`]; see [`SenderContract::builder`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SenderContractBuilder {
+    contract: SenderContract,
+    invalid: Option<u16>,
+}
+
+impl SenderContractBuilder {
+    /// The sender does `action` on each of `statuses` (100–599). A later call overrides an
+    /// earlier one for the same status; statuses never mentioned drop the event.
+    pub fn on(mut self, statuses: impl IntoIterator<Item = u16>, action: SenderAction) -> Self {
+        for code in statuses {
+            if !(100..=599).contains(&code) {
+                self.invalid.get_or_insert(code);
+                continue;
+            }
+            let c = &mut self.contract;
+            c.success.set(code, action == SenderAction::Success);
+            c.retried.set(code, action.is_retried());
+            c.throttled.set(code, action == SenderAction::Throttle);
+            c.disabling.set(code, action == SenderAction::Disable);
+        }
+        self
+    }
+
+    /// The status the layer answers for a handler success the sender would not count as one.
+    /// Default `200`.
+    pub fn answer_success_with(mut self, status: StatusCode) -> Self {
+        self.contract.success_status = status;
+        self
+    }
+
+    /// The status the layer answers for "retry later" (timeouts, overload, deadline, handler
+    /// `408`/`425`/`429`). Default `503`.
+    pub fn answer_retry_later_with(mut self, status: StatusCode) -> Self {
+        self.contract.retry_later_status = status;
+        self
+    }
+
+    /// The status the layer answers for failures (errors, panics, redirects). Default `500`.
+    pub fn answer_failure_with(mut self, status: StatusCode) -> Self {
+        self.contract.failure_status = status;
+        self
+    }
+
+    /// The contract, or a [`ConfigError`] when a status is outside 100–599, when the sender
+    /// would not count the success answer as success, or would not retry the retry-later or
+    /// failure answers.
+    pub fn build(self) -> Result<SenderContract, ConfigError> {
+        let c = self.contract;
+        if let Some(code) = self.invalid {
+            return Err(ConfigError::new(format!(
+                "sender contract {:?}: status {code} is outside 100-599",
+                c.name
+            )));
+        }
+        if c.action_for(c.success_status) != SenderAction::Success {
+            return Err(ConfigError::new(format!(
+                "sender contract {:?}: the success answer {} is not a success for the sender",
+                c.name,
+                c.success_status.as_u16()
+            )));
+        }
+        for (what, status) in [
+            ("retry-later", c.retry_later_status),
+            ("failure", c.failure_status),
+        ] {
+            if !c.action_for(status).is_retried() {
+                return Err(ConfigError::new(format!(
+                    "sender contract {:?}: the {what} answer {} is not retried by the sender",
+                    c.name,
+                    status.as_u16()
+                )));
+            }
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn elevenlabs_profile_reads_the_documented_rules() {
+        let c = SenderContract::elevenlabs();
+        for code in 100..=599u16 {
+            let status = StatusCode::from_u16(code).unwrap();
+            let expected = match code {
+                200 => SenderAction::Success,
+                500..=599 => SenderAction::Retry,
+                _ => SenderAction::Drop,
+            };
+            assert_eq!(c.action_for(status), expected, "{code}");
+        }
+        assert_eq!(
+            c.action_for(StatusCode::from_u16(700).unwrap()),
+            SenderAction::Drop
+        );
+        assert_eq!(
+            (
+                c.success_status(),
+                c.retry_later_status(),
+                c.failure_status()
+            ),
+            (
+                StatusCode::OK,
+                StatusCode::SERVICE_UNAVAILABLE,
+                StatusCode::INTERNAL_SERVER_ERROR
+            )
+        );
+        assert_eq!(SenderContract::default(), c);
+    }
+
+    #[test]
+    fn standard_webhooks_profile_reads_the_spec() {
+        let c = SenderContract::standard_webhooks();
+        for code in 100..=599u16 {
+            let status = StatusCode::from_u16(code).unwrap();
+            let expected = match code {
+                200..=299 => SenderAction::Success,
+                410 => SenderAction::Disable,
+                429 | 502 | 504 => SenderAction::Throttle,
+                _ => SenderAction::Retry,
+            };
+            assert_eq!(c.action_for(status), expected, "{code}");
+        }
+    }
+
+    #[test]
+    fn builder_refuses_contracts_the_layer_cannot_honour() {
+        let base = || {
+            SenderContract::builder("t")
+                .on([200], SenderAction::Success)
+                .on(500..=599, SenderAction::Retry)
+        };
+        assert!(base().build().is_ok());
+        let out_of_range = base().on([600], SenderAction::Retry).build().unwrap_err();
+        assert!(out_of_range.to_string().contains("600"), "{out_of_range}");
+        let no_success = base()
+            .answer_success_with(StatusCode::NO_CONTENT)
+            .build()
+            .unwrap_err();
+        assert!(no_success.to_string().contains("204"), "{no_success}");
+        let dropped_retry = base()
+            .answer_retry_later_with(StatusCode::TOO_MANY_REQUESTS)
+            .build()
+            .unwrap_err();
+        assert!(dropped_retry.to_string().contains("429"), "{dropped_retry}");
+        let dropped_failure = base().on([500], SenderAction::Drop).build().unwrap_err();
+        assert!(
+            dropped_failure.to_string().contains("500"),
+            "{dropped_failure}"
+        );
+        // A later `on` overrides an earlier one.
+        let c = base().on([503], SenderAction::Throttle).build().unwrap();
+        assert_eq!(
+            c.action_for(StatusCode::SERVICE_UNAVAILABLE),
+            SenderAction::Throttle
+        );
+    }
+
+    #[test]
+    fn contract_debug_lists_status_runs() {
+        let debug = format!("{:?}", SenderContract::standard_webhooks());
+        assert!(debug.contains("success: {200-299}"), "{debug}");
+        assert!(debug.contains("disabling: {410}"), "{debug}");
+        assert!(debug.contains("throttled: {429, 502, 504}"), "{debug}");
+    }
+}
