@@ -1,5 +1,9 @@
 //! The sender's contract: [`SenderContract`], what a webhook sender does with the event for each
 //! status ([`SenderAction`]), and the statuses the layer answers with.
+//!
+//! The contract is held once, here: the layer's services and futures read this value (through
+//! the layer's shared settings), and [`SenderContract::action_for`] is the only place that
+//! decides what the sender does with a status.
 
 use std::fmt;
 
@@ -32,61 +36,6 @@ impl SenderAction {
     }
 }
 
-/// A set of HTTP statuses 100–599, one bit each.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct StatusSet([u64; 8]);
-
-impl StatusSet {
-    const EMPTY: Self = Self([0; 8]);
-
-    pub(super) const fn contains(&self, code: u16) -> bool {
-        if code < 100 || code > 599 {
-            return false;
-        }
-        let i = (code - 100) as usize;
-        self.0[i / 64] & (1 << (i % 64)) != 0
-    }
-
-    fn set(&mut self, code: u16, on: bool) {
-        let i = usize::from(code - 100);
-        if on {
-            self.0[i / 64] |= 1 << (i % 64);
-        } else {
-            self.0[i / 64] &= !(1 << (i % 64));
-        }
-    }
-}
-
-impl fmt::Debug for StatusSet {
-    /// Runs of statuses: `{200-299, 410}`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("{")?;
-        let mut first = true;
-        let mut code = 100;
-        while code <= 599 {
-            if !self.contains(code) {
-                code += 1;
-                continue;
-            }
-            let start = code;
-            while code < 599 && self.contains(code + 1) {
-                code += 1;
-            }
-            if !first {
-                f.write_str(", ")?;
-            }
-            first = false;
-            if start == code {
-                write!(f, "{start}")?;
-            } else {
-                write!(f, "{start}-{code}")?;
-            }
-            code += 1;
-        }
-        f.write_str("}")
-    }
-}
-
 /// A webhook sender's retry contract: what it does on each status, and which statuses
 /// [`NormalizeStatusLayer`](super::NormalizeStatusLayer) answers with.
 ///
@@ -108,11 +57,12 @@ impl fmt::Debug for StatusSet {
 #[derive(Clone, PartialEq, Eq)]
 pub struct SenderContract {
     name: &'static str,
-    pub(super) success: StatusSet,
-    /// Retried statuses, throttling ones included.
-    pub(super) retried: StatusSet,
-    throttled: StatusSet,
-    disabling: StatusSet,
+    // The action for each status 100-599: a status is in at most one of these four sets (the
+    // builder's `on` is their only writer); a status in none drops the event.
+    success: StatusSet,
+    retry: StatusSet,
+    throttle: StatusSet,
+    disable: StatusSet,
     success_status: StatusCode,
     retry_later_status: StatusCode,
     failure_status: StatusCode,
@@ -176,9 +126,9 @@ impl SenderContract {
             contract: Self {
                 name,
                 success: StatusSet::EMPTY,
-                retried: StatusSet::EMPTY,
-                throttled: StatusSet::EMPTY,
-                disabling: StatusSet::EMPTY,
+                retry: StatusSet::EMPTY,
+                throttle: StatusSet::EMPTY,
+                disable: StatusSet::EMPTY,
                 success_status: StatusCode::OK,
                 retry_later_status: StatusCode::SERVICE_UNAVAILABLE,
                 failure_status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -195,17 +145,22 @@ impl SenderContract {
 
     /// What the sender does when the receiver answers `status`. Statuses outside 100–599 drop
     /// the event.
+    ///
+    /// The layer asks this on every response it sees, so it is a few bit tests.
     #[must_use]
+    #[inline]
     pub fn action_for(&self, status: StatusCode) -> SenderAction {
-        let code = status.as_u16();
-        if self.success.contains(code) {
+        let Some(bit) = Bit::of(status.as_u16()) else {
+            return SenderAction::Drop;
+        };
+        if self.success.has(bit) {
             SenderAction::Success
-        } else if self.disabling.contains(code) {
-            SenderAction::Disable
-        } else if self.throttled.contains(code) {
-            SenderAction::Throttle
-        } else if self.retried.contains(code) {
+        } else if self.retry.has(bit) {
             SenderAction::Retry
+        } else if self.throttle.has(bit) {
+            SenderAction::Throttle
+        } else if self.disable.has(bit) {
+            SenderAction::Disable
         } else {
             SenderAction::Drop
         }
@@ -244,9 +199,9 @@ impl fmt::Debug for SenderContract {
         f.debug_struct("SenderContract")
             .field("name", &self.name)
             .field("success", &self.success)
-            .field("retried", &self.retried)
-            .field("throttled", &self.throttled)
-            .field("disabling", &self.disabling)
+            .field("retried", &self.retry.union(&self.throttle))
+            .field("throttled", &self.throttle)
+            .field("disabling", &self.disable)
             .field("success_status", &self.success_status.as_u16())
             .field("retry_later_status", &self.retry_later_status.as_u16())
             .field("failure_status", &self.failure_status.as_u16())
@@ -267,15 +222,15 @@ impl SenderContractBuilder {
     /// earlier one for the same status; statuses never mentioned drop the event.
     pub fn on(mut self, statuses: impl IntoIterator<Item = u16>, action: SenderAction) -> Self {
         for code in statuses {
-            if !(100..=599).contains(&code) {
+            let Some(bit) = Bit::of(code) else {
                 self.invalid.get_or_insert(code);
                 continue;
-            }
+            };
             let c = &mut self.contract;
-            c.success.set(code, action == SenderAction::Success);
-            c.retried.set(code, action.is_retried());
-            c.throttled.set(code, action == SenderAction::Throttle);
-            c.disabling.set(code, action == SenderAction::Disable);
+            c.success.set(bit, action == SenderAction::Success);
+            c.retry.set(bit, action == SenderAction::Retry);
+            c.throttle.set(bit, action == SenderAction::Throttle);
+            c.disable.set(bit, action == SenderAction::Disable);
         }
         self
     }
@@ -331,6 +286,91 @@ impl SenderContractBuilder {
             }
         }
         Ok(c)
+    }
+}
+
+/// The place of a status 100–599 in a [`StatusSet`]: a word and a bit in it.
+#[derive(Clone, Copy)]
+struct Bit {
+    word: usize,
+    mask: u64,
+}
+
+impl Bit {
+    /// `None` outside 100–599.
+    #[inline]
+    const fn of(code: u16) -> Option<Self> {
+        if code < 100 || code > 599 {
+            return None;
+        }
+        let i = (code - 100) as usize;
+        Some(Self {
+            word: i / 64,
+            mask: 1 << (i % 64),
+        })
+    }
+}
+
+/// A set of HTTP statuses 100–599, one bit each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct StatusSet([u64; 8]);
+
+impl StatusSet {
+    const EMPTY: Self = Self([0; 8]);
+
+    #[inline]
+    const fn has(&self, bit: Bit) -> bool {
+        self.0[bit.word] & bit.mask != 0
+    }
+
+    fn contains(&self, code: u16) -> bool {
+        Bit::of(code).is_some_and(|bit| self.has(bit))
+    }
+
+    fn set(&mut self, bit: Bit, on: bool) {
+        if on {
+            self.0[bit.word] |= bit.mask;
+        } else {
+            self.0[bit.word] &= !bit.mask;
+        }
+    }
+
+    fn union(&self, other: &Self) -> Self {
+        let mut words = self.0;
+        for (word, other) in words.iter_mut().zip(other.0) {
+            *word |= other;
+        }
+        Self(words)
+    }
+}
+
+impl fmt::Debug for StatusSet {
+    /// Runs of statuses: `{200-299, 410}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("{")?;
+        let mut first = true;
+        let mut code = 100;
+        while code <= 599 {
+            if !self.contains(code) {
+                code += 1;
+                continue;
+            }
+            let start = code;
+            while code < 599 && self.contains(code + 1) {
+                code += 1;
+            }
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            if start == code {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{code}")?;
+            }
+            code += 1;
+        }
+        f.write_str("}")
     }
 }
 

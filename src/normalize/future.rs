@@ -8,6 +8,7 @@ use std::{
     future::Future,
     panic::{catch_unwind, AssertUnwindSafe},
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
@@ -18,6 +19,7 @@ use tokio::time::Sleep;
 
 use super::{
     cause::{NormalizeCause, Normalized},
+    contract::SenderAction,
     layer::Settings,
     BoxError,
 };
@@ -34,7 +36,7 @@ pin_project! {
         kind: Kind<F>,
         #[pin]
         deadline: Option<Sleep>,
-        settings: Settings,
+        settings: Arc<Settings>,
         form: ResponseForm,
     }
 }
@@ -49,7 +51,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     /// The inner service's future, under the layer's handler deadline if it has one.
-    pub(super) fn inner(future: F, settings: Settings, form: ResponseForm) -> Self {
+    pub(super) fn inner(future: F, settings: Arc<Settings>, form: ResponseForm) -> Self {
         Self {
             kind: Kind::Inner { future },
             deadline: settings.handler_deadline.map(tokio::time::sleep),
@@ -59,7 +61,11 @@ impl<F> ResponseFuture<F> {
     }
 
     /// The answer to a failure the service caught before there was an inner future.
-    pub(super) fn failed(cause: NormalizeCause, settings: Settings, form: ResponseForm) -> Self {
+    pub(super) fn failed(
+        cause: NormalizeCause,
+        settings: Arc<Settings>,
+        form: ResponseForm,
+    ) -> Self {
         Self {
             kind: Kind::Failed { cause: Some(cause) },
             deadline: None,
@@ -139,15 +145,24 @@ fn normalize<B: ProblemBody>(
     settings: &Settings,
     form: ResponseForm,
 ) -> Response<B> {
+    let contract = &settings.contract;
     let status = response.status();
     let code = status.as_u16();
+    // The fast path: the sender already reads the answer the way the handler meant it.
+    let kept = match code {
+        // A success, where the sender counts it as one.
+        200..=299 => contract.action_for(status) == SenderAction::Success,
+        // "Not now" and "something broke", where the sender retries them.
+        408 | 425 | 429 | 500..=599 => contract.action_for(status).is_retried(),
+        // Any other 4xx: the handler's own, deliberate rejection.
+        400..=499 => true,
+        // Informational statuses, redirects and statuses outside 100-599: never.
+        _ => false,
+    };
+    if kept || is_grpc(response.headers()) {
+        return response;
+    }
     match code {
-        // The fast path: the sender already reads the answer the way the handler meant it.
-        200..=299 if settings.is_success(code) => response,
-        400..=499 if !matches!(code, 408 | 425 | 429) => response,
-        500..=599 if settings.is_retried(code) => response,
-        408 | 425 | 429 if settings.is_retried(code) => response,
-        _ if is_grpc(response.headers()) => response,
         // A hookgate layer's own "retry later" (a flood limit, a blocked client, a slow body)
         // under a contract that drops this status: the same problem, answered retryably. Such
         // an answer can reach a genuine delivery, which must never be dropped for it.
@@ -155,13 +170,14 @@ fn normalize<B: ProblemBody>(
             retry_later_rejection(response, settings)
         }
         200..=299 => {
+            let success_status = contract.success_status();
             tracing::debug!(
                 original = code,
-                answer = settings.success_status.as_u16(),
+                answer = success_status.as_u16(),
                 "success status rewritten for the sender"
             );
             let mut response = response;
-            *response.status_mut() = settings.success_status;
+            *response.status_mut() = success_status;
             response.extensions_mut().insert(Normalized {
                 original: Some(status),
                 cause: NormalizeCause::SuccessStatus,
@@ -200,7 +216,7 @@ fn retry_later_rejection<B: ProblemBody>(
         return Response::from_parts(parts, body);
     };
     let original = parts.status;
-    let mut problem = problem.with_status(settings.retry_later_status);
+    let mut problem = problem.with_status(settings.contract.retry_later_status());
     if problem.retry_after().is_none() {
         // A retry-later answer says when: the layer's own wait where the problem named none.
         problem = problem.with_retry_after(settings.retry_after);
@@ -232,21 +248,19 @@ fn failure_response<B: ProblemBody>(
     settings: &Settings,
     form: ResponseForm,
 ) -> Response<B> {
+    let retry_later = settings.contract.retry_later_status();
+    let failure = settings.contract.failure_status();
     let (status, code) = match cause {
         NormalizeCause::Timeout | NormalizeCause::Deadline => {
-            (settings.retry_later_status, ProblemCode::HANDLER_TIMEOUT)
+            (retry_later, ProblemCode::HANDLER_TIMEOUT)
         }
-        NormalizeCause::Overloaded => {
-            (settings.retry_later_status, ProblemCode::HANDLER_OVERLOADED)
-        }
-        NormalizeCause::RetryLaterStatus => {
-            (settings.retry_later_status, ProblemCode::HANDLER_THROTTLED)
-        }
-        NormalizeCause::Redirect => (settings.failure_status, ProblemCode::HANDLER_REDIRECTED),
-        NormalizeCause::Panic => (settings.failure_status, ProblemCode::HANDLER_PANICKED),
+        NormalizeCause::Overloaded => (retry_later, ProblemCode::HANDLER_OVERLOADED),
+        NormalizeCause::RetryLaterStatus => (retry_later, ProblemCode::HANDLER_THROTTLED),
+        NormalizeCause::Redirect => (failure, ProblemCode::HANDLER_REDIRECTED),
+        NormalizeCause::Panic => (failure, ProblemCode::HANDLER_PANICKED),
         NormalizeCause::Error
         | NormalizeCause::UnexpectedStatus
-        | NormalizeCause::SuccessStatus => (settings.failure_status, ProblemCode::HANDLER_ERROR),
+        | NormalizeCause::SuccessStatus => (failure, ProblemCode::HANDLER_ERROR),
     };
     let mut problem = Problem::new(status, code).with_detail(cause.detail());
     // A `Retry-After` the inner service set in delta-seconds goes into the body too; an

@@ -1,14 +1,10 @@
-//! [`NormalizeStatusLayer`] and the per-request settings its services and futures carry.
+//! [`NormalizeStatusLayer`] and the settings its services and futures share.
 
-use std::{fmt, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use http::StatusCode;
 use tower_layer::Layer;
 
-use super::{
-    contract::{SenderContract, StatusSet},
-    service::NormalizeStatus,
-};
+use super::{contract::SenderContract, service::NormalizeStatus};
 
 /// The `Retry-After` the layer sends with its own `503`s unless told otherwise: ElevenLabs'
 /// first retry comes after 30 s.
@@ -29,81 +25,17 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct NormalizeStatusLayer {
-    contract: SenderContract,
-    settings: Settings,
+    settings: Arc<Settings>,
 }
 
-/// What a service and its response futures need per request: the contract reduced to the
-/// statuses the layer looks up, plus the layer's options. Small and `Copy`: no shared state
-/// and no allocation per request.
-#[derive(Clone, Copy)]
+/// What every service and response future of one layer reads: the contract itself, the one
+/// representation of what the sender does with each status, and the layer's options. Shared
+/// through an `Arc`: a request costs a reference count, never a copy of the contract.
+#[derive(Clone, Debug)]
 pub(super) struct Settings {
-    /// Bit `i`: the sender counts `200 + i` as success.
-    pub(super) success_2xx: u128,
-    /// Bit `i`: the sender retries `500 + i`.
-    pub(super) retried_5xx: u128,
-    /// Bits 0, 1, 2: the sender retries `408`, `425`, `429`.
-    pub(super) retried_retry_later: u8,
-    pub(super) success_status: StatusCode,
-    pub(super) retry_later_status: StatusCode,
-    pub(super) failure_status: StatusCode,
+    pub(super) contract: SenderContract,
     pub(super) retry_after: Duration,
     pub(super) handler_deadline: Option<Duration>,
-}
-
-impl fmt::Debug for Settings {
-    /// The answers and options; the status bits are the contract's, shown by its own `Debug`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("success_status", &self.success_status.as_u16())
-            .field("retry_later_status", &self.retry_later_status.as_u16())
-            .field("failure_status", &self.failure_status.as_u16())
-            .field("retry_after", &self.retry_after)
-            .field("handler_deadline", &self.handler_deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Settings {
-    pub(super) fn new(contract: &SenderContract) -> Self {
-        let bits = |from: u16, set: &StatusSet| {
-            (0..100u16).fold(0u128, |acc, i| {
-                acc | (u128::from(set.contains(from + i)) << i)
-            })
-        };
-        let retried_retry_later = [408u16, 425, 429]
-            .iter()
-            .enumerate()
-            .fold(0u8, |acc, (i, &code)| {
-                acc | (u8::from(contract.retried.contains(code)) << i)
-            });
-        Self {
-            success_2xx: bits(200, &contract.success),
-            retried_5xx: bits(500, &contract.retried),
-            retried_retry_later,
-            success_status: contract.success_status(),
-            retry_later_status: contract.retry_later_status(),
-            failure_status: contract.failure_status(),
-            retry_after: DEFAULT_RETRY_AFTER,
-            handler_deadline: None,
-        }
-    }
-
-    /// Whether the sender counts `code` (a 2xx) as success.
-    pub(super) fn is_success(&self, code: u16) -> bool {
-        matches!(code, 200..=299) && (self.success_2xx >> (code - 200)) & 1 == 1
-    }
-
-    /// Whether the sender retries `code` (a 5xx, `408`, `425` or `429`).
-    pub(super) fn is_retried(&self, code: u16) -> bool {
-        match code {
-            500..=599 => (self.retried_5xx >> (code - 500)) & 1 == 1,
-            408 => self.retried_retry_later & 1 != 0,
-            425 => self.retried_retry_later & 2 != 0,
-            429 => self.retried_retry_later & 4 != 0,
-            _ => false,
-        }
-    }
 }
 
 impl NormalizeStatusLayer {
@@ -111,8 +43,11 @@ impl NormalizeStatusLayer {
     /// `503`s it writes itself.
     pub fn new(contract: SenderContract) -> Self {
         Self {
-            settings: Settings::new(&contract),
-            contract,
+            settings: Arc::new(Settings {
+                contract,
+                retry_after: DEFAULT_RETRY_AFTER,
+                handler_deadline: None,
+            }),
         }
     }
 
@@ -133,7 +68,7 @@ impl NormalizeStatusLayer {
     ///
     /// [`NormalizeCause::Deadline`]: super::NormalizeCause::Deadline
     pub fn handler_deadline(mut self, deadline: Duration) -> Self {
-        self.settings.handler_deadline = Some(deadline);
+        Arc::make_mut(&mut self.settings).handler_deadline = Some(deadline);
         self
     }
 
@@ -141,14 +76,14 @@ impl NormalizeStatusLayer {
     /// overload, deadline, and `408`/`425`/`429` answers that carried none). Rounded up to whole
     /// seconds, at least 1 s. Default 30 s.
     pub fn retry_after(mut self, wait: Duration) -> Self {
-        self.settings.retry_after = wait;
+        Arc::make_mut(&mut self.settings).retry_after = wait;
         self
     }
 
     /// The contract this layer applies.
     #[must_use]
     pub fn contract(&self) -> &SenderContract {
-        &self.contract
+        &self.settings.contract
     }
 }
 
@@ -162,6 +97,6 @@ impl<S> Layer<S> for NormalizeStatusLayer {
     type Service = NormalizeStatus<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        NormalizeStatus::with_settings(inner, self.settings)
+        NormalizeStatus::with_settings(inner, Arc::clone(&self.settings))
     }
 }

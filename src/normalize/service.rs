@@ -5,6 +5,7 @@ use std::{
     convert::Infallible,
     fmt,
     panic::{catch_unwind, AssertUnwindSafe},
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -21,7 +22,7 @@ use crate::{body::ProblemBody, problem::ResponseForm};
 /// The service of [`NormalizeStatusLayer`]: see the [module docs](super).
 pub struct NormalizeStatus<S> {
     inner: S,
-    settings: Settings,
+    settings: Arc<Settings>,
     /// A failure of the inner `poll_ready`, answered by the next `call`.
     not_ready: Option<NormalizeCause>,
 }
@@ -38,7 +39,7 @@ impl<S> NormalizeStatus<S> {
     }
 
     /// Wraps `inner` with a layer's settings.
-    pub(super) fn with_settings(inner: S, settings: Settings) -> Self {
+    pub(super) fn with_settings(inner: S, settings: Arc<Settings>) -> Self {
         Self {
             inner,
             settings,
@@ -65,7 +66,7 @@ impl<S> NormalizeStatus<S> {
 impl<S: Clone> Clone for NormalizeStatus<S> {
     /// A clone is a fresh service: a pending `poll_ready` failure stays with the original.
     fn clone(&self) -> Self {
-        Self::with_settings(self.inner.clone(), self.settings)
+        Self::with_settings(self.inner.clone(), Arc::clone(&self.settings))
     }
 }
 
@@ -111,7 +112,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let form = ResponseForm::of(request.headers());
-        let settings = self.settings;
+        let settings = Arc::clone(&self.settings);
         if let Some(cause) = self.not_ready.take() {
             return ResponseFuture::failed(cause, settings, form);
         }

@@ -21,7 +21,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Full};
 use tower::{service_fn, Layer, Service, ServiceBuilder, ServiceExt};
 
-use super::{layer::Settings, *};
+use super::*;
 use crate::problem::{Problem, ProblemCode};
 
 type Reply = Response<Full<Bytes>>;
@@ -735,40 +735,4 @@ fn service_error_type_is_infallible() {
         Duration::from_secs(1),
     );
     assert_infallible(&NormalizeStatusLayer::elevenlabs().layer(timeout));
-}
-
-#[test]
-fn per_request_settings_agree_with_the_contract() {
-    let odd = SenderContract::builder("odd")
-        .on([200, 203, 299], SenderAction::Success)
-        .on([425, 500, 503, 511, 599], SenderAction::Retry)
-        .on([429, 502], SenderAction::Throttle)
-        .build()
-        .unwrap();
-    for contract in [
-        SenderContract::elevenlabs(),
-        SenderContract::standard_webhooks(),
-        odd,
-    ] {
-        let settings = Settings::new(&contract);
-        for code in 100..=599u16 {
-            let action = contract.action_for(StatusCode::from_u16(code).unwrap());
-            if (200..=299).contains(&code) {
-                assert_eq!(
-                    settings.is_success(code),
-                    action == SenderAction::Success,
-                    "{} {code}",
-                    contract.name()
-                );
-            }
-            if (500..=599).contains(&code) || matches!(code, 408 | 425 | 429) {
-                assert_eq!(
-                    settings.is_retried(code),
-                    action.is_retried(),
-                    "{} {code}",
-                    contract.name()
-                );
-            }
-        }
-    }
 }
