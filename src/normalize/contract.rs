@@ -39,6 +39,8 @@ impl SenderAction {
 /// A webhook sender's retry contract: what it does on each status, and which statuses
 /// [`NormalizeStatusLayer`](super::NormalizeStatusLayer) answers with.
 ///
+/// Two profiles come with hookgate:
+///
 /// ```
 /// use hookgate::normalize::{SenderAction, SenderContract};
 /// use http::StatusCode;
@@ -53,6 +55,52 @@ impl SenderAction {
 /// assert_eq!(standard.action_for(StatusCode::GONE), SenderAction::Disable);
 /// assert_eq!(standard.action_for(StatusCode::GATEWAY_TIMEOUT), SenderAction::Throttle);
 /// assert_eq!(standard.action_for(StatusCode::BAD_REQUEST), SenderAction::Retry);
+/// ```
+///
+/// Any other sender's contract is built with [`SenderContract::builder`]: every status starts
+/// out dropping the event, each [`on`](SenderContractBuilder::on) says what the sender does on
+/// some statuses, and [`build`](SenderContractBuilder::build) checks that the layer's own
+/// answers are read the way it means them.
+///
+/// ```
+/// use std::{convert::Infallible, time::Duration};
+/// use bytes::Bytes;
+/// use hookgate::normalize::{NormalizeStatusLayer, SenderAction, SenderContract};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), hookgate::ConfigError> {
+/// // A sender that accepts 200 and 202, retries 5xx, slows down on 429 and 503, and disables
+/// // the endpoint on 410. The layer answers its own "retry later" with 429.
+/// let acme = SenderContract::builder("acme")
+///     .on([200, 202], SenderAction::Success)
+///     .on(500..=599, SenderAction::Retry)
+///     .on([429, 503], SenderAction::Throttle)
+///     .on([410], SenderAction::Disable)
+///     .answer_retry_later_with(StatusCode::TOO_MANY_REQUESTS)
+///     .build()?;
+/// assert_eq!(acme.action_for(StatusCode::ACCEPTED), SenderAction::Success);
+/// assert_eq!(acme.action_for(StatusCode::CREATED), SenderAction::Drop);
+/// assert_eq!(acme.action_for(StatusCode::TOO_MANY_REQUESTS), SenderAction::Throttle);
+///
+/// // A timeout is answered with the contract's retry-later status.
+/// let slow = tower::timeout::Timeout::new(
+///     tower::service_fn(|_req: Request<Full<Bytes>>| async {
+///         tokio::time::sleep(Duration::from_secs(60)).await;
+///         Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+///     }),
+///     Duration::from_millis(10),
+/// );
+/// let response = NormalizeStatusLayer::new(acme)
+///     .layer(slow)
+///     .oneshot(Request::new(Full::default()))
+///     .await
+///     .unwrap();
+/// assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct SenderContract {

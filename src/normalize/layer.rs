@@ -13,6 +13,38 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Applies a [`SenderContract`] to every outcome of the inner service: see the
 /// [module docs](super).
 ///
+/// A handler that answers `429 Too Many Requests` would make ElevenLabs drop the event; behind
+/// the layer, the sender gets a `503` it retries, with a `Retry-After`:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use hookgate::normalize::{NormalizeCause, NormalizeStatusLayer, Normalized};
+/// use http::{header, Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let handler = tower::service_fn(|_req: Request<Full<Bytes>>| async {
+///     let mut response = Response::new(Full::new(Bytes::from_static(b"busy")));
+///     *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+///     Ok::<_, Infallible>(response)
+/// });
+/// let service = NormalizeStatusLayer::elevenlabs().layer(handler);
+///
+/// let response = service.oneshot(Request::new(Full::default())).await.unwrap();
+/// assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+/// assert_eq!(response.headers()[header::RETRY_AFTER], "30");
+/// assert_eq!(
+///     response.extensions().get::<Normalized>().map(|n| n.cause),
+///     Some(NormalizeCause::RetryLaterStatus),
+/// );
+/// # }
+/// ```
+///
+/// Another contract, a deadline for the handler and a shorter `Retry-After`:
+///
 /// ```
 /// use std::time::Duration;
 /// use hookgate::normalize::{NormalizeStatusLayer, SenderContract};
