@@ -56,7 +56,7 @@ use http::HeaderMap;
 mod elevenlabs;
 mod error;
 mod header;
-mod mac;
+mod hmac;
 #[cfg(feature = "standard-webhooks")]
 mod standard_webhooks;
 mod verified;

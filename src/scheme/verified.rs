@@ -8,7 +8,7 @@ use std::{
 
 use http::HeaderValue;
 
-use super::mac;
+use super::hmac;
 
 /// Proof that a request was verified, inserted into its extensions by
 /// [`VerifySignatureLayer`](crate::VerifySignatureLayer).
@@ -24,7 +24,7 @@ impl Verified {
     pub(crate) fn new(
         timestamp: u64,
         secret_index: usize,
-        signature: [u8; mac::DIGEST_LEN],
+        signature: [u8; hmac::DIGEST_LEN],
         message_id: Option<HeaderValue>,
     ) -> Self {
         Self {
@@ -71,7 +71,7 @@ impl Verified {
 
 /// An HMAC-SHA256 signature that matched. It was sent in the clear, so it is no secret.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SignatureDigest([u8; mac::DIGEST_LEN]);
+pub struct SignatureDigest([u8; hmac::DIGEST_LEN]);
 
 impl SignatureDigest {
     /// The raw 32 bytes.
