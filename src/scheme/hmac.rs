@@ -234,12 +234,13 @@ impl Verifier for HmacVerifier {
     fn finish(self) -> Result<Verified, VerifyError> {
         let secrets = self.macs.len();
         match self.macs.finish(&self.signatures) {
-            Some((secret_index, signature)) => Ok(Verified::new(
-                self.timestamp,
-                secret_index,
-                signature,
-                self.message_id,
-            )),
+            Some((secret_index, signature)) => {
+                let verified = Verified::new(self.timestamp, secret_index, signature);
+                Ok(match self.message_id {
+                    Some(id) => verified.with_message_id(id),
+                    None => verified,
+                })
+            }
             None => Err(VerifyError::SignatureMismatch {
                 signatures: self.signatures.len(),
                 secrets,
