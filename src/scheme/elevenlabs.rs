@@ -5,8 +5,8 @@ use std::{fmt, time::Duration, time::SystemTime};
 use http::{HeaderMap, HeaderName};
 
 use super::{
-    check_freshness,
-    hmac::{HmacVerifier, Keys, Signatures, DIGEST_LEN},
+    check_freshness, decode_hex_signature,
+    hmac::{HmacVerifier, Keys, Signatures},
     parse_unix_seconds, single_header, Malformed, Scheme, Verified, Verifier, VerifyError,
 };
 use crate::ConfigError;
@@ -197,22 +197,6 @@ fn parse_header(value: &str) -> Result<ParsedHeader<'_>, Malformed> {
         timestamp,
         signatures,
     })
-}
-
-fn decode_hex_signature(text: &str, position: usize) -> Result<[u8; DIGEST_LEN], Malformed> {
-    if text.is_empty() {
-        return Err(Malformed::EmptySignature { position });
-    }
-    if text.len() != DIGEST_LEN * 2 {
-        return Err(Malformed::SignatureLength {
-            position,
-            found: text.len(),
-            expected: DIGEST_LEN * 2,
-        });
-    }
-    let mut out = [0; DIGEST_LEN];
-    hex::decode_to_slice(text, &mut out).map_err(|_| Malformed::SignatureNotHex { position })?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@ use crate::problem::{Problem, ProblemCode};
 
 /// Why a delivery was refused. Each variant maps to a status and a [`ProblemCode`]; the
 /// `Display` text says exactly what was wrong and never contains a secret or an expected
-/// signature.
+/// signature. A scheme of your own returns them too, from [`Scheme::begin`](super::Scheme::begin)
+/// and [`Verifier::finish`](super::Verifier::finish).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VerifyError {

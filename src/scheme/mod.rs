@@ -3,9 +3,9 @@
 //! A [`Scheme`] verifies in two steps, so that a layer can turn forgeries away before reading
 //! the body:
 //!
-//! 1. [`Scheme::begin`] parses the signature headers and checks the signed timestamp against the
-//!    clock, *before any body byte is read*, and returns a [`Verifier`] already fed the signed
-//!    prefix;
+//! 1. [`Scheme::begin`] parses the signature headers and checks the signed timestamp, if the
+//!    sender signs one, against the clock, *before any body byte is read*, and returns a
+//!    [`Verifier`] already fed the signed prefix;
 //! 2. the body is fed to [`Verifier::update`] frame by frame as it arrives, and
 //!    [`Verifier::finish`] compares the result, in constant time, with every signature the
 //!    request carries under every configured secret.
@@ -39,6 +39,30 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## A scheme of your own
+//!
+//! Any crate can implement [`Scheme`] for a sender hookgate does not ship, and use it with
+//! `VerifySignatureLayer` like the shipped ones. Everything it needs is here:
+//!
+//! - [`Scheme::begin`] reads the headers with [`single_header`] (absent: 401
+//!   `missing_signature`; ambiguous or not text: 400 `malformed_signature`), decodes the
+//!   signatures ([`decode_hex_signature`], or the sender's encoding, reporting a [`Malformed`]
+//!   reason), and, when the sender signs a timestamp, parses it with [`parse_unix_seconds`] and
+//!   checks it with [`check_freshness`]. A [`VerifyError`] returned here is answered at once,
+//!   without reading the body. The verifier it returns is already fed whatever the sender signs
+//!   before the body.
+//! - [`Verifier::update`] runs once per body frame: feed the MAC and nothing else (no
+//!   allocation, no copy of the bytes).
+//! - [`Verifier::finish`] compares in constant time (the `subtle` crate, or `hmac`'s
+//!   `verify_slice`) and returns a [`Verified`]: [`Verified::new`] with the signed timestamp, or
+//!   [`Verified::received_at`] with `begin`'s `now` when the sender signs none (freshness is the
+//!   scheme's own check, so such a scheme is never refused as stale). No match is
+//!   [`VerifyError::SignatureMismatch`] (401 `signature_mismatch`).
+//! - Secrets stay out of `Debug` output and error texts.
+//!
+//! `examples/custom_scheme.rs` in the repository implements GitHub's `X-Hub-Signature-256`
+//! (an HMAC-SHA256 of the body alone) this way, with only this public API.
+//!
 //! ## Security notes
 //!
 //! - Verification runs over the exact bytes received, never over re-serialised JSON, and does
@@ -67,15 +91,18 @@ pub use error::{Malformed, VerifyError};
 pub use standard_webhooks::StandardWebhooks;
 pub use verified::{SignatureDigest, Verified};
 
-use header::{check_freshness, parse_unix_seconds, single_header};
+pub use header::{check_freshness, decode_hex_signature, parse_unix_seconds, single_header};
 
-/// A way senders sign deliveries. Implement it to verify a sender hookgate does not ship.
+/// A way senders sign deliveries. Implement it to verify a sender hookgate does not ship: see
+/// [a scheme of your own](self#a-scheme-of-your-own).
 pub trait Scheme: Send + Sync + 'static {
     /// The state of one request's verification, fed the body as it arrives.
     type Verifier: Verifier;
 
-    /// Parses the signature headers and checks the signed timestamp against `now`, before any
-    /// body byte is read. Errors here are answered without reading the body.
+    /// Parses the signature headers and checks the signed timestamp, if the sender signs one,
+    /// against `now`, before any body byte is read. Errors here are answered without reading the
+    /// body. For a sender that signs no timestamp, `now` is the time of receipt to put in
+    /// [`Verified::received_at`].
     fn begin(&self, headers: &HeaderMap, now: SystemTime) -> Result<Self::Verifier, VerifyError>;
 
     /// Verifies a complete body in one call.
@@ -96,6 +123,8 @@ pub trait Verifier: Send + 'static {
     /// Feeds the next bytes of the body.
     fn update(&mut self, chunk: &[u8]);
 
-    /// Compares the MACs with the signatures the request carries.
+    /// Compares, in constant time, the signature the body should have with the signatures the
+    /// request carries: the [`Verified`] of the first secret that matches, or
+    /// [`VerifyError::SignatureMismatch`].
     fn finish(self) -> Result<Verified, VerifyError>;
 }
