@@ -5,8 +5,8 @@ use std::{fmt, time::Duration, time::SystemTime};
 use http::{HeaderMap, HeaderName};
 
 use super::{
-    check_freshness,
-    mac::{Keys, MacSet, Signatures, DIGEST_LEN, MAX_SIGNATURES},
+    check_freshness, decode_hex_signature,
+    hmac::{HmacVerifier, Keys, Signatures},
     parse_unix_seconds, single_header, Malformed, Scheme, Verified, Verifier, VerifyError,
 };
 use crate::ConfigError;
@@ -122,49 +122,35 @@ impl Scheme for ElevenLabs {
         check_freshness(parsed.timestamp, now, self.tolerance, self.future_skew)?;
         // The timestamp is signed exactly as written in the header.
         let macs = self.keys.begin(&[parsed.timestamp_text.as_bytes(), b"."]);
-        Ok(ElevenLabsVerifier {
+        Ok(ElevenLabsVerifier(HmacVerifier::new(
             macs,
-            signatures: parsed.signatures,
-            timestamp: parsed.timestamp,
-            secrets: self.keys.len(),
-        })
+            parsed.signatures,
+            parsed.timestamp,
+            None,
+        )))
     }
 }
 
 /// One request's ElevenLabs verification in progress.
-pub struct ElevenLabsVerifier {
-    macs: MacSet,
-    signatures: Signatures,
-    timestamp: u64,
-    secrets: usize,
-}
+pub struct ElevenLabsVerifier(HmacVerifier);
 
 impl fmt::Debug for ElevenLabsVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ElevenLabsVerifier")
-            .field("timestamp", &self.timestamp)
-            .field("signatures", &self.signatures.len())
-            .field("secrets", &self.secrets)
+            .field("timestamp", &self.0.timestamp())
+            .field("signatures", &self.0.signatures())
+            .field("secrets", &self.0.secrets())
             .finish_non_exhaustive()
     }
 }
 
 impl Verifier for ElevenLabsVerifier {
     fn update(&mut self, chunk: &[u8]) {
-        self.macs.update(chunk);
+        self.0.update(chunk);
     }
 
     fn finish(self) -> Result<Verified, VerifyError> {
-        let signatures = self.signatures;
-        match self.macs.finish(&signatures) {
-            Some((secret_index, signature)) => {
-                Ok(Verified::new(self.timestamp, secret_index, signature, None))
-            }
-            None => Err(VerifyError::SignatureMismatch {
-                signatures: signatures.len(),
-                secrets: self.secrets,
-            }),
-        }
+        self.0.finish()
     }
 }
 
@@ -197,12 +183,7 @@ fn parse_header(value: &str) -> Result<ParsedHeader<'_>, Malformed> {
                 timestamp = Some((text, seconds));
             }
             "v0" => {
-                let signature = decode_hex_signature(text, position)?;
-                if !signatures.push(signature) {
-                    return Err(Malformed::TooManySignatures {
-                        max: MAX_SIGNATURES,
-                    });
-                }
+                signatures.push(decode_hex_signature(text, position)?)?;
             }
             _ => {}
         }
@@ -218,22 +199,6 @@ fn parse_header(value: &str) -> Result<ParsedHeader<'_>, Malformed> {
     })
 }
 
-fn decode_hex_signature(text: &str, position: usize) -> Result<[u8; DIGEST_LEN], Malformed> {
-    if text.is_empty() {
-        return Err(Malformed::EmptySignature { position });
-    }
-    if text.len() != DIGEST_LEN * 2 {
-        return Err(Malformed::SignatureLength {
-            position,
-            found: text.len(),
-            expected: DIGEST_LEN * 2,
-        });
-    }
-    let mut out = [0; DIGEST_LEN];
-    hex::decode_to_slice(text, &mut out).map_err(|_| Malformed::SignatureNotHex { position })?;
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
@@ -242,6 +207,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::scheme::hmac::MAX_SIGNATURES;
 
     // The known vector of the ElevenLabs SDKs' algorithm: secret `test_secret`,
     // `t=1600000000`, the body below.

@@ -6,11 +6,11 @@ use std::{
 };
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use super::{
     check_freshness,
-    mac::{Keys, MacSet, Signatures, DIGEST_LEN, MAX_SIGNATURES},
+    hmac::{HmacVerifier, Keys, Signatures, DIGEST_LEN},
     parse_unix_seconds, single_header, Malformed, Scheme, Verified, Verifier, VerifyError,
 };
 use crate::ConfigError;
@@ -139,55 +139,36 @@ impl Scheme for StandardWebhooks {
         let macs = self
             .keys
             .begin(&[id.as_bytes(), b".", timestamp_text.as_bytes(), b"."]);
-        Ok(StandardWebhooksVerifier {
+        Ok(StandardWebhooksVerifier(HmacVerifier::new(
             macs,
             signatures,
             timestamp,
-            secrets: self.keys.len(),
             // single_header returned Ok, so the header is present.
-            message_id: headers.get(Self::ID_HEADER).cloned(),
-        })
+            headers.get(Self::ID_HEADER).cloned(),
+        )))
     }
 }
 
 /// One request's Standard Webhooks verification in progress.
-pub struct StandardWebhooksVerifier {
-    macs: MacSet,
-    signatures: Signatures,
-    timestamp: u64,
-    secrets: usize,
-    message_id: Option<HeaderValue>,
-}
+pub struct StandardWebhooksVerifier(HmacVerifier);
 
 impl fmt::Debug for StandardWebhooksVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StandardWebhooksVerifier")
-            .field("message_id", &self.message_id)
-            .field("timestamp", &self.timestamp)
-            .field("signatures", &self.signatures.len())
+            .field("message_id", &self.0.message_id())
+            .field("timestamp", &self.0.timestamp())
+            .field("signatures", &self.0.signatures())
             .finish_non_exhaustive()
     }
 }
 
 impl Verifier for StandardWebhooksVerifier {
     fn update(&mut self, chunk: &[u8]) {
-        self.macs.update(chunk);
+        self.0.update(chunk);
     }
 
     fn finish(self) -> Result<Verified, VerifyError> {
-        let signatures = self.signatures;
-        match self.macs.finish(&signatures) {
-            Some((secret_index, signature)) => Ok(Verified::new(
-                self.timestamp,
-                secret_index,
-                signature,
-                self.message_id,
-            )),
-            None => Err(VerifyError::SignatureMismatch {
-                signatures: signatures.len(),
-                secrets: self.secrets,
-            }),
-        }
+        self.0.finish()
     }
 }
 
@@ -211,11 +192,7 @@ fn parse_signatures(value: &str) -> Result<Signatures, Malformed> {
             Ok(DIGEST_LEN) => {}
             _ => return Err(Malformed::SignatureNotBase64 { position }),
         }
-        if !signatures.push(signature) {
-            return Err(Malformed::TooManySignatures {
-                max: MAX_SIGNATURES,
-            });
-        }
+        signatures.push(signature)?;
     }
     if signatures.is_empty() {
         return Err(Malformed::MissingSignature);

@@ -1,10 +1,15 @@
-//! HMAC-SHA256 machinery shared by the schemes: pre-keyed secrets, the per-request MAC set and
-//! the constant-time match against the signatures a request carries.
+//! The one HMAC-SHA256 verifier of the shipped schemes: pre-keyed secrets, the per-request MAC
+//! set, the signatures a request carries and the constant-time match between them.
+//!
+//! A scheme only parses its headers into a signed prefix and [`Signatures`]; [`HmacVerifier`]
+//! does the rest.
 
-use hmac::{Hmac, Mac};
+use ::hmac::{Hmac, Mac};
+use http::HeaderValue;
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
+use super::{Malformed, Verified, Verifier, VerifyError};
 use crate::ConfigError;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -87,6 +92,14 @@ pub(crate) enum MacSet {
 }
 
 impl MacSet {
+    /// How many secrets are tried.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::One(_) => 1,
+            Self::Many(macs) => macs.len(),
+        }
+    }
+
     pub(crate) fn update(&mut self, data: &[u8]) {
         match self {
             Self::One(mac) => mac.update(data),
@@ -136,17 +149,19 @@ impl Signatures {
         }
     }
 
-    /// Adds one; `false` when [`MAX_SIGNATURES`] are already held.
-    pub(crate) fn push(&mut self, signature: [u8; DIGEST_LEN]) -> bool {
+    /// Adds one; more than [`MAX_SIGNATURES`] is a malformed header.
+    pub(crate) fn push(&mut self, signature: [u8; DIGEST_LEN]) -> Result<(), Malformed> {
         if self.first.is_none() {
             self.first = Some(signature);
-            return true;
+            return Ok(());
         }
         if self.len() == MAX_SIGNATURES {
-            return false;
+            return Err(Malformed::TooManySignatures {
+                max: MAX_SIGNATURES,
+            });
         }
         self.more.push(signature);
-        true
+        Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -159,6 +174,78 @@ impl Signatures {
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8; DIGEST_LEN]> {
         self.first.iter().chain(&self.more)
+    }
+}
+
+/// One request's HMAC verification, as both shipped schemes run it: a MAC per secret already
+/// fed the signed prefix, then the body; at the end, the first secret whose tag is among the
+/// signatures sent.
+pub(crate) struct HmacVerifier {
+    macs: MacSet,
+    signatures: Signatures,
+    timestamp: u64,
+    message_id: Option<HeaderValue>,
+}
+
+impl HmacVerifier {
+    /// A verifier of `signatures` over the running `macs` (see [`Keys::begin`]); `timestamp` is
+    /// the signed one, checked for freshness by the scheme, and `message_id` the sender's signed
+    /// message id, if the scheme has one.
+    pub(crate) fn new(
+        macs: MacSet,
+        signatures: Signatures,
+        timestamp: u64,
+        message_id: Option<HeaderValue>,
+    ) -> Self {
+        Self {
+            macs,
+            signatures,
+            timestamp,
+            message_id,
+        }
+    }
+
+    pub(crate) fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
+    // Only Standard Webhooks signs a message id.
+    #[cfg_attr(not(feature = "standard-webhooks"), allow(dead_code))]
+    pub(crate) fn message_id(&self) -> Option<&HeaderValue> {
+        self.message_id.as_ref()
+    }
+
+    /// How many signatures the request carries.
+    pub(crate) fn signatures(&self) -> usize {
+        self.signatures.len()
+    }
+
+    /// How many secrets are tried.
+    pub(crate) fn secrets(&self) -> usize {
+        self.macs.len()
+    }
+}
+
+impl Verifier for HmacVerifier {
+    fn update(&mut self, chunk: &[u8]) {
+        self.macs.update(chunk);
+    }
+
+    fn finish(self) -> Result<Verified, VerifyError> {
+        let secrets = self.macs.len();
+        match self.macs.finish(&self.signatures) {
+            Some((secret_index, signature)) => {
+                let verified = Verified::new(self.timestamp, secret_index, signature);
+                Ok(match self.message_id {
+                    Some(id) => verified.with_message_id(id),
+                    None => verified,
+                })
+            }
+            None => Err(VerifyError::SignatureMismatch {
+                signatures: self.signatures.len(),
+                secrets,
+            }),
+        }
     }
 }
 
@@ -191,7 +278,7 @@ mod tests {
         set.update(b"dy");
         let expected = keys.sign(&[b"12.body"]);
         let mut sigs = Signatures::new();
-        sigs.push(expected);
+        sigs.push(expected).unwrap();
         assert_eq!(set.finish(&sigs), Some((0, expected)));
     }
 
@@ -201,8 +288,8 @@ mod tests {
         keys.push(b"new").unwrap();
         let by_new = Keys::new(b"new").unwrap().sign(&[b"x"]);
         let mut sigs = Signatures::new();
-        sigs.push([7; DIGEST_LEN]);
-        sigs.push(by_new);
+        sigs.push([7; DIGEST_LEN]).unwrap();
+        sigs.push(by_new).unwrap();
         let mut set = keys.begin(&[]);
         set.update(b"x");
         assert_eq!(set.finish(&sigs), Some((1, by_new)));
@@ -217,7 +304,7 @@ mod tests {
     fn candidates(list: &[[u8; DIGEST_LEN]]) -> Signatures {
         let mut sigs = Signatures::new();
         for sig in list {
-            assert!(sigs.push(*sig));
+            assert!(sigs.push(*sig).is_ok());
         }
         sigs
     }
@@ -320,7 +407,7 @@ mod tests {
         assert_eq!(sigs.len(), 0);
         assert_eq!(sigs.iter().count(), 0);
         for i in 0..3u8 {
-            assert!(sigs.push([i; DIGEST_LEN]));
+            assert!(sigs.push([i; DIGEST_LEN]).is_ok());
         }
         assert!(!sigs.is_empty());
         assert_eq!(sigs.len(), 3);
@@ -332,9 +419,59 @@ mod tests {
     fn signatures_capacity_is_bounded() {
         let mut sigs = Signatures::new();
         for _ in 0..MAX_SIGNATURES {
-            assert!(sigs.push([0; DIGEST_LEN]));
+            assert!(sigs.push([0; DIGEST_LEN]).is_ok());
         }
-        assert!(!sigs.push([0; DIGEST_LEN]));
+        assert_eq!(
+            sigs.push([0; DIGEST_LEN]),
+            Err(Malformed::TooManySignatures {
+                max: MAX_SIGNATURES
+            })
+        );
         assert_eq!(sigs.len(), MAX_SIGNATURES);
+    }
+
+    #[test]
+    fn the_verifier_reports_the_match_or_what_was_tried() {
+        let keys = keys_of(&[b"a", b"b"]);
+        let tag = Keys::new(b"b").unwrap().sign(&[b"7.", b"body"]);
+        let id = HeaderValue::from_static("msg_1");
+        let mut verifier = HmacVerifier::new(
+            keys.begin(&[b"7."]),
+            candidates(&[tag]),
+            7,
+            Some(id.clone()),
+        );
+        assert_eq!(
+            (
+                verifier.timestamp(),
+                verifier.signatures(),
+                verifier.secrets()
+            ),
+            (7, 1, 2)
+        );
+        assert_eq!(verifier.message_id(), Some(&id));
+        verifier.update(b"bo");
+        verifier.update(b"dy");
+        let verified = verifier.finish().unwrap();
+        assert_eq!(verified.unix_timestamp(), 7);
+        assert_eq!(verified.secret_index(), 1);
+        assert_eq!(verified.signature().as_bytes(), &tag);
+        assert_eq!(verified.message_id(), Some(&id));
+
+        let mut verifier = HmacVerifier::new(
+            keys.begin(&[b"7."]),
+            candidates(&[[1; DIGEST_LEN], [2; DIGEST_LEN], [3; DIGEST_LEN]]),
+            7,
+            None,
+        );
+        verifier.update(b"body");
+        assert_eq!(
+            verifier.finish().unwrap_err(),
+            VerifyError::SignatureMismatch {
+                signatures: 3,
+                secrets: 2
+            }
+        );
+        assert_eq!(Keys::new(b"a").unwrap().begin(&[]).len(), 1);
     }
 }
