@@ -23,25 +23,28 @@ use std::{
 };
 
 use bytes::Bytes;
-use hookgate::{
-    body::ResponseBody,
-    client_checks::TlsConnection,
-    problem::{Problem, ProblemCode},
-    signature::VerifiedBody,
-};
 use http::{
     header, uri::PathAndQuery, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
     Uri,
 };
-use http_body::Body as _;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
-use tower::Service;
+use tower_service::Service;
+
+use super::Error;
+use crate::{
+    body::ResponseBody,
+    client_checks::TlsConnection,
+    problem::{Problem, ProblemCode},
+    signature::VerifiedBody,
+};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -55,9 +58,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The upstream, as a tower service.
+/// Upstream forwarding: a reverse proxy to the team's own handler, as a tower service behind
+/// [`VerifySignatureLayer`](crate::VerifySignatureLayer). Made with [`Upstream::builder`].
+///
+/// Each call forwards the exact verified bytes with the request's headers (the signature
+/// header included), hop-by-hop headers dropped and `X-Forwarded-For` / `-Proto` / `-Host`
+/// added, to the configured URL (the delivery's query appended to the URL's), over a pooled
+/// HTTP/1.1 keep-alive connection. The upstream's whole answer (at most 1 MiB, read within the
+/// response timeout) is passed on with an exact `Content-Length`; trouble is a retryable
+/// problem, never a `4xx`: unreachable `503 upstream_unavailable` (with `Retry-After`), failed,
+/// broke off or answered too much `502 upstream_failed`, too slow `504 upstream_timeout`.
+///
+/// Clones share one connection pool. The gateway gives each worker thread a pool of its own
+/// (one [`UpstreamBuilder::build`] each), so that a request and its upstream connection stay on
+/// one thread.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use hookgate::{gateway::Upstream, scheme::ElevenLabs, VerifySignatureLayer};
+/// use tower::ServiceBuilder;
+///
+/// let upstream = Upstream::builder("http://127.0.0.1:9000/hook")
+///     .response_timeout(Duration::from_secs(5))
+///     .build()?;
+/// let scheme = ElevenLabs::new(std::env::var("ELEVENLABS_WEBHOOK_SECRET")?)?;
+/// let service = ServiceBuilder::new()
+///     .layer(VerifySignatureLayer::new(scheme))
+///     .service(upstream);
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct Upstream {
+pub struct Upstream {
     pool: Arc<Pool>,
     // Behind an `Arc`: every layer's future holds a clone of this service, and moves it.
     forwarding: Arc<Forwarding>,
@@ -203,7 +237,7 @@ async fn read_whole(body: Incoming) -> Result<Bytes, Failure> {
 /// The upstream's whole answer body, already read (its connection back in the pool): one data
 /// frame of an exact size. Trailers are not passed on.
 #[derive(Debug, Default)]
-pub(crate) struct PooledBody {
+struct PooledBody {
     bytes: Option<Bytes>,
 }
 
@@ -220,29 +254,61 @@ impl PooledBody {
     }
 }
 
-impl http_body::Body for PooledBody {
+impl Body for PooledBody {
     type Data = Bytes;
-    // Never produced (the answer was read whole); the type the gateway's body carries.
-    type Error = hyper::Error;
+    // Never produced: the answer was read whole.
+    type Error = Infallible;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Poll::Ready(
-            self.get_mut()
-                .bytes
-                .take()
-                .map(|b| Ok(http_body::Frame::data(b))),
-        )
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(self.get_mut().bytes.take().map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
         self.bytes.is_none()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.len() as u64)
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len() as u64)
+    }
+}
+
+pin_project! {
+    /// The answer body of the [`Upstream`]: the upstream's whole answer, already read, or a
+    /// problem+json body saying why there is none. One frame of an exact size.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: ResponseBody<PooledBody>,
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("len", &self.inner.size_hint().exact())
+            .finish()
     }
 }
 
@@ -265,46 +331,90 @@ fn exact_content_length(status: StatusCode, headers: &mut HeaderMap, len: usize)
     }
 }
 
-impl Upstream {
-    /// An upstream at `url` (`http://host:port/path`).
-    pub(crate) fn new(
-        url: &str,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<Self, String> {
-        let base: Uri = url
-            .parse()
-            .map_err(|e| format!("--upstream {url:?}: {e}"))?;
+/// The settings of an [`Upstream`]: its URL, and how long connecting and answering may take.
+#[derive(Clone, Debug)]
+pub struct UpstreamBuilder {
+    url: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+impl UpstreamBuilder {
+    /// How long connecting to the upstream may take; then `503 upstream_unavailable`. 2 s by
+    /// default.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the upstream's whole answer (head and body) may take from when the delivery is
+    /// handed to it; then `504 upstream_timeout`. 10 s by default.
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// The URL deliveries are forwarded to.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// An upstream with these settings and a connection pool of its own (empty: connections
+    /// are made as deliveries need them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UpstreamUrl`] unless the URL is `http://host[:port][/path][?query]` (plain HTTP:
+    /// the upstream is the team's own handler, next to the gateway).
+    pub fn build(&self) -> Result<Upstream, Error> {
+        let url = &self.url;
+        let invalid = |reason: String| Error::UpstreamUrl {
+            url: url.clone(),
+            reason,
+        };
+        let base: Uri = url.parse().map_err(|e| invalid(format!("{e}")))?;
         match base.scheme_str() {
             Some("http") => {}
-            Some(other) => return Err(format!("--upstream {url:?}: scheme {other} is not supported; use http:// to a local handler")),
-            None => return Err(format!("--upstream {url:?}: needs http://host:port")),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "scheme {other} is not supported; use http:// to a local handler"
+                )))
+            }
+            None => return Err(invalid("needs http://host:port".into())),
         }
-        if base.authority().is_none() {
-            return Err(format!("--upstream {url:?}: needs a host"));
-        }
-        let authority = base
-            .authority()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let Some(authority) = base.authority() else {
+            return Err(invalid("needs a host".into()));
+        };
+        let host = HeaderValue::from_str(authority.as_str()).ok();
         let authority = if base.port().is_some() {
-            authority
+            authority.to_string()
         } else {
             format!("{authority}:80")
         };
-        let host = base
-            .authority()
-            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
         let target = target(&base, None);
-        Ok(Self {
+        Ok(Upstream {
             pool: Arc::new(Pool {
                 authority,
-                connect_timeout,
+                connect_timeout: self.connect_timeout,
                 idle: Mutex::new(Vec::new()),
             }),
             forwarding: Arc::new(Forwarding { base, target, host }),
-            response_timeout,
+            response_timeout: self.response_timeout,
         })
+    }
+}
+
+impl Upstream {
+    /// The settings of an upstream at `url` (`http://host[:port][/path][?query]`), checked by
+    /// [`UpstreamBuilder::build`].
+    pub fn builder(url: impl Into<String>) -> UpstreamBuilder {
+        UpstreamBuilder {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(10),
+        }
     }
 
     /// The upstream request target for a delivery to `original`.
@@ -424,7 +534,7 @@ fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Req
 }
 
 impl Service<Request<VerifiedBody>> for Upstream {
-    type Response = Response<ResponseBody<PooledBody>>;
+    type Response = Response<UpstreamBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -442,7 +552,10 @@ impl Service<Request<VerifiedBody>> for Upstream {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     exact_content_length(parts.status, &mut parts.headers, body.len());
-                    return Ok(Response::from_parts(parts, ResponseBody::new(body)));
+                    let body = UpstreamBody {
+                        inner: ResponseBody::new(body),
+                    };
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Ok(Err(Failure::Connect(error))) => {
                     tracing::warn!(%error, "upstream unreachable");
@@ -485,7 +598,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
                         ))
                 }
             };
-            Ok(problem.into_response())
+            Ok(problem.into_response().map(|inner| UpstreamBody { inner }))
         })
     }
 }
@@ -495,12 +608,12 @@ mod tests {
     use super::*;
 
     fn upstream(url: &str) -> Upstream {
-        Upstream::new(url, Duration::from_secs(1), Duration::from_secs(1)).unwrap()
+        Upstream::builder(url).build().unwrap()
     }
 
     #[test]
     fn only_plain_http_upstreams_with_a_host() {
-        let new = |url| Upstream::new(url, Duration::from_secs(1), Duration::from_secs(1));
+        let new = |url: &str| Upstream::builder(url).build();
         assert!(new("https://example.test/").is_err());
         assert!(new("/just/a/path").is_err());
         assert!(new("not a url").is_err());
@@ -616,12 +729,10 @@ mod tests {
         use http_body_util::BodyExt;
         use std::sync::atomic::Ordering;
         let (addr, connections) = delaying_upstream().await;
-        let mut upstream = Upstream::new(
-            &format!("http://{addr}/"),
-            Duration::from_secs(2),
-            Duration::from_millis(300),
-        )
-        .unwrap();
+        let mut upstream = Upstream::builder(format!("http://{addr}/"))
+            .response_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
         let mut deliver = |delay_ms: u64| {
             let request = Request::post("/webhooks/elevenlabs")
                 .header("x-delay-ms", delay_ms)
@@ -754,12 +865,10 @@ mod tests {
 
     /// The upstream service for `addr`, with a 300 ms response timeout.
     fn upstream_at(addr: SocketAddr) -> Upstream {
-        Upstream::new(
-            &format!("http://{addr}/"),
-            Duration::from_secs(2),
-            Duration::from_millis(300),
-        )
-        .unwrap()
+        Upstream::builder(format!("http://{addr}/"))
+            .response_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap()
     }
 
     #[tokio::test]
