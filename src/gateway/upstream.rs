@@ -4,7 +4,8 @@
 //! Each gateway worker has its own small pool of HTTP/1.1 connections (hyper's connection-level
 //! client): a request, its upstream connection and its answer stay on one thread. A request that
 //! could not even be written on a pooled connection the upstream had closed is sent again on a
-//! new one.
+//! new one. The pool keeps a bounded number of idle connections and closes those idle too long
+//! ([`Pool`]).
 //!
 //! The upstream's answer is read whole (at most [`MAX_ANSWER_BYTES`], within the response
 //! timeout, which covers head and body) before anything is answered: a `200` reaches the sender
@@ -17,9 +18,12 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -69,9 +73,12 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// problem, never a `4xx`: unreachable `503 upstream_unavailable` (with `Retry-After`), failed,
 /// broke off or answered too much `502 upstream_failed`, too slow `504 upstream_timeout`.
 ///
-/// Clones share one connection pool. The gateway gives each worker thread a pool of its own
-/// (one [`UpstreamBuilder::build`] each), so that a request and its upstream connection stay on
-/// one thread.
+/// Clones share one connection pool: at most [`pool_max_idle`](UpstreamBuilder::pool_max_idle)
+/// idle connections (64), each closed once idle for
+/// [`pool_idle_timeout`](UpstreamBuilder::pool_idle_timeout) (90 s), by a task on the runtime
+/// that made the pool's first connection. The gateway gives each worker thread a pool of its
+/// own (one [`UpstreamBuilder::build`] each), so that a request and its upstream connection
+/// stay on one thread.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -108,23 +115,44 @@ struct Forwarding {
     host: Option<HeaderValue>,
 }
 
-/// Idle keep-alive connections to the upstream.
+/// Idle keep-alive connections to the upstream: at most `max_idle`, each closed once it has
+/// been idle for `idle_timeout`.
+///
+/// Connections are taken from and given back to the top of the stack, so the stack is ordered
+/// by when each connection became idle, oldest at the bottom, and the connections a quieter
+/// moment does not need sink to the bottom and expire. Expiry is the reaper's work (one task
+/// per pool, sleeping until the oldest connection is due): a delivery only reads the clock when
+/// it gives its connection back.
 struct Pool {
     authority: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<SendRequest<VerifiedBody>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Idle>>,
+    /// Whether the reaper runs (started by the first connection made).
+    reaper: AtomicBool,
+}
+
+/// An idle connection, and since when.
+struct Idle {
+    sender: SendRequest<VerifiedBody>,
+    since: Instant,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("authority", &self.authority)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_idle", &self.max_idle)
             .finish_non_exhaustive()
     }
 }
 
-/// Most idle connections kept per worker.
+/// Most idle connections kept per pool (per worker), by default.
 const MAX_IDLE: usize = 64;
+/// How long a connection may stay idle in the pool, by default (hyper-util's client's).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The largest answer body read from the upstream; a larger one is an upstream failure. The
 /// sender only looks at the status, so this bounds what a misbehaving handler can make each
@@ -146,7 +174,7 @@ impl Pool {
     /// An idle connection that can take a request now; closed or busy ones are dropped.
     fn take_idle(&self) -> Option<SendRequest<VerifiedBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(sender) = idle.pop() {
+        while let Some(Idle { sender, .. }) = idle.pop() {
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -154,17 +182,43 @@ impl Pool {
         None
     }
 
+    /// Keeps `sender` for the next exchange, unless it is closed or the pool holds as many as it
+    /// may; a connection not kept is closed (dropping its sender ends it).
     fn give_back(&self, sender: SendRequest<VerifiedBody>) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.idle_timeout.is_zero() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(sender);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<VerifiedBody>, Failure> {
+    /// Closes the connections idle since `now - idle_timeout` or longer; when the oldest of the
+    /// others is due.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let expired: Vec<Idle> = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = idle.partition_point(|held| held.since + self.idle_timeout <= now);
+            idle.drain(..due).collect()
+        };
+        // Closed outside the lock.
+        drop(expired);
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.first().map(|oldest| oldest.since + self.idle_timeout)
+    }
+
+    /// Starts the reaper on the current runtime, once.
+    fn start_reaper(self: &Arc<Self>) {
+        if !self.reaper.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<SendRequest<VerifiedBody>, Failure> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
                 .await
@@ -182,6 +236,7 @@ impl Pool {
                 tracing::debug!(%error, "upstream connection ended");
             }
         });
+        self.start_reaper();
         Ok(sender)
     }
 
@@ -214,6 +269,22 @@ impl Pool {
                 },
             }
         }
+    }
+}
+
+/// The pool's reaper: sleeps until its oldest idle connection is due (or an idle timeout, when
+/// it holds none: a connection given back later is due later still), closes what is due, and
+/// ends with the pool.
+async fn reap(pool: Weak<Pool>) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            pool.expire(now).unwrap_or(now + pool.idle_timeout)
+        };
+        tokio::time::sleep_until(next.into()).await;
     }
 }
 
@@ -337,6 +408,8 @@ pub struct UpstreamBuilder {
     url: String,
     connect_timeout: Duration,
     response_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_idle: usize,
 }
 
 impl UpstreamBuilder {
@@ -353,6 +426,24 @@ impl UpstreamBuilder {
     #[must_use]
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may stay idle in the pool before it is closed (90 s); zero keeps
+    /// no connection for a next delivery. Below the upstream's own keep-alive timeout, so that
+    /// the gateway closes an idle connection before the upstream does.
+    #[must_use]
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// How many idle connections the pool keeps at most (64); more, after a burst, are closed
+    /// as their exchanges end. The gateway has a pool per worker, so a gateway keeps up to this
+    /// many per worker.
+    #[must_use]
+    pub fn pool_max_idle(mut self, connections: usize) -> Self {
+        self.pool_max_idle = connections;
         self
     }
 
@@ -398,7 +489,10 @@ impl UpstreamBuilder {
             pool: Arc::new(Pool {
                 authority,
                 connect_timeout: self.connect_timeout,
+                idle_timeout: self.pool_idle_timeout,
+                max_idle: self.pool_max_idle,
                 idle: Mutex::new(Vec::new()),
+                reaper: AtomicBool::new(false),
             }),
             forwarding: Arc::new(Forwarding { base, target, host }),
             response_timeout: self.response_timeout,
@@ -414,6 +508,8 @@ impl Upstream {
             url: url.into(),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(10),
+            pool_idle_timeout: IDLE_TIMEOUT,
+            pool_max_idle: MAX_IDLE,
         }
     }
 
