@@ -87,6 +87,6 @@ pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
 pub use normalize::{NormalizeStatus, NormalizeStatusLayer, Normalized, SenderContract};
 
 // The README's examples are compiled and run as doctests.
-#[cfg(all(doctest, feature = "full"))]
+#[cfg(all(doctest, feature = "full", feature = "gateway"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

@@ -357,6 +357,51 @@ async fn shutdown_through_the_handle_lets_in_flight_requests_finish_and_stops_ac
 }
 
 #[tokio::test]
+async fn stop_returns_at_once_and_stopped_completes_once_the_listeners_are_closed() {
+    let handle = hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .admin_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .sink_dir(scratch_dir().join("events"))
+        .workers(2)
+        .build()
+        .unwrap()
+        .serve()
+        .await
+        .unwrap();
+    let (addr, admin) = (handle.local_addr(), handle.admin_addr().unwrap());
+    assert_eq!(
+        handle.url(),
+        format!("http://{addr}/webhooks/elevenlabs"),
+        "the port the system chose"
+    );
+    let body = transcript("req_before_stop");
+    let answer = post(&handle.url(), sign(body.as_bytes()), body).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let started = std::time::Instant::now();
+    handle.stop();
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "stop() waits for nothing"
+    );
+    tokio::time::timeout(Duration::from_secs(5), handle.stopped())
+        .await
+        .expect("stopped with nothing in flight");
+    handle.stop(); // again: nothing more happens
+    handle.stopped().await;
+    for listener in [addr, admin] {
+        let closed = async {
+            while tokio::net::TcpStream::connect(listener).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .unwrap_or_else(|_| panic!("{listener} still accepts"));
+    }
+}
+
+#[tokio::test]
 async fn a_second_gateway_on_the_address_fails_with_address_in_use() {
     let first = Gateway::start(|gateway| gateway).await;
     let second = hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())

@@ -142,11 +142,6 @@ impl Sink {
         })
     }
 
-    /// The directory events are stored in.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
     fn open_bounded(dir: &Path, timeout: Duration) -> io::Result<Self> {
         if !dir.is_dir() {
             fs::DirBuilder::new()
