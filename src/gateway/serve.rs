@@ -11,7 +11,7 @@
 //! of silently taking part of the deliveries. What each connection may hold, and for how long,
 //! is [`connections`](super::connections).
 
-use std::{net::SocketAddr, pin::pin, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
 use http::Request;
 use hyper::{
@@ -103,14 +103,9 @@ impl Gateway {
         // Per client too: one client's refused connections must not use up everyone's answers.
         let refusals =
             ConnectionLimits::new(REFUSALS_AT_ONCE, REFUSALS_PER_CLIENT, Box::new(|_| false));
-        // Dropped (with the handle, or on an error below): every worker and the admin listener
-        // stop as they would when told to.
+        // Dropped (with the handle, or on an error below): every worker stops as it would when
+        // told to.
         let (stop, stopped) = watch::channel(false);
-        let admin_addr = match self.admin_listen {
-            Some(addr) => Some(spawn_admin(addr, self.metrics.clone(), stopped.clone()).await?),
-            None => None,
-        };
-
         let done = Arc::new(watch::Sender::new(0_usize));
         for index in 0..self.workers {
             // One socket, accepted on by every worker: no `SO_REUSEPORT` group another process
@@ -142,6 +137,19 @@ impl Gateway {
                 .map_err(|source| Error::Worker { source })?;
         }
         drop(listener);
+        // Operators see `/healthz` and `/metrics` until the last worker has ended.
+        let admin_addr = match self.admin_listen {
+            Some(addr) => {
+                let workers_ended = done.subscribe();
+                let workers = self.workers;
+                let ended = async move {
+                    let mut workers_ended = workers_ended;
+                    let _ = workers_ended.wait_for(|ended| *ended >= workers).await;
+                };
+                Some(spawn_admin(addr, self.metrics.clone(), ended).await?)
+            }
+            None => None,
+        };
         // Ready before saying so: whoever reads the announcement may ask /healthz at once.
         self.metrics.set_ready();
         let handle = GatewayHandle {
@@ -213,7 +221,8 @@ impl GatewayHandle {
     }
 
     /// Completes once every worker has ended: after [`stop`](Self::stop), when the requests in
-    /// flight have finished or the grace period is over.
+    /// flight have finished or the grace period is over. The admin listener, which answers
+    /// until then, closes too.
     pub async fn stopped(&self) {
         let mut done = self.done.subscribe();
         let _ = done.wait_for(|ended| *ended >= self.workers).await;
@@ -252,21 +261,22 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Binds the admin listener and serves `/healthz` and `/metrics` on the current runtime until
-/// told to stop; the address it got.
+/// `ended` completes; the address it got.
 async fn spawn_admin(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    mut stopped: watch::Receiver<bool>,
+    ended: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SocketAddr, Error> {
     let admin_error = |source| Error::AdminListen { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(admin_error)?;
     let local = listener.local_addr().map_err(admin_error)?;
     tracing::info!("admin: http://{local}/healthz and /metrics");
     tokio::spawn(async move {
+        let mut ended = pin!(ended);
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                _ = stopped.wait_for(|stop| *stop) => return,
+                () = ended.as_mut() => return,
             };
             let Ok((stream, _)) = accepted else {
                 continue;
