@@ -179,6 +179,18 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
+        // The addresses come from the ready file; the logs written before it (which tests read
+        // at once) are in the pipe up to the announcement of its URL.
+        let caught_up = Instant::now();
+        while !logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains(&ready.url))
+            && caught_up.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(Self {
             addr: ready.listen,
             admin: ready.admin,
