@@ -402,6 +402,73 @@ async fn stop_returns_at_once_and_stopped_completes_once_the_listeners_are_close
 }
 
 #[tokio::test]
+async fn settings_the_gateway_cannot_work_with_are_typed_errors() {
+    use hookgate::gateway::{Error, GatewayBuilder, Setting};
+
+    let dir = scratch_dir();
+    let builder = || {
+        hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .sink_dir(dir.join("events"))
+    };
+    let build = |builder: GatewayBuilder| builder.build().expect_err("refused");
+
+    let error = build(builder().path("webhooks"));
+    assert!(
+        matches!(&error, Error::InvalidPath { path } if path == "webhooks"),
+        "{error:?}"
+    );
+    let error = build(builder().upstream(Upstream::builder("https://127.0.0.1:9000/")));
+    assert!(matches!(error, Error::UpstreamUrl { .. }), "{error:?}");
+    assert!(error.to_string().contains("https"), "{error}");
+    for (builder, setting) in [
+        (
+            builder().trusted_proxies(["10.0.0.0/33"]),
+            Setting::TrustedProxies,
+        ),
+        (
+            builder().known_senders(["not-an-ip"]),
+            Setting::KnownSenders,
+        ),
+        (builder().allow_ips(["300.0.0.1"]), Setting::AllowIps),
+    ] {
+        let error = build(builder);
+        assert!(
+            matches!(error, Error::InvalidSetting { setting: s, .. } if s == setting),
+            "{error:?}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+    }
+    let error = build(builder().tls(dir.join("missing-cert.pem"), dir.join("missing-key.pem")));
+    assert!(matches!(error, Error::TlsCertificate { .. }), "{error:?}");
+    assert!(error.to_string().contains("missing-cert.pem"), "{error}");
+
+    // Found when serving: a sink directory that is a file, an admin address taken.
+    std::fs::write(dir.join("a-file"), b"").unwrap();
+    let error = builder()
+        .sink_dir(dir.join("a-file"))
+        .build()
+        .unwrap()
+        .serve()
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, Error::SinkDirectory { .. }), "{error:?}");
+    assert!(
+        error.to_string().starts_with("cannot use sink directory "),
+        "{error}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = builder()
+        .admin_listen(taken.local_addr().unwrap())
+        .build()
+        .unwrap()
+        .serve()
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, Error::AdminListen { .. }), "{error:?}");
+}
+
+#[tokio::test]
 async fn a_second_gateway_on_the_address_fails_with_address_in_use() {
     let first = Gateway::start(|gateway| gateway).await;
     let second = hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())

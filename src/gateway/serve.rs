@@ -106,6 +106,10 @@ impl Gateway {
         // Dropped (with the handle, or on an error below): every worker stops as it would when
         // told to.
         let (stop, stopped) = watch::channel(false);
+        let admin = match self.admin_listen {
+            Some(addr) => Some(bind_admin(addr).await?),
+            None => None,
+        };
         let done = Arc::new(watch::Sender::new(0_usize));
         for index in 0..self.workers {
             // One socket, accepted on by every worker: no `SO_REUSEPORT` group another process
@@ -138,18 +142,15 @@ impl Gateway {
         }
         drop(listener);
         // Operators see `/healthz` and `/metrics` until the last worker has ended.
-        let admin_addr = match self.admin_listen {
-            Some(addr) => {
-                let workers_ended = done.subscribe();
-                let workers = self.workers;
-                let ended = async move {
-                    let mut workers_ended = workers_ended;
-                    let _ = workers_ended.wait_for(|ended| *ended >= workers).await;
-                };
-                Some(spawn_admin(addr, self.metrics.clone(), ended).await?)
-            }
-            None => None,
-        };
+        let admin_addr = admin.map(|(listener, addr)| {
+            let mut workers_ended = done.subscribe();
+            let workers = self.workers;
+            let ended = async move {
+                let _ = workers_ended.wait_for(|ended| *ended >= workers).await;
+            };
+            spawn_admin(listener, self.metrics.clone(), ended);
+            addr
+        });
         // Ready before saying so: whoever reads the announcement may ask /healthz at once.
         self.metrics.set_ready();
         let handle = GatewayHandle {
@@ -260,17 +261,21 @@ fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(std::net::TcpListener::from(socket))
 }
 
-/// Binds the admin listener and serves `/healthz` and `/metrics` on the current runtime until
-/// `ended` completes; the address it got.
-async fn spawn_admin(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    ended: impl Future<Output = ()> + Send + 'static,
-) -> Result<SocketAddr, Error> {
+/// The admin listener, and the address it got.
+async fn bind_admin(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
     let admin_error = |source| Error::AdminListen { addr, source };
     let listener = TcpListener::bind(addr).await.map_err(admin_error)?;
     let local = listener.local_addr().map_err(admin_error)?;
     tracing::info!("admin: http://{local}/healthz and /metrics");
+    Ok((listener, local))
+}
+
+/// Serves `/healthz` and `/metrics` on the current runtime until `ended` completes.
+fn spawn_admin(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ended: impl Future<Output = ()> + Send + 'static,
+) {
     tokio::spawn(async move {
         let mut ended = pin!(ended);
         loop {
@@ -291,7 +296,6 @@ async fn spawn_admin(
             });
         }
     });
-    Ok(local)
 }
 
 /// One worker's share of the gateway.
