@@ -33,8 +33,10 @@
 //! - `RateLimitLayer::verified` (feature `rate-limit`): verified traffic over its rate gets a
 //!   retryable 503, never a 4xx.
 //!
-//! Every layer is usable on its own, under hyper, axum or tonic. The `hookgate` binary (feature
-//! `cli`) is a gateway composed of them.
+//! Every layer is usable on its own, under hyper, axum or tonic. The gateway composed of them
+//! is a library too (`gateway`, feature `gateway`): its builder, its durable sink and its
+//! upstream forwarding as tower services. The `hookgate` binary (feature `cli`) is that gateway
+//! behind a command line.
 //!
 //! ## Features
 //!
@@ -47,6 +49,7 @@
 //! | `normalize` | `NormalizeStatusLayer`, `SenderContract` |
 //! | `axum` | `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
 //! | `full` | every library feature |
+//! | `gateway` | `gateway`: the gateway as a library (builder, sink, upstream, serving) |
 //! | `cli` | the `hookgate` gateway binary |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -69,6 +72,9 @@ pub mod client_checks;
 #[cfg(feature = "normalize")]
 pub mod normalize;
 
+#[cfg(feature = "gateway")]
+pub mod gateway;
+
 pub use error::ConfigError;
 pub use scheme::{Scheme, Verified};
 
@@ -82,6 +88,6 @@ pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
 pub use normalize::{NormalizeStatus, NormalizeStatusLayer, Normalized, SenderContract};
 
 // The README's examples are compiled and run as doctests.
-#[cfg(all(doctest, feature = "full"))]
+#[cfg(all(doctest, feature = "full", feature = "gateway"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

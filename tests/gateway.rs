@@ -1,5 +1,6 @@
-//! End to end: the `hookgate serve` binary on ephemeral loopback ports, driven by real HTTP
-//! clients, with real upstreams, real TLS, real signals.
+//! End to end: the gateway on ephemeral loopback ports, started in-process through
+//! `hookgate::gateway` (and as the `hookgate serve` binary where signals and process death are
+//! the point), driven by real HTTP clients, with real upstreams, real TLS, real signals.
 #![cfg(feature = "cli")]
 
 use std::{
@@ -18,7 +19,7 @@ use common::{
     gateway::{exchange, post, sign, transcript, Answer, Gateway, SECRET},
     now, scratch_dir,
 };
-use hookgate::scheme::ElevenLabs;
+use hookgate::{gateway::Upstream, scheme::ElevenLabs};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::{
@@ -29,7 +30,7 @@ use tokio::net::TcpListener;
 
 #[tokio::test]
 async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
-    let gateway = Gateway::start(&["--max-body-bytes", "10000"]);
+    let gateway = Gateway::start(|gateway| gateway.max_body_bytes(10_000)).await;
     let url = gateway.url();
     let body = transcript("req_e2e_1");
 
@@ -105,7 +106,7 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
 
 #[tokio::test]
 async fn admin_reports_health_and_metrics() {
-    let gateway = Gateway::start(&[]);
+    let gateway = Gateway::start(|gateway| gateway).await;
     let _ = post(&gateway.url(), None, "{}").await;
     let admin = gateway.admin.expect("admin address announced");
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -204,12 +205,13 @@ async fn post_with_answer(url: &str, answer: &str, body: &str) -> Answer {
 #[tokio::test]
 async fn upstream_mode_forwards_exact_bytes_and_maps_upstream_trouble_to_retryable_5xx() {
     let (addr, received) = upstream().await;
-    let gateway = Gateway::start(&[
-        "--upstream",
-        &format!("http://{addr}/hook"),
-        "--upstream-timeout",
-        "1",
-    ]);
+    let gateway = Gateway::start(|gateway| {
+        gateway.upstream(
+            Upstream::builder(format!("http://{addr}/hook"))
+                .response_timeout(Duration::from_secs(1)),
+        )
+    })
+    .await;
     let url = gateway.url();
     let body = transcript("req_up_1");
 
@@ -273,7 +275,10 @@ async fn upstream_down_is_503_with_retry_after() {
         .local_addr()
         .unwrap()
         .port();
-    let gateway = Gateway::start(&["--upstream", &format!("http://127.0.0.1:{port}/")]);
+    let gateway = Gateway::start(|gateway| {
+        gateway.upstream(Upstream::builder(format!("http://127.0.0.1:{port}/")))
+    })
+    .await;
     let body = transcript("req_down");
     let answer = post(&gateway.url(), sign(body.as_bytes()), body).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -284,7 +289,7 @@ async fn upstream_down_is_503_with_retry_after() {
 #[tokio::test]
 async fn graceful_shutdown_lets_in_flight_requests_finish() {
     let (addr, _) = upstream().await;
-    let gateway = Gateway::start(&[
+    let mut gateway = Gateway::spawn(&[
         "--upstream",
         &format!("http://{addr}/"),
         "--upstream-timeout",
@@ -304,9 +309,8 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
         StatusCode::OK,
         "the in-flight delivery finished"
     );
-    let mut gateway = gateway;
     let status = tokio::task::spawn_blocking(move || {
-        let status = gateway.child.wait().unwrap();
+        let status = gateway.child().wait().unwrap();
         (status, gateway)
     })
     .await
@@ -319,9 +323,174 @@ async fn graceful_shutdown_lets_in_flight_requests_finish() {
 }
 
 #[tokio::test]
+async fn shutdown_through_the_handle_lets_in_flight_requests_finish_and_stops_accepting() {
+    let (addr, _) = upstream().await;
+    let gateway = Gateway::start(|gateway| {
+        gateway.upstream(
+            Upstream::builder(format!("http://{addr}/")).response_timeout(Duration::from_secs(10)),
+        )
+    })
+    .await;
+    let (url, listening) = (gateway.url(), gateway.addr);
+    let body = transcript("req_slow_in_process");
+    let in_flight = tokio::spawn(async move { post_with_answer(&url, "slow", &body).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
+        .await
+        .expect("stopped within the grace period");
+    let answer = in_flight.await.unwrap();
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the in-flight delivery finished"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "shutdown waited for the in-flight delivery: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        tokio::net::TcpStream::connect(listening).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test]
+async fn stop_returns_at_once_and_stopped_completes_once_the_listeners_are_closed() {
+    let handle = hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .admin_listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .sink_dir(scratch_dir().join("events"))
+        .workers(2)
+        .build()
+        .unwrap()
+        .serve()
+        .await
+        .unwrap();
+    let (addr, admin) = (handle.local_addr(), handle.admin_addr().unwrap());
+    assert_eq!(
+        handle.url(),
+        format!("http://{addr}/webhooks/elevenlabs"),
+        "the port the system chose"
+    );
+    let body = transcript("req_before_stop");
+    let answer = post(&handle.url(), sign(body.as_bytes()), body).await;
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let started = std::time::Instant::now();
+    handle.stop();
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "stop() waits for nothing"
+    );
+    tokio::time::timeout(Duration::from_secs(5), handle.stopped())
+        .await
+        .expect("stopped with nothing in flight");
+    handle.stop(); // again: nothing more happens
+    handle.stopped().await;
+    for listener in [addr, admin] {
+        let closed = async {
+            while tokio::net::TcpStream::connect(listener).await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), closed)
+            .await
+            .unwrap_or_else(|_| panic!("{listener} still accepts"));
+    }
+}
+
+#[tokio::test]
+async fn settings_the_gateway_cannot_work_with_are_typed_errors() {
+    use hookgate::gateway::{Error, GatewayBuilder, Setting};
+
+    let dir = scratch_dir();
+    let builder = || {
+        hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())
+            .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .sink_dir(dir.join("events"))
+    };
+    let build = |builder: GatewayBuilder| builder.build().expect_err("refused");
+
+    let error = build(builder().path("webhooks"));
+    assert!(
+        matches!(&error, Error::InvalidPath { path } if path == "webhooks"),
+        "{error:?}"
+    );
+    let error = build(builder().upstream(Upstream::builder("https://127.0.0.1:9000/")));
+    assert!(matches!(error, Error::UpstreamUrl { .. }), "{error:?}");
+    assert!(error.to_string().contains("https"), "{error}");
+    for (builder, setting) in [
+        (
+            builder().trusted_proxies(["10.0.0.0/33"]),
+            Setting::TrustedProxies,
+        ),
+        (
+            builder().known_senders(["not-an-ip"]),
+            Setting::KnownSenders,
+        ),
+        (builder().allow_ips(["300.0.0.1"]), Setting::AllowIps),
+    ] {
+        let error = build(builder);
+        assert!(
+            matches!(error, Error::InvalidSetting { setting: s, .. } if s == setting),
+            "{error:?}"
+        );
+        assert!(std::error::Error::source(&error).is_some());
+    }
+    let error = build(builder().tls(dir.join("missing-cert.pem"), dir.join("missing-key.pem")));
+    assert!(matches!(error, Error::TlsCertificate { .. }), "{error:?}");
+    assert!(error.to_string().contains("missing-cert.pem"), "{error}");
+
+    // Found when serving: a sink directory that is a file, an admin address taken.
+    std::fs::write(dir.join("a-file"), b"").unwrap();
+    let error = builder()
+        .sink_dir(dir.join("a-file"))
+        .build()
+        .unwrap()
+        .serve()
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, Error::SinkDirectory { .. }), "{error:?}");
+    assert!(
+        error.to_string().starts_with("cannot use sink directory "),
+        "{error}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let error = builder()
+        .admin_listen(taken.local_addr().unwrap())
+        .build()
+        .unwrap()
+        .serve()
+        .await
+        .expect_err("refused");
+    assert!(matches!(error, Error::AdminListen { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_second_gateway_on_the_address_fails_with_address_in_use() {
+    let first = Gateway::start(|gateway| gateway).await;
+    let second = hookgate::gateway::Gateway::builder(ElevenLabs::new(SECRET).unwrap())
+        .listen(first.addr)
+        .sink_dir(scratch_dir().join("events"))
+        .build()
+        .unwrap()
+        .serve()
+        .await;
+    match second {
+        Err(error @ hookgate::gateway::Error::AddressInUse { addr }) => {
+            assert_eq!(addr, first.addr);
+            assert!(error.to_string().contains("already in use"), "{error}");
+        }
+        other => panic!("a second gateway started on {}: {other:?}", first.addr),
+    }
+}
+
+#[tokio::test]
 async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     let dir = scratch_dir();
-    let gateway = Gateway::start_in(&dir, &[]);
+    let gateway = Gateway::spawn_in(&dir, &[]);
     let url = gateway.url();
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut senders = Vec::new();
@@ -348,8 +517,8 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
     let mut gateway = gateway;
-    gateway.child.kill().unwrap(); // SIGKILL
-    gateway.child.wait().unwrap();
+    gateway.child().kill().unwrap(); // SIGKILL
+    gateway.child().wait().unwrap();
     for sender in senders {
         sender.await.unwrap();
     }
@@ -366,7 +535,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     }
     // A restart cleans crash leftovers and answers redeliveries of stored events with 200.
     drop(gateway);
-    let again = Gateway::start_in(&dir, &[]);
+    let again = Gateway::spawn_in(&dir, &[]);
     let leftovers = std::fs::read_dir(again.events())
         .unwrap()
         .filter(|e| {
@@ -395,7 +564,10 @@ async fn tls_with_a_certificate_made_here_serves_http2_and_http1() {
     let dir = scratch_dir();
     std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
-    let gateway = Gateway::start_in(&dir, &["--tls-cert", "cert.pem", "--tls-key", "key.pem"]);
+    let gateway = Gateway::start_in(&dir, |gateway| {
+        gateway.tls(dir.join("cert.pem"), dir.join("key.pem"))
+    })
+    .await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots
@@ -479,14 +651,13 @@ async fn status_from(
 
 #[tokio::test]
 async fn forged_floods_from_several_addresses_never_pass_and_never_crowd_out_the_sender() {
-    let gateway = Gateway::start(&[
-        "--client-rate",
-        "50",
-        "--client-burst",
-        "50",
-        "--max-failures-per-minute",
-        "20",
-    ]);
+    let gateway = Gateway::start(|gateway| {
+        gateway
+            .client_rate(50)
+            .client_burst(50)
+            .max_failures_per_minute(20)
+    })
+    .await;
     let url = gateway.url();
     let mut attackers = Vec::new();
     for attacker in 2..6u8 {
@@ -536,7 +707,7 @@ async fn forged_floods_from_several_addresses_never_pass_and_never_crowd_out_the
 
 #[tokio::test]
 async fn allow_list_and_https_requirement_turn_clients_away_with_403() {
-    let gateway = Gateway::start(&["--allow-ip", "127.0.0.2/32"]);
+    let gateway = Gateway::start(|gateway| gateway.allow_ips(["127.0.0.2/32"])).await;
     let body = transcript("req_allowed");
     let refused = status_from(
         &client_from([127, 0, 0, 1]),
@@ -555,7 +726,8 @@ async fn allow_list_and_https_requirement_turn_clients_away_with_403() {
     .await;
     assert_eq!(allowed, StatusCode::OK);
 
-    let gateway = Gateway::start(&["--require-https", "--trusted-proxy", "127.0.0.3"]);
+    let gateway =
+        Gateway::start(|gateway| gateway.require_https(true).trusted_proxies(["127.0.0.3"])).await;
     let body = transcript("req_https");
     let plain = post(&gateway.url(), sign(body.as_bytes()), body.clone()).await;
     assert_eq!(plain.status, StatusCode::FORBIDDEN);

@@ -1,6 +1,8 @@
-//! End to end: cheap attacks and accidents that must not cost a genuine delivery. The real
-//! `hookgate serve` on loopback, attacked and used by real sockets; genuine deliveries come from
-//! another loopback address (127.0.0.2) where an attack would otherwise hit them too.
+//! End to end: cheap attacks and accidents that must not cost a genuine delivery. The gateway
+//! on loopback (in-process through `hookgate::gateway`; the `hookgate serve` binary where the
+//! process's limits or its logs are the point), attacked and used by real sockets; genuine
+//! deliveries come from another loopback address (127.0.0.2) where an attack would otherwise hit
+//! them too.
 #![cfg(feature = "cli")]
 
 use std::{
@@ -67,7 +69,7 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (Vec<u8>
 async fn declared_but_unsent_bodies_reserve_no_buffer_budget() {
     // The budget is 256 MiB: eight forged requests declaring 32 MiB each and sending one byte
     // reserved all of it until their 408 (30 s later), and attacked again at once.
-    let gateway = Gateway::start(&["--max-connections-per-client", "200"]);
+    let gateway = Gateway::start(|gateway| gateway.max_connections_per_client(200)).await;
     let mut held = Vec::new();
     for n in 0..80 {
         // Ten times the eight that used to exhaust the budget.
@@ -94,7 +96,8 @@ async fn declared_but_unsent_bodies_reserve_no_buffer_budget() {
 
 #[tokio::test]
 async fn connections_that_say_nothing_are_closed_before_their_first_request() {
-    let gateway = Gateway::start(&["--request-head-timeout", "1"]);
+    let gateway =
+        Gateway::start(|gateway| gateway.request_head_timeout(Duration::from_secs(1))).await;
     let started = Instant::now();
     let mut silent = connect_from([127, 0, 0, 1], gateway.addr).await;
     let mut preface = connect_from([127, 0, 0, 1], gateway.addr).await;
@@ -116,7 +119,7 @@ async fn connections_that_say_nothing_are_closed_before_their_first_request() {
 
 #[tokio::test]
 async fn keep_alive_connections_are_closed_when_idle_and_served_while_busy() {
-    let gateway = Gateway::start(&["--idle-timeout", "1"]);
+    let gateway = Gateway::start(|gateway| gateway.idle_timeout(Duration::from_secs(1))).await;
     let stream = connect_from([127, 0, 0, 1], gateway.addr).await;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -146,7 +149,7 @@ async fn keep_alive_connections_are_closed_when_idle_and_served_while_busy() {
 
 #[tokio::test]
 async fn idle_http2_connections_are_closed() {
-    let gateway = Gateway::start(&["--idle-timeout", "1"]);
+    let gateway = Gateway::start(|gateway| gateway.idle_timeout(Duration::from_secs(1))).await;
     let stream = connect_from([127, 0, 0, 1], gateway.addr).await;
     let (mut sender, connection) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -171,7 +174,7 @@ async fn idle_http2_connections_are_closed() {
 
 #[tokio::test]
 async fn connections_over_the_per_client_cap_get_a_polite_503_and_others_are_served() {
-    let gateway = Gateway::start(&["--max-connections-per-client", "4"]);
+    let gateway = Gateway::start(|gateway| gateway.max_connections_per_client(4)).await;
     let mut held = Vec::new();
     for _ in 0..4 {
         held.push(connect_from([127, 0, 0, 1], gateway.addr).await);
@@ -227,7 +230,7 @@ fn gateway_with_descriptor_limit(limit: u32, args: &[&str]) -> Gateway {
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
-    Gateway::try_start(shell).expect("the gateway starts")
+    Gateway::try_spawn(shell).expect("the gateway starts")
 }
 
 /// Opens up to `count` connections from 127.0.0.1 (fewer if connecting stalls).
@@ -322,11 +325,11 @@ async fn out_of_descriptors_the_gateway_backs_off_logs_once_and_recovers() {
 
 #[tokio::test]
 async fn a_second_process_cannot_join_the_listening_address() {
-    let first = Gateway::start(&[]);
+    let first = Gateway::start(|gateway| gateway).await;
     let dir = scratch_dir();
     let listen = first.addr.to_string();
     let command = Gateway::command(&dir, &["--listen", &listen]);
-    let seen = match Gateway::try_start(command) {
+    let seen = match Gateway::try_spawn(command) {
         Ok(_) => panic!("a second gateway started on {listen}"),
         Err(seen) => seen,
     };
@@ -342,7 +345,7 @@ async fn a_second_process_cannot_join_the_listening_address() {
 
 #[tokio::test]
 async fn an_early_413_reaches_a_client_still_sending_its_body() {
-    let gateway = Gateway::start(&["--max-body-bytes", "1000"]);
+    let gateway = Gateway::start(|gateway| gateway.max_body_bytes(1000)).await;
     let body = vec![b' '; 4 << 20];
     let mut stream = connect_from([127, 0, 0, 1], gateway.addr).await;
     let head = format!(
@@ -364,15 +367,14 @@ async fn an_early_413_reaches_a_client_still_sending_its_body() {
 
 #[tokio::test]
 async fn a_sender_blocked_or_limited_by_address_gets_a_retryable_503() {
-    let gateway = Gateway::start(&[
-        "--max-failures-per-minute",
-        "3",
-        "--client-rate",
-        "1",
-        "--client-burst",
-        "8",
-        "--no-elevenlabs-known-senders",
-    ]);
+    let gateway = Gateway::start(|gateway| {
+        gateway
+            .max_failures_per_minute(3)
+            .client_rate(1)
+            .client_burst(8)
+            .elevenlabs_known_senders(false)
+    })
+    .await;
     // Another customer of the sender, or an attacker, fails verification from the address.
     for n in 0..5 {
         let body = transcript(&format!("forged_{n}"));
@@ -410,16 +412,14 @@ async fn a_sender_blocked_or_limited_by_address_gets_a_retryable_503() {
 
 #[tokio::test]
 async fn known_senders_are_never_blocked_or_limited_before_verification() {
-    let gateway = Gateway::start(&[
-        "--max-failures-per-minute",
-        "3",
-        "--client-rate",
-        "1",
-        "--client-burst",
-        "2",
-        "--known-sender",
-        "127.0.0.1",
-    ]);
+    let gateway = Gateway::start(|gateway| {
+        gateway
+            .max_failures_per_minute(3)
+            .client_rate(1)
+            .client_burst(2)
+            .known_senders(["127.0.0.1"])
+    })
+    .await;
     for n in 0..10 {
         let body = transcript(&format!("forged_{n}"));
         let answer = post(&gateway.url(), Some("t=1,v0=00".into()), body).await;
@@ -443,7 +443,7 @@ async fn known_senders_are_never_blocked_or_limited_before_verification() {
 
 #[tokio::test]
 async fn a_body_too_slow_for_its_deadline_gets_a_retryable_503() {
-    let gateway = Gateway::start(&["--body-timeout", "1"]);
+    let gateway = Gateway::start(|gateway| gateway.body_timeout(Duration::from_secs(1))).await;
     let body = transcript("slow_body");
     let mut stream = connect_from([127, 0, 0, 1], gateway.addr).await;
     let head = format!(
@@ -475,17 +475,12 @@ async fn a_tls_session_that_goes_quiet_after_its_handshake_is_closed() {
     let dir = scratch_dir();
     std::fs::write(dir.join("cert.pem"), certified.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), certified.signing_key.serialize_pem()).unwrap();
-    let gateway = Gateway::start_in(
-        &dir,
-        &[
-            "--tls-cert",
-            "cert.pem",
-            "--tls-key",
-            "key.pem",
-            "--request-head-timeout",
-            "1",
-        ],
-    );
+    let gateway = Gateway::start_in(&dir, |gateway| {
+        gateway
+            .tls(dir.join("cert.pem"), dir.join("key.pem"))
+            .request_head_timeout(Duration::from_secs(1))
+    })
+    .await;
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(certified.cert.pem().as_bytes()).unwrap())
@@ -515,7 +510,7 @@ async fn a_tls_session_that_goes_quiet_after_its_handshake_is_closed() {
 
 #[tokio::test]
 async fn a_trusted_proxy_without_a_forwarding_header_is_served_as_itself_and_warned_about_once() {
-    let gateway = Gateway::start(&["--trusted-proxy", "127.0.0.1"]);
+    let gateway = Gateway::spawn(&["--trusted-proxy", "127.0.0.1"]);
     for n in 0..20 {
         // No X-Forwarded-For: a health check, or a proxy configured without it.
         let body = transcript(&format!("via_proxy_{n}"));

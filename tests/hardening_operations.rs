@@ -32,7 +32,7 @@ fn tree() -> (PathBuf, PathBuf) {
 fn start_without_secret_env(dir: &Path, args: &[&str]) -> Result<Gateway, Vec<String>> {
     let mut command = Gateway::command(dir, args);
     command.env_remove(SECRET_ENV);
-    Gateway::try_start(command)
+    Gateway::try_spawn(command)
 }
 
 fn signed_with(secret: &str, body: &str) -> Option<String> {
@@ -119,7 +119,7 @@ async fn the_working_directorys_dotenv_is_read_and_each_setting_attributed_witho
     command
         .env_remove(SECRET_ENV)
         .env("HOOKGATE_PATH", "/webhooks/elevenlabs");
-    let gateway = Gateway::try_start(command).expect("the gateway starts");
+    let gateway = Gateway::try_spawn(command).expect("the gateway starts");
 
     let body = transcript("req_workdir_env");
     let answer = post(&gateway.url(), signed_with(secret, &body), body.clone()).await;
@@ -213,7 +213,7 @@ async fn an_explicit_env_file_replaces_the_working_directorys_and_must_exist() {
 
 #[tokio::test]
 async fn a_flood_of_forgeries_logs_one_line_at_once_and_one_count_per_interval() {
-    let gateway = Gateway::start(&[
+    let gateway = Gateway::spawn(&[
         "--max-failures-per-minute",
         "0",
         "--client-rate",
@@ -275,7 +275,7 @@ async fn a_flood_of_forgeries_logs_one_line_at_once_and_one_count_per_interval()
 
 #[tokio::test]
 async fn rejections_name_the_client_behind_a_trusted_proxy_and_blocked_clients() {
-    let gateway = Gateway::start(&[
+    let gateway = Gateway::spawn(&[
         "--trusted-proxy",
         "127.0.0.1",
         "--max-failures-per-minute",

@@ -1,5 +1,6 @@
 //! End to end: the sink keeps transcripts private, stores an event whatever sits at its name,
-//! and `/healthz` says when it cannot write.
+//! and `/healthz` says when it cannot write. In-process through `hookgate::gateway`, except
+//! where the binary's own umask is the point.
 #![cfg(feature = "cli")]
 
 mod common;
@@ -58,7 +59,7 @@ async fn deliver(gateway: &Gateway, body: &str) -> Answer {
     let answer = post(&url, sign(body.as_bytes()), body.to_owned());
     tokio::time::timeout(PROMPT, answer)
         .await
-        .unwrap_or_else(|_| panic!("no answer within {PROMPT:?}: {:#?}", gateway.logs()))
+        .unwrap_or_else(|_| panic!("no answer within {PROMPT:?} from {url}"))
 }
 
 /// The name an event whose id name is taken is stored under.
@@ -70,9 +71,9 @@ fn digest_name(id: &str, body: &str) -> String {
 async fn transcripts_are_private_whatever_the_umask() {
     let dir = scratch_dir();
     let command = with_umask(&Gateway::command(&dir, &[]), "000");
-    let gateway = Gateway::try_start(command).unwrap_or_else(|seen| panic!("{seen:#?}"));
+    let mut gateway = Gateway::try_spawn(command).unwrap_or_else(|seen| panic!("{seen:#?}"));
     // The gateway itself runs with umask 000 (`sh` exec'd it: same process).
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gateway.child().id())).unwrap();
     assert!(
         status.lines().any(|line| line == "Umask:\t0000"),
         "{status}"
@@ -97,7 +98,7 @@ type Obstacle = fn(at: &Path, outside: &Path, bytes: &[u8]);
 
 #[tokio::test]
 async fn obstacles_at_an_events_name_neither_hang_nor_lose_it() {
-    let gateway = Gateway::start(&[]);
+    let gateway = Gateway::start(|gateway| gateway).await;
     let outside = scratch_dir();
     let obstacles: [(&str, Obstacle); 5] = [
         ("req_dangling", |at, outside, _| {
@@ -180,7 +181,7 @@ async fn healthz(gateway: &Gateway) -> (StatusCode, String) {
 
 #[tokio::test]
 async fn healthz_is_unhealthy_while_the_sink_cannot_write_and_recovers() {
-    let gateway = Gateway::start(&[]);
+    let gateway = Gateway::start(|gateway| gateway).await;
     let events = gateway.events();
     assert_eq!(healthz(&gateway).await, (StatusCode::OK, "ok\n".into()));
 

@@ -16,6 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use common::gateway::{exchange, post, sign, transcript, Answer, Gateway};
+use hookgate::gateway::{GatewayBuilder, Upstream};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use tokio::{
@@ -100,11 +101,10 @@ async fn raw_upstream(
     (url, connections)
 }
 
-/// The gateway in upstream mode, 1 s response timeout.
-fn gateway_to(url: &str, extra: &[&str]) -> Gateway {
-    let mut args = vec!["--upstream", url, "--upstream-timeout", "1"];
-    args.extend_from_slice(extra);
-    Gateway::start(&args)
+/// The gateway in upstream mode, 1 s response timeout, with `settings` applied.
+async fn gateway_to(url: &str, settings: impl FnOnce(GatewayBuilder) -> GatewayBuilder) -> Gateway {
+    let upstream = Upstream::builder(url).response_timeout(Duration::from_secs(1));
+    Gateway::start(|gateway| settings(gateway.upstream(upstream))).await
 }
 
 /// A signed transcript delivered to `gateway`, and how long the answer took.
@@ -133,7 +133,7 @@ async fn an_upstream_dying_mid_body_is_502_not_a_truncated_200() {
         Then::Close,
     )
     .await;
-    let gateway = gateway_to(&url, &[]);
+    let gateway = gateway_to(&url, |gateway| gateway).await;
     let (answer, _) = deliver(&gateway, "req_mid_body_1").await;
     assert_problem(&answer, StatusCode::BAD_GATEWAY, "upstream_failed");
 
@@ -150,7 +150,7 @@ async fn an_upstream_stalling_mid_body_is_504_within_the_response_timeout() {
         Then::Stall,
     )
     .await;
-    let gateway = gateway_to(&url, &[]);
+    let gateway = gateway_to(&url, |gateway| gateway).await;
     let (answer, waited) =
         tokio::time::timeout(Duration::from_secs(5), deliver(&gateway, "req_stall"))
             .await
@@ -171,7 +171,7 @@ async fn an_upstream_never_ending_its_chunked_body_is_504() {
         Then::Stall,
     )
     .await;
-    let gateway = gateway_to(&url, &[]);
+    let gateway = gateway_to(&url, |gateway| gateway).await;
     let (answer, waited) = tokio::time::timeout(
         Duration::from_secs(5),
         deliver(&gateway, "req_chunked_stall"),
@@ -190,7 +190,7 @@ async fn an_upstream_answer_over_the_cap_is_502() {
         Then::Stall,
     )
     .await;
-    let gateway = gateway_to(&url, &[]);
+    let gateway = gateway_to(&url, |gateway| gateway).await;
     let (answer, waited) = deliver(&gateway, "req_declared_too_large").await;
     assert_problem(&answer, StatusCode::BAD_GATEWAY, "upstream_failed");
     assert!(waited < Duration::from_millis(900), "{waited:?}");
@@ -210,7 +210,7 @@ async fn an_upstream_answer_over_the_cap_is_502() {
         Then::Close,
     )
     .await;
-    let gateway = gateway_to(&url, &[]);
+    let gateway = gateway_to(&url, |gateway| gateway).await;
     let (answer, _) = deliver(&gateway, "req_chunked_too_large").await;
     assert_problem(&answer, StatusCode::BAD_GATEWAY, "upstream_failed");
 }
@@ -231,7 +231,7 @@ async fn a_whole_upstream_answer_is_passed_on_intact_with_its_exact_length() {
         Then::KeepAlive,
     )
     .await;
-    let gateway = gateway_to(&url, &["--workers", "1"]);
+    let gateway = gateway_to(&url, |gateway| gateway.workers(1)).await;
     for id in ["req_whole_1", "req_whole_2"] {
         let body = transcript(id);
         let answer = post(&gateway.url(), sign(body.as_bytes()), body.clone()).await;
@@ -265,7 +265,7 @@ async fn a_whole_upstream_answer_is_passed_on_intact_with_its_exact_length() {
         Then::KeepAlive,
     )
     .await;
-    let gateway = gateway_to(&url, &[]);
+    let gateway = gateway_to(&url, |gateway| gateway).await;
     let body = transcript("req_whole_chunked");
     let request = Request::post(gateway.url())
         .header("elevenlabs-signature", sign(body.as_bytes()).unwrap())

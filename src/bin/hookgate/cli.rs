@@ -3,9 +3,14 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use clap::{parser::ValueSource, ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use hookgate::{
+    gateway::{Gateway, GatewayBuilder, Upstream},
+    scheme::ElevenLabs,
+};
 
 /// Receive signed webhooks safely, and test receivers by playing the sender.
 #[derive(Debug, Parser)]
@@ -205,6 +210,58 @@ pub(crate) struct ServeArgs {
     /// single log line (the first of each is logged at once).
     #[arg(long, hide = true, default_value_t = 10.0, value_parser = positive_seconds)]
     pub(crate) rejection_log_interval: f64,
+    /// Once serving, write the addresses the gateway got (`{"listen": "IP:PORT", "admin":
+    /// "IP:PORT" or null}`) to this file, for whoever starts it (tests, supervisors).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub(crate) ready_file: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The gateway's settings, per these flags, checking deliveries with `scheme` (which
+    /// carries the secrets; its tolerance is set here).
+    pub(crate) fn gateway(&self, scheme: ElevenLabs) -> GatewayBuilder {
+        let seconds = Duration::from_secs_f64;
+        let scheme = scheme.tolerance(Duration::from_secs(self.tolerance));
+        let mut builder = Gateway::builder(scheme)
+            .path(&self.path)
+            .listen(self.listen)
+            .admin_listen(self.admin_listen)
+            .sink_dir(&self.sink_dir)
+            .max_body_bytes(self.max_body_bytes)
+            .body_timeout(seconds(self.body_timeout))
+            .client_rate(self.client_rate)
+            .client_burst(self.client_burst)
+            .max_failures_per_minute(self.max_failures_per_minute)
+            .failure_cooldown(Duration::from_secs(self.failure_cooldown))
+            .trusted_proxies(&self.trusted_proxies)
+            .known_senders(&self.known_senders)
+            .elevenlabs_known_senders(!self.no_elevenlabs_known_senders)
+            .allow_ips(&self.allow_ips)
+            .allow_elevenlabs_egress(self.allow_elevenlabs_egress)
+            .require_https(self.require_https)
+            .shutdown_grace(Duration::from_secs(self.shutdown_grace))
+            .max_connections_per_client(self.max_connections_per_client)
+            .request_head_timeout(seconds(self.request_head_timeout))
+            .idle_timeout(seconds(self.idle_timeout))
+            .rejection_log_interval(seconds(self.rejection_log_interval));
+        if let Some(url) = &self.upstream {
+            builder = builder.upstream(
+                Upstream::builder(url)
+                    .connect_timeout(seconds(self.upstream_connect_timeout))
+                    .response_timeout(seconds(self.upstream_timeout)),
+            );
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            builder = builder.tls(cert, key);
+        }
+        if let Some(workers) = self.workers {
+            builder = builder.workers(workers);
+        }
+        if let Some(connections) = self.max_connections {
+            builder = builder.max_connections(connections);
+        }
+        builder
+    }
 }
 
 #[derive(Debug, Args)]

@@ -15,17 +15,10 @@
 
 mod bench;
 mod cli;
-mod connections;
-mod metrics;
-mod rejection_log;
 mod secrets;
 mod send;
 mod serve;
 mod sign;
-mod sink;
-mod stack;
-mod tls;
-mod upstream;
 
 use std::process::ExitCode;
 

@@ -4,7 +4,8 @@
 //! Each gateway worker has its own small pool of HTTP/1.1 connections (hyper's connection-level
 //! client): a request, its upstream connection and its answer stay on one thread. A request that
 //! could not even be written on a pooled connection the upstream had closed is sent again on a
-//! new one.
+//! new one. The pool keeps a bounded number of idle connections and closes those idle too long
+//! ([`Pool`]).
 //!
 //! The upstream's answer is read whole (at most [`MAX_ANSWER_BYTES`], within the response
 //! timeout, which covers head and body) before anything is answered: a `200` reaches the sender
@@ -17,31 +18,37 @@ use std::{
     future::Future,
     net::{IpAddr, SocketAddr},
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use hookgate::{
-    body::ResponseBody,
-    client_checks::TlsConnection,
-    problem::{Problem, ProblemCode},
-    signature::VerifiedBody,
-};
 use http::{
     header, uri::PathAndQuery, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
     Uri,
 };
-use http_body::Body as _;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::{
     body::Incoming,
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
+use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
-use tower::Service;
+use tower_service::Service;
+
+use super::Error;
+use crate::{
+    body::{ProblemBody, ResponseBody},
+    client_checks::TlsConnection,
+    problem::{Problem, ProblemCode},
+    signature::VerifiedBody,
+};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -55,9 +62,43 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The upstream, as a tower service.
+/// Upstream forwarding: a reverse proxy to the team's own handler, as a tower service behind
+/// [`VerifySignatureLayer`](crate::VerifySignatureLayer). Made with [`Upstream::builder`].
+///
+/// Each call forwards the exact verified bytes with the request's headers (the signature
+/// header included), hop-by-hop headers dropped and `X-Forwarded-For` / `-Proto` / `-Host`
+/// added, to the configured URL (the delivery's query appended to the URL's), over a pooled
+/// HTTP/1.1 keep-alive connection. The upstream's whole answer (at most 1 MiB, read within the
+/// response timeout) is passed on with an exact `Content-Length`; trouble is a retryable
+/// problem, never a `4xx`: unreachable `503 upstream_unavailable` (with `Retry-After`), failed,
+/// broke off or answered too much `502 upstream_failed`, too slow `504 upstream_timeout`.
+///
+/// Clones share one connection pool: at most [`pool_max_idle`](UpstreamBuilder::pool_max_idle)
+/// idle connections (64), each closed once idle for
+/// [`pool_idle_timeout`](UpstreamBuilder::pool_idle_timeout) (90 s), by a task on the runtime
+/// that made the pool's first connection. The gateway gives each worker thread a pool of its
+/// own (one [`UpstreamBuilder::build`] each), so that a request and its upstream connection
+/// stay on one thread.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use hookgate::{gateway::Upstream, scheme::ElevenLabs, VerifySignatureLayer};
+/// use tower::ServiceBuilder;
+///
+/// let upstream = Upstream::builder("http://127.0.0.1:9000/hook")
+///     .response_timeout(Duration::from_secs(5))
+///     .build()?;
+/// let scheme = ElevenLabs::new(std::env::var("ELEVENLABS_WEBHOOK_SECRET")?)?;
+/// let service = ServiceBuilder::new()
+///     .layer(VerifySignatureLayer::new(scheme))
+///     .service(upstream);
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct Upstream {
+pub struct Upstream {
     pool: Arc<Pool>,
     // Behind an `Arc`: every layer's future holds a clone of this service, and moves it.
     forwarding: Arc<Forwarding>,
@@ -74,23 +115,44 @@ struct Forwarding {
     host: Option<HeaderValue>,
 }
 
-/// Idle keep-alive connections to the upstream.
+/// Idle keep-alive connections to the upstream: at most `max_idle`, each closed once it has
+/// been idle for `idle_timeout`.
+///
+/// Connections are taken from and given back to the top of the stack, so the stack is ordered
+/// by when each connection became idle, oldest at the bottom, and the connections a quieter
+/// moment does not need sink to the bottom and expire. Expiry is the reaper's work (one task
+/// per pool, sleeping until the oldest connection is due): a delivery only reads the clock when
+/// it gives its connection back.
 struct Pool {
     authority: String,
     connect_timeout: Duration,
-    idle: Mutex<Vec<SendRequest<VerifiedBody>>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+    idle: Mutex<Vec<Idle>>,
+    /// Whether the reaper runs (started by the first connection made).
+    reaper: AtomicBool,
+}
+
+/// An idle connection, and since when.
+struct Idle {
+    sender: SendRequest<VerifiedBody>,
+    since: Instant,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
             .field("authority", &self.authority)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_idle", &self.max_idle)
             .finish_non_exhaustive()
     }
 }
 
-/// Most idle connections kept per worker.
+/// Most idle connections kept per pool (per worker), by default.
 const MAX_IDLE: usize = 64;
+/// How long a connection may stay idle in the pool, by default (hyper-util's client's).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The largest answer body read from the upstream; a larger one is an upstream failure. The
 /// sender only looks at the status, so this bounds what a misbehaving handler can make each
@@ -112,7 +174,7 @@ impl Pool {
     /// An idle connection that can take a request now; closed or busy ones are dropped.
     fn take_idle(&self) -> Option<SendRequest<VerifiedBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(sender) = idle.pop() {
+        while let Some(Idle { sender, .. }) = idle.pop() {
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -120,17 +182,43 @@ impl Pool {
         None
     }
 
+    /// Keeps `sender` for the next exchange, unless it is closed or the pool holds as many as it
+    /// may; a connection not kept is closed (dropping its sender ends it).
     fn give_back(&self, sender: SendRequest<VerifiedBody>) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.idle_timeout.is_zero() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(sender);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<VerifiedBody>, Failure> {
+    /// Closes the connections idle since `now - idle_timeout` or longer; when the oldest of the
+    /// others is due.
+    fn expire(&self, now: Instant) -> Option<Instant> {
+        let expired: Vec<Idle> = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let due = idle.partition_point(|held| held.since + self.idle_timeout <= now);
+            idle.drain(..due).collect()
+        };
+        // Closed outside the lock.
+        drop(expired);
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.first().map(|oldest| oldest.since + self.idle_timeout)
+    }
+
+    /// Starts the reaper on the current runtime, once.
+    fn start_reaper(self: &Arc<Self>) {
+        if !self.reaper.swap(true, Ordering::AcqRel) {
+            tokio::spawn(reap(Arc::downgrade(self)));
+        }
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<SendRequest<VerifiedBody>, Failure> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
                 .await
@@ -148,6 +236,7 @@ impl Pool {
                 tracing::debug!(%error, "upstream connection ended");
             }
         });
+        self.start_reaper();
         Ok(sender)
     }
 
@@ -183,6 +272,22 @@ impl Pool {
     }
 }
 
+/// The pool's reaper: sleeps until its oldest idle connection is due (or an idle timeout, when
+/// it holds none: a connection given back later is due later still), closes what is due, and
+/// ends with the pool.
+async fn reap(pool: Weak<Pool>) {
+    loop {
+        let next = {
+            let Some(pool) = pool.upgrade() else {
+                return;
+            };
+            let now = Instant::now();
+            pool.expire(now).unwrap_or(now + pool.idle_timeout)
+        };
+        tokio::time::sleep_until(next.into()).await;
+    }
+}
+
 /// The upstream's answer body, up to [`MAX_ANSWER_BYTES`], in one buffer (one copy at most:
 /// none when it arrived in one piece).
 async fn read_whole(body: Incoming) -> Result<Bytes, Failure> {
@@ -203,7 +308,7 @@ async fn read_whole(body: Incoming) -> Result<Bytes, Failure> {
 /// The upstream's whole answer body, already read (its connection back in the pool): one data
 /// frame of an exact size. Trailers are not passed on.
 #[derive(Debug, Default)]
-pub(crate) struct PooledBody {
+struct PooledBody {
     bytes: Option<Bytes>,
 }
 
@@ -220,29 +325,70 @@ impl PooledBody {
     }
 }
 
-impl http_body::Body for PooledBody {
+impl Body for PooledBody {
     type Data = Bytes;
-    // Never produced (the answer was read whole); the type the gateway's body carries.
-    type Error = hyper::Error;
+    // Never produced: the answer was read whole.
+    type Error = Infallible;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Poll::Ready(
-            self.get_mut()
-                .bytes
-                .take()
-                .map(|b| Ok(http_body::Frame::data(b))),
-        )
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(self.get_mut().bytes.take().map(|b| Ok(Frame::data(b))))
     }
 
     fn is_end_stream(&self) -> bool {
         self.bytes.is_none()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.len() as u64)
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.len() as u64)
+    }
+}
+
+pin_project! {
+    /// The answer body of the [`Upstream`]: the upstream's whole answer, already read, or a
+    /// problem+json body saying why there is none. One frame of an exact size.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: ResponseBody<PooledBody>,
+    }
+}
+
+/// So that hookgate's layers in front of an [`Upstream`] answer with the same body type.
+impl ProblemBody for UpstreamBody {
+    fn from_problem(bytes: Bytes) -> Self {
+        Self {
+            inner: ResponseBody::from_problem(bytes),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("len", &self.inner.size_hint().exact())
+            .finish()
     }
 }
 
@@ -265,46 +411,115 @@ fn exact_content_length(status: StatusCode, headers: &mut HeaderMap, len: usize)
     }
 }
 
-impl Upstream {
-    /// An upstream at `url` (`http://host:port/path`).
-    pub(crate) fn new(
-        url: &str,
-        connect_timeout: Duration,
-        response_timeout: Duration,
-    ) -> Result<Self, String> {
-        let base: Uri = url
-            .parse()
-            .map_err(|e| format!("--upstream {url:?}: {e}"))?;
+/// The settings of an [`Upstream`]: its URL, and how long connecting and answering may take.
+#[derive(Clone, Debug)]
+pub struct UpstreamBuilder {
+    url: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    pool_idle_timeout: Duration,
+    pool_max_idle: usize,
+}
+
+impl UpstreamBuilder {
+    /// How long connecting to the upstream may take; then `503 upstream_unavailable`. 2 s by
+    /// default.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long the upstream's whole answer (head and body) may take from when the delivery is
+    /// handed to it; then `504 upstream_timeout`. 10 s by default.
+    #[must_use]
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may stay idle in the pool before it is closed (90 s); zero keeps
+    /// no connection for a next delivery. Below the upstream's own keep-alive timeout, so that
+    /// the gateway closes an idle connection before the upstream does.
+    #[must_use]
+    pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.pool_idle_timeout = timeout;
+        self
+    }
+
+    /// How many idle connections the pool keeps at most (64); more, after a burst, are closed
+    /// as their exchanges end. The gateway has a pool per worker, so a gateway keeps up to this
+    /// many per worker.
+    #[must_use]
+    pub fn pool_max_idle(mut self, connections: usize) -> Self {
+        self.pool_max_idle = connections;
+        self
+    }
+
+    /// The URL deliveries are forwarded to.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// An upstream with these settings and a connection pool of its own (empty: connections
+    /// are made as deliveries need them).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UpstreamUrl`] unless the URL is `http://host[:port][/path][?query]` (plain HTTP:
+    /// the upstream is the team's own handler, next to the gateway).
+    pub fn build(&self) -> Result<Upstream, Error> {
+        let url = &self.url;
+        let invalid = |reason: String| Error::UpstreamUrl {
+            url: url.clone(),
+            reason,
+        };
+        let base: Uri = url.parse().map_err(|e| invalid(format!("{e}")))?;
         match base.scheme_str() {
             Some("http") => {}
-            Some(other) => return Err(format!("--upstream {url:?}: scheme {other} is not supported; use http:// to a local handler")),
-            None => return Err(format!("--upstream {url:?}: needs http://host:port")),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "scheme {other} is not supported; use http:// to a local handler"
+                )))
+            }
+            None => return Err(invalid("needs http://host:port".into())),
         }
-        if base.authority().is_none() {
-            return Err(format!("--upstream {url:?}: needs a host"));
-        }
-        let authority = base
-            .authority()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let Some(authority) = base.authority() else {
+            return Err(invalid("needs a host".into()));
+        };
+        let host = HeaderValue::from_str(authority.as_str()).ok();
         let authority = if base.port().is_some() {
-            authority
+            authority.to_string()
         } else {
             format!("{authority}:80")
         };
-        let host = base
-            .authority()
-            .and_then(|authority| HeaderValue::from_str(authority.as_str()).ok());
         let target = target(&base, None);
-        Ok(Self {
+        Ok(Upstream {
             pool: Arc::new(Pool {
                 authority,
-                connect_timeout,
+                connect_timeout: self.connect_timeout,
+                idle_timeout: self.pool_idle_timeout,
+                max_idle: self.pool_max_idle,
                 idle: Mutex::new(Vec::new()),
+                reaper: AtomicBool::new(false),
             }),
             forwarding: Arc::new(Forwarding { base, target, host }),
-            response_timeout,
+            response_timeout: self.response_timeout,
         })
+    }
+}
+
+impl Upstream {
+    /// The settings of an upstream at `url` (`http://host[:port][/path][?query]`), checked by
+    /// [`UpstreamBuilder::build`].
+    pub fn builder(url: impl Into<String>) -> UpstreamBuilder {
+        UpstreamBuilder {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(10),
+            pool_idle_timeout: IDLE_TIMEOUT,
+            pool_max_idle: MAX_IDLE,
+        }
     }
 
     /// The upstream request target for a delivery to `original`.
@@ -424,7 +639,7 @@ fn forwarded_request(upstream: &Upstream, request: Request<VerifiedBody>) -> Req
 }
 
 impl Service<Request<VerifiedBody>> for Upstream {
-    type Response = Response<ResponseBody<PooledBody>>;
+    type Response = Response<UpstreamBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -442,7 +657,10 @@ impl Service<Request<VerifiedBody>> for Upstream {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     exact_content_length(parts.status, &mut parts.headers, body.len());
-                    return Ok(Response::from_parts(parts, ResponseBody::new(body)));
+                    let body = UpstreamBody {
+                        inner: ResponseBody::new(body),
+                    };
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Ok(Err(Failure::Connect(error))) => {
                     tracing::warn!(%error, "upstream unreachable");
@@ -485,7 +703,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
                         ))
                 }
             };
-            Ok(problem.into_response())
+            Ok(problem.into_response().map(|inner| UpstreamBody { inner }))
         })
     }
 }
@@ -495,12 +713,12 @@ mod tests {
     use super::*;
 
     fn upstream(url: &str) -> Upstream {
-        Upstream::new(url, Duration::from_secs(1), Duration::from_secs(1)).unwrap()
+        Upstream::builder(url).build().unwrap()
     }
 
     #[test]
     fn only_plain_http_upstreams_with_a_host() {
-        let new = |url| Upstream::new(url, Duration::from_secs(1), Duration::from_secs(1));
+        let new = |url: &str| Upstream::builder(url).build();
         assert!(new("https://example.test/").is_err());
         assert!(new("/just/a/path").is_err());
         assert!(new("not a url").is_err());
@@ -616,12 +834,10 @@ mod tests {
         use http_body_util::BodyExt;
         use std::sync::atomic::Ordering;
         let (addr, connections) = delaying_upstream().await;
-        let mut upstream = Upstream::new(
-            &format!("http://{addr}/"),
-            Duration::from_secs(2),
-            Duration::from_millis(300),
-        )
-        .unwrap();
+        let mut upstream = Upstream::builder(format!("http://{addr}/"))
+            .response_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
         let mut deliver = |delay_ms: u64| {
             let request = Request::post("/webhooks/elevenlabs")
                 .header("x-delay-ms", delay_ms)
@@ -754,12 +970,10 @@ mod tests {
 
     /// The upstream service for `addr`, with a 300 ms response timeout.
     fn upstream_at(addr: SocketAddr) -> Upstream {
-        Upstream::new(
-            &format!("http://{addr}/"),
-            Duration::from_secs(2),
-            Duration::from_millis(300),
-        )
-        .unwrap()
+        Upstream::builder(format!("http://{addr}/"))
+            .response_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap()
     }
 
     #[tokio::test]

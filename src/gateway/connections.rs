@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hookgate::problem::{Problem, ProblemCode};
+use crate::problem::{Problem, ProblemCode};
 use http::StatusCode;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -172,7 +172,7 @@ pub(crate) fn refusal_response(why: Refusal) -> Vec<u8> {
     let mut response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {}\r\ncache-control: no-store\r\n\
          retry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
-        hookgate::problem::PROBLEM_JSON,
+        crate::problem::PROBLEM_JSON,
         problem.retry_after_secs().unwrap_or(1),
         body.len()
     )

@@ -28,19 +28,21 @@ use std::{
 };
 
 use bytes::Bytes;
-use hookgate::{
-    body::ResponseBody,
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use tower_service::Service;
+
+use super::{metrics::HealthCheck, Error};
+use crate::{
+    body::{ProblemBody, ResponseBody},
     elevenlabs::event_id,
     problem::{Problem, ProblemCode},
     signature::VerifiedBody,
 };
-use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
-use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
-use tower::Service;
-
-use crate::metrics::HealthCheck;
 
 /// Temp files start with this; leftovers of a crash are removed at start.
 const TEMP_PREFIX: &str = ".tmp-";
@@ -69,9 +71,36 @@ pub(crate) struct Stored {
     pub(crate) duplicate: bool,
 }
 
-/// The sink directory, as a tower service answering 200 once the event is durable.
+/// The durable sink: a directory that every verified delivery is stored in *before* it is
+/// answered, as a tower service behind [`VerifySignatureLayer`](crate::VerifySignatureLayer).
+///
+/// Each call stores the request's exact bytes as `<event id>.json` (`data.request_id`, else
+/// `data.conversation_id`, else a digest of the body; another event under a name already taken
+/// goes to `<id>.<body digest>.json`) durably: temp file, fsync, hard link to the name (never
+/// replacing, never following a symlink), then a directory fsync shared by the deliveries
+/// waiting for one. Files are `0600`, whatever the umask. The call answers `200` with
+/// `{"stored": "<file>", "duplicate": <bool>}`, or, when the event could not be stored within
+/// 10 s (disk full, directory gone, hung filesystem), a retryable `503 sink_unavailable`
+/// problem with `Retry-After`: never a `4xx`. A redelivery of an event already stored answers
+/// `200` and stores nothing.
+///
+/// Clones share the directory and its directory-fsync committer.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use hookgate::{gateway::Sink, scheme::ElevenLabs, VerifySignatureLayer};
+/// use tower::ServiceBuilder;
+///
+/// let scheme = ElevenLabs::new(std::env::var("ELEVENLABS_WEBHOOK_SECRET")?)?;
+/// let service = ServiceBuilder::new()
+///     .layer(VerifySignatureLayer::new(scheme))
+///     .service(Sink::open("./events")?);
+/// # let _ = service;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
-pub(crate) struct Sink {
+pub struct Sink {
     shared: Arc<Shared>,
 }
 
@@ -94,11 +123,23 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Opens (creating, `0700`) the directory, removes temp files a crash left, starts the
-    /// directory-fsync committer and registers the directory probe with `/healthz`. Must run
-    /// inside a tokio runtime.
-    pub(crate) fn open(dir: &Path) -> io::Result<Self> {
-        Self::open_bounded(dir, STORE_TIMEOUT)
+    /// Opens the directory (creating it, `0700`, when it is not there), removes the temp files
+    /// a crash left in it, checks that it can be synced and starts its directory-fsync
+    /// committer on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::SinkDirectory`] when the directory cannot be created, read, cleaned or synced.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, Error> {
+        let dir = dir.as_ref();
+        Self::open_bounded(dir, STORE_TIMEOUT).map_err(|source| Error::SinkDirectory {
+            dir: dir.to_owned(),
+            source,
+        })
     }
 
     fn open_bounded(dir: &Path, timeout: Duration) -> io::Result<Self> {
@@ -391,7 +432,7 @@ fn store_as(dir: &Path, name: &str, body: &VerifiedBody, bytes: &[u8]) -> io::Re
 }
 
 impl Service<Request<VerifiedBody>> for Sink {
-    type Response = Response<ResponseBody<Full<Bytes>>>;
+    type Response = Response<SinkBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
@@ -407,8 +448,9 @@ impl Service<Request<VerifiedBody>> for Sink {
                     tracing::info!(file = %stored.file, duplicate = stored.duplicate, "event stored");
                     let body =
                         serde_json::json!({"stored": stored.file, "duplicate": stored.duplicate});
-                    let mut response =
-                        Response::new(ResponseBody::new(Full::new(Bytes::from(body.to_string()))));
+                    let mut response = Response::new(SinkBody::new(ResponseBody::new(Full::new(
+                        Bytes::from(body.to_string()),
+                    ))));
                     response.headers_mut().insert(
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/json"),
@@ -424,10 +466,61 @@ impl Service<Request<VerifiedBody>> for Sink {
                     )
                     .with_detail("the event could not be stored; retry later")
                     .with_retry_after(std::time::Duration::from_secs(30))
-                    .into_response())
+                    .into_response()
+                    .map(SinkBody::new))
                 }
             }
         })
+    }
+}
+
+pin_project! {
+    /// The answer body of the [`Sink`]: where the event was stored, or a problem+json body
+    /// saying why it could not be. One frame of an exact size.
+    pub struct SinkBody {
+        #[pin]
+        inner: ResponseBody<Full<Bytes>>,
+    }
+}
+
+impl SinkBody {
+    fn new(inner: ResponseBody<Full<Bytes>>) -> Self {
+        Self { inner }
+    }
+}
+
+/// So that hookgate's layers in front of a [`Sink`] answer with the same body type.
+impl ProblemBody for SinkBody {
+    fn from_problem(bytes: Bytes) -> Self {
+        Self::new(ResponseBody::from_problem(bytes))
+    }
+}
+
+impl Body for SinkBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl std::fmt::Debug for SinkBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkBody")
+            .field("len", &self.inner.size_hint().exact())
+            .finish()
     }
 }
 

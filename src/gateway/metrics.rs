@@ -12,8 +12,8 @@ use std::{
     time::Instant,
 };
 
+use crate::problem::ProblemCode;
 use bytes::Bytes;
-use hookgate::problem::ProblemCode;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
@@ -29,7 +29,7 @@ use prometheus_client::{
 };
 use tower::{Layer, Service};
 
-use crate::rejection_log::{Client, RejectionLog};
+use super::rejection_log::{Client, RejectionLog};
 
 /// Labels of the request counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -6,7 +6,7 @@
 //!   ─▶ TimeDestination ─▶ sink | upstream
 //! ```
 //!
-//! A layer the flags leave out is tower's `Either` in its off state (`option_layer`): one
+//! A layer the settings leave out is tower's `Either` in its off state (`option_layer`): one
 //! branch, no allocation. No layer boxes its service or its future, so a delivery costs the layers' own work and little
 //! more (`benches/gateway/run.sh` measures the whole gateway against nginx).
 
@@ -18,15 +18,28 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
-use hookgate::{
-    body::{ProblemBody, ResponseBody},
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::{util::Either, Layer, Service, ServiceBuilder};
+
+use super::{
+    builder::{DestinationSetting, GatewayBuilder},
+    error::Setting,
+    metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
+    rejection_log::RejectionLog,
+    sink::{Sink, SinkBody},
+    upstream::{Upstream, UpstreamBody},
+    Error,
+};
+use crate::{
+    body::ProblemBody,
+    future::ResponseFuture,
     client_checks::{AllowIpLayer, RequireHttpsLayer},
     elevenlabs::EGRESS_IPS,
-    future::ResponseFuture,
     problem::{Problem, ProblemCode, ResponseForm},
     rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
     scheme::ElevenLabs,
@@ -34,21 +47,8 @@ use hookgate::{
     FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignature,
     VerifySignatureLayer,
 };
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::Full;
-use pin_project_lite::pin_project;
-use tower::{util::Either, Layer, Service, ServiceBuilder};
 
-use crate::{
-    cli::ServeArgs,
-    metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
-    rejection_log::RejectionLog,
-    sink::Sink,
-    upstream::{PooledBody, Upstream},
-};
-
-/// A layer the flags may leave out (`ServiceBuilder::option_layer`).
+/// A layer the settings may leave out (`ServiceBuilder::option_layer`).
 type Optional<L, S> = Either<<L as Layer<S>>::Service, S>;
 type Verify = VerifySignature<TimeDestination<Destination>, ElevenLabs>;
 type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, Verify>;
@@ -56,7 +56,15 @@ type FailureLimited = Optional<FailureLimitLayer<ClientIp>, RateLimited>;
 type Allowed = Optional<AllowIpLayer, FailureLimited>;
 type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
 /// The whole service a connection is served by.
-pub(crate) type Gateway = Record<Route<NormalizeStatus<HttpsOnly>>>;
+pub(crate) type Stack = Record<Route<NormalizeStatus<HttpsOnly>>>;
+
+/// Where verified deliveries go, opened: the sink is shared by every worker; an upstream is
+/// built once per worker (its own connection pool).
+#[derive(Debug)]
+pub(crate) enum DestinationConfig {
+    Sink(Sink),
+    Upstream(super::UpstreamBuilder),
+}
 
 /// Everything a worker needs to build its stack. The layers' state (the limiter's, the
 /// failure counts, the buffer budget) is shared by every worker's stack; an upstream
@@ -65,25 +73,22 @@ pub(crate) struct StackFactory {
     pub(crate) path: Arc<str>,
     pub(crate) verify: VerifySignatureLayer<ElevenLabs>,
     pub(crate) client: ClientLayers,
+    pub(crate) rejections: Arc<RejectionLog>,
     pub(crate) destination: DestinationConfig,
     pub(crate) metrics: Arc<Metrics>,
 }
 
 impl StackFactory {
     /// A worker's stack, with its own destination.
-    pub(crate) fn make(&self) -> Result<Gateway, String> {
+    pub(crate) fn make(&self) -> Result<Stack, Error> {
         let destination = match &self.destination {
             DestinationConfig::Sink(sink) => Destination::Sink(sink.clone()),
-            DestinationConfig::Upstream {
-                url,
-                connect,
-                response,
-            } => Destination::Upstream(Upstream::new(url, *connect, *response)?),
+            DestinationConfig::Upstream(upstream) => Destination::Upstream(upstream.build()?),
         };
         Ok(ServiceBuilder::new()
             .layer(RecordLayer::new(
                 self.metrics.clone(),
-                self.client.rejections.clone(),
+                self.rejections.clone(),
             ))
             .layer(RouteLayer {
                 path: self.path.clone(),
@@ -99,50 +104,50 @@ impl StackFactory {
     }
 }
 
-/// The client checks and limits, as the flags ask (`None`: left out).
+/// The client checks and limits, as the settings ask (`None`: left out).
 pub(crate) struct ClientLayers {
     require_https: Option<RequireHttpsLayer>,
     allow_ip: Option<AllowIpLayer>,
     failure_limit: Option<FailureLimitLayer<ClientIp>>,
     rate_limit: Option<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>>,
-    /// Logs rejections, naming clients as the layers above find them.
-    rejections: Arc<RejectionLog>,
 }
 
-/// Who the client is, per the flags: the peer, or what trusted proxies say; and which clients
-/// are known senders, never limited or blocked before verification.
-pub(crate) fn client_ip(args: &ServeArgs) -> Result<ClientIp, String> {
-    let client_ip = if args.trusted_proxies.is_empty() {
+/// Who the client is, per the settings: the peer, or what trusted proxies say; and which
+/// clients are known senders, never limited or blocked before verification.
+pub(crate) fn client_ip(settings: &GatewayBuilder) -> Result<ClientIp, Error> {
+    let invalid = |setting| move |source| Error::InvalidSetting { setting, source };
+    let client_ip = if settings.trusted_proxies.is_empty() {
         ClientIp::peer()
     } else {
-        ClientIp::behind_proxies(&args.trusted_proxies, ForwardedHeader::XForwardedFor)
-            .map_err(|e| format!("--trusted-proxy: {e}"))?
+        ClientIp::behind_proxies(&settings.trusted_proxies, ForwardedHeader::XForwardedFor)
+            .map_err(invalid(Setting::TrustedProxies))?
     };
-    let mut known: Vec<&str> = args.known_senders.iter().map(String::as_str).collect();
-    if !args.no_elevenlabs_known_senders {
+    let mut known: Vec<&str> = settings.known_senders.iter().map(String::as_str).collect();
+    if settings.elevenlabs_known_senders {
         known.extend(EGRESS_IPS);
     }
     client_ip
         .known_senders(known)
-        .map_err(|e| format!("--known-sender: {e}"))
+        .map_err(invalid(Setting::KnownSenders))
 }
 
 impl ClientLayers {
-    /// Reads the flags; registers a gauge for each layer that keeps per-client state.
-    pub(crate) fn from_args(
-        args: &ServeArgs,
+    /// The layers the settings ask for; registers a gauge for each layer that keeps
+    /// per-client state.
+    pub(crate) fn new(
+        settings: &GatewayBuilder,
+        client_ip: &ClientIp,
         gauges: &mut Vec<GaugeSource>,
-    ) -> Result<Self, String> {
-        let client_ip = client_ip(args)?;
-
-        let rate_limit = match NonZeroU32::new(args.client_rate) {
+    ) -> Result<Self, Error> {
+        let invalid = |setting| move |source| Error::InvalidSetting { setting, source };
+        let rate_limit = match NonZeroU32::new(settings.client_rate) {
             Some(rate) => {
-                let burst = NonZeroU32::new(args.client_burst).unwrap_or(rate);
+                let burst = NonZeroU32::new(settings.client_burst).unwrap_or(rate);
                 let layer = RateLimitLayer::per_client(
                     Rate::per_second(rate).burst(burst),
                     client_ip.clone(),
                 )
-                .map_err(|e| format!("--client-rate: {e}"))?;
+                .map_err(invalid(Setting::ClientRate))?;
                 let probe = layer.clone();
                 gauges.push(GaugeSource {
                     name: "limiter_clients",
@@ -154,13 +159,13 @@ impl ClientLayers {
             None => None,
         };
 
-        let failure_limit = match NonZeroU32::new(args.max_failures_per_minute) {
+        let failure_limit = match NonZeroU32::new(settings.max_failures_per_minute) {
             Some(failures) => {
                 let policy = FailurePolicy::new(
                     Rate::per_minute(failures).burst(failures),
-                    Duration::from_secs(args.failure_cooldown),
+                    settings.failure_cooldown,
                 )
-                .map_err(|e| format!("--max-failures-per-minute: {e}"))?;
+                .map_err(invalid(Setting::FailureLimit))?;
                 let layer = FailureLimitLayer::new(policy, client_ip.clone());
                 let blocked = layer.clone();
                 gauges.push(GaugeSource {
@@ -173,13 +178,13 @@ impl ClientLayers {
             None => None,
         };
 
-        let allow_ip = if !args.allow_ips.is_empty() || args.allow_elevenlabs_egress {
-            let mut networks: Vec<String> = args.allow_ips.clone();
-            if args.allow_elevenlabs_egress {
+        let allow_ip = if !settings.allow_ips.is_empty() || settings.allow_elevenlabs_egress {
+            let mut networks: Vec<String> = settings.allow_ips.clone();
+            if settings.allow_elevenlabs_egress {
                 networks.extend(EGRESS_IPS.iter().map(|ip| (*ip).to_owned()));
             }
             let layer = AllowIpLayer::new(&networks, client_ip.clone())
-                .map_err(|e| format!("--allow-ip: {e}"))?;
+                .map_err(invalid(Setting::AllowIps))?;
             tracing::info!(
                 networks = networks.len(),
                 "only allow-listed client addresses are accepted"
@@ -189,33 +194,35 @@ impl ClientLayers {
             None
         };
 
-        let rejections = RejectionLog::start(
-            client_ip.clone(),
-            Duration::from_secs_f64(args.rejection_log_interval),
-        );
-
-        let require_https = args
+        let require_https = settings
             .require_https
-            .then(|| RequireHttpsLayer::new(client_ip));
+            .then(|| RequireHttpsLayer::new(client_ip.clone()));
 
         Ok(Self {
             require_https,
             allow_ip,
             failure_limit,
             rate_limit,
-            rejections,
         })
     }
 }
 
-/// Where verified deliveries go, as configured.
-pub(crate) enum DestinationConfig {
-    Sink(Sink),
-    Upstream {
-        url: String,
-        connect: Duration,
-        response: Duration,
-    },
+impl DestinationConfig {
+    /// Opens the destination the settings name: the sink directory (on the current runtime),
+    /// or the upstream's settings, checked when the gateway was built.
+    pub(crate) fn open(setting: &DestinationSetting) -> Result<Self, Error> {
+        Ok(match setting {
+            DestinationSetting::Sink(dir) => {
+                let sink = Sink::open(dir)?;
+                tracing::info!(dir = %dir.display(), "verified deliveries are stored in the sink directory");
+                Self::Sink(sink)
+            }
+            DestinationSetting::Upstream(upstream) => {
+                tracing::info!(upstream = %upstream.url(), "verified deliveries are forwarded upstream");
+                Self::Upstream(upstream.clone())
+            }
+        })
+    }
 }
 
 /// A worker's destination: the shared sink, or the worker's own upstream pool.
@@ -275,35 +282,32 @@ impl Future for DestinationFuture {
 }
 
 pin_project! {
-    /// The answer body of the sink or of the upstream; the layers write their own answers into
-    /// it as the sink does.
+    /// The answer body of the sink or of the upstream.
     #[project = DestinationBodyProj]
     pub(crate) enum DestinationBody {
-        Sink { #[pin] body: ResponseBody<Full<Bytes>> },
-        Upstream { #[pin] body: ResponseBody<PooledBody> },
+        Sink { #[pin] body: SinkBody },
+        Upstream { #[pin] body: UpstreamBody },
     }
 }
 
 impl ProblemBody for DestinationBody {
     fn from_problem(bytes: Bytes) -> Self {
         Self::Sink {
-            body: ResponseBody::from_problem(bytes),
+            body: SinkBody::from_problem(bytes),
         }
     }
 }
 
 impl Body for DestinationBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = Infallible;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.project() {
-            DestinationBodyProj::Sink { body } => body
-                .poll_frame(cx)
-                .map(|frame| frame.map(|f| f.map_err(|e| match e {}))),
+            DestinationBodyProj::Sink { body } => body.poll_frame(cx),
             DestinationBodyProj::Upstream { body } => body.poll_frame(cx),
         }
     }
@@ -384,7 +388,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use http_body_util::BodyExt;
+    use http_body_util::{BodyExt, Full};
     use tower::{service_fn, ServiceExt};
 
     use super::*;
@@ -408,7 +412,8 @@ mod tests {
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
-    fn route() -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> {
+    fn route(
+    ) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> {
         RouteLayer {
             path: Arc::from("/webhooks/elevenlabs"),
         }

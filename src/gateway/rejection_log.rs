@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hookgate::{
+use crate::{
     problem::ProblemCode,
     rate_limit::{ClientIp, KeyExtractor},
 };
@@ -308,7 +308,7 @@ async fn flush_when_due(log: Weak<RejectionLog>, wake: Arc<Notify>) {
 mod tests {
     use std::net::SocketAddr;
 
-    use hookgate::rate_limit::ForwardedHeader;
+    use crate::rate_limit::ForwardedHeader;
     use http::HeaderValue;
 
     use super::*;

@@ -1,0 +1,76 @@
+//! The gateway as a library (feature `gateway`): what `hookgate serve` is made of, to serve
+//! as it does from your own program, or to take parts of into your own stack.
+//!
+//! ## Serve a gateway
+//!
+//! [`Gateway::builder`] takes the scheme (with its secrets and tolerance: where secrets come
+//! from is yours to decide) and has every setting of `hookgate serve`, typed and with the same
+//! defaults. [`GatewayBuilder::build`] checks them; [`Gateway::serve`] binds and starts the
+//! workers, and returns a [`GatewayHandle`] with the addresses it got and the way to stop it.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use hookgate::{gateway::Gateway, scheme::ElevenLabs};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let scheme = ElevenLabs::new(std::env::var("ELEVENLABS_WEBHOOK_SECRET")?)?
+//!     .tolerance(Duration::from_secs(30 * 60));
+//! let gateway = Gateway::builder(scheme)
+//!     .listen("127.0.0.1:0".parse()?)
+//!     .admin_listen("127.0.0.1:0".parse::<std::net::SocketAddr>()?)
+//!     .sink_dir("./events")
+//!     .client_rate(100)
+//!     .build()?
+//!     .serve()
+//!     .await?;
+//! println!("receiving at {}", gateway.url());
+//! tokio::signal::ctrl_c().await?;       // the library installs no signal handler
+//! gateway.shutdown().await;             // in-flight requests finish within the grace period
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The parts
+//!
+//! - **The onion** ([`Gateway`] composes it for each worker, statically: no boxing, a layer
+//!   left out costs one branch): metrics and the rejection log, routing (`POST <path>` only),
+//!   `NormalizeStatusLayer` under the ElevenLabs contract, `RequireHttpsLayer` and
+//!   `AllowIpLayer` when asked for, `FailureLimitLayer`, `RateLimitLayer::per_client`,
+//!   `VerifySignatureLayer`, then the destination.
+//! - **Destinations**, tower services taking the `Request<VerifiedBody>` that
+//!   [`VerifySignatureLayer`](crate::VerifySignatureLayer) hands on, usable in your own stack:
+//!   [`Sink`], the durable sink directory; [`Upstream`], forwarding to your handler over a
+//!   pooled connection.
+//! - **Serving**: a thread per core, each with its own runtime and upstream pool, accepting on
+//!   one socket bound without `SO_REUSEPORT` (a second instance fails with
+//!   [`Error::AddressInUse`]); rustls HTTPS (HTTP/2 and HTTP/1.1); graceful shutdown.
+//! - **Connections**: caps in all and per client (over them a `503 too_many_connections` and a
+//!   close), deadlines for the first request head and for idleness, a lingering close so an
+//!   early answer reaches a client still uploading, accept errors backed off and logged once
+//!   per interval.
+//! - **Metrics** on the admin listener: `/healthz` (`503` while the sink cannot write) and
+//!   Prometheus `/metrics` (`hookgate_requests_total` by outcome and status, latency
+//!   histograms, buffer, limiter and connection gauges).
+//! - **Rejection log**: each rejection at `info` with its problem code and client, repeated
+//!   ones counted into one line per interval.
+//!
+//! `examples/custom_gateway.rs` puts the layers and the [`Sink`] into an axum router beside
+//! routes of its own.
+
+mod builder;
+mod connections;
+mod error;
+mod metrics;
+mod rejection_log;
+mod serve;
+mod sink;
+mod stack;
+mod tls;
+mod upstream;
+
+pub use builder::{Gateway, GatewayBuilder};
+pub use error::{Error, Setting};
+pub use serve::GatewayHandle;
+pub use sink::{Sink, SinkBody};
+pub use upstream::{Upstream, UpstreamBody, UpstreamBuilder};
