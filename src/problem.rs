@@ -179,6 +179,7 @@ pub struct Problem {
     code: ProblemCode,
     detail: Option<Cow<'static, str>>,
     retry_after: Option<Duration>,
+    request_id: Option<Cow<'static, str>>,
 }
 
 impl Problem {
@@ -189,6 +190,7 @@ impl Problem {
             code,
             detail: None,
             retry_after: None,
+            request_id: None,
         }
     }
 
@@ -204,6 +206,20 @@ impl Problem {
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
+    }
+
+    /// Names the request this answers (its `X-Request-Id`), so that a sender's report, the
+    /// receiver's logs and this body can be matched. Only ever a value the receiver checked or
+    /// made itself: it goes to the client.
+    pub fn with_request_id(mut self, id: impl Into<Cow<'static, str>>) -> Self {
+        self.request_id = Some(id.into());
+        self
+    }
+
+    /// The request id, if one was added.
+    #[must_use]
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
     }
 
     /// The HTTP status.
@@ -250,6 +266,8 @@ impl Problem {
             code: &'a str,
             #[serde(skip_serializing_if = "Option::is_none")]
             retry_after: Option<u64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            request_id: Option<&'a str>,
         }
         let kind = format!("urn:hookgate:problem:{}", self.code.as_str());
         let body = Body {
@@ -259,13 +277,17 @@ impl Problem {
             detail: self.detail(),
             code: self.code.as_str(),
             retry_after: self.retry_after_secs(),
+            request_id: self.request_id(),
         };
         // Serializing a struct of strings and integers cannot fail.
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
     }
 
     /// The complete response: status, `Content-Type: application/problem+json`, `Retry-After`
-    /// when set, the JSON body, and the [`ProblemCode`] in the response extensions.
+    /// when set, the JSON body, and in the response extensions the [`ProblemCode`] and the
+    /// `Problem` itself, so that a layer further out can answer it again differently (the
+    /// normalization layer moves a retry-later answer to a status the sender retries; a gateway
+    /// adds the request id) without parsing the body.
     pub fn into_response<B: ProblemBody>(self) -> Response<B> {
         let mut response = Response::new(B::from_problem(self.to_json()));
         *response.status_mut() = self.status;
@@ -276,26 +298,10 @@ impl Problem {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(self.code);
-        if is_retry_later_4xx(self.status) {
-            // A sender contract may drop these statuses: the normalization layer then answers
-            // the same problem with the contract's retry-later status, and needs it whole.
-            response.extensions_mut().insert(RetryLaterProblem(self));
-        }
+        response.extensions_mut().insert(self);
         response
     }
 }
-
-/// `408`, `425` and `429`: the 4xx statuses that mean "retry later". Some senders retry them
-/// (Standard Webhooks), others drop the event on any 4xx (ElevenLabs' older rules).
-pub(crate) fn is_retry_later_4xx(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 425 | 429)
-}
-
-/// A hookgate problem answered with a retry-later 4xx, kept in the response's extensions so
-/// that a sender contract which drops those statuses can have it answered retryably instead.
-#[derive(Clone, Debug)]
-#[cfg_attr(not(feature = "normalize"), allow(dead_code))]
-pub(crate) struct RetryLaterProblem(pub(crate) Problem);
 
 #[cfg(feature = "normalize")]
 impl Problem {

@@ -161,6 +161,7 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                                 .unwrap_or_else(|| "200".into());
                             let forwarded_for = request.headers().get("x-forwarded-for").cloned();
                             let signature = request.headers().get("elevenlabs-signature").cloned();
+                            let request_id = request.headers().get("x-request-id").cloned();
                             let body = request.into_body().collect().await.unwrap().to_bytes();
                             if answer == "slow" {
                                 tokio::time::sleep(Duration::from_secs(3)).await;
@@ -179,6 +180,9 @@ async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                             }
                             if let Some(v) = signature {
                                 response.headers_mut().insert("x-seen-signature", v);
+                            }
+                            if let Some(v) = request_id {
+                                response.headers_mut().insert("x-seen-request-id", v);
                             }
                             Ok::<_, std::io::Error>(response)
                         }
@@ -226,6 +230,10 @@ async fn upstream_mode_forwards_exact_bytes_and_maps_upstream_trouble_to_retryab
     assert!(
         answer.headers.contains_key("x-seen-signature"),
         "the signature header is forwarded"
+    );
+    assert_eq!(
+        answer.headers["x-seen-request-id"], answer.headers["x-request-id"],
+        "the request id is forwarded, and the same is echoed"
     );
 
     let answer = post_with_answer(&url, "202", &body).await;
@@ -749,4 +757,140 @@ async fn allow_list_and_https_requirement_turn_clients_away_with_403() {
         .unwrap();
     let response = client_from([127, 0, 0, 4]).request(request).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
+
+/// The request id of an answer: its `X-Request-Id`, which a problem body repeats.
+fn request_id_of(answer: &Answer) -> String {
+    let id = answer.headers["x-request-id"].to_str().unwrap().to_owned();
+    if answer.headers["content-type"] == "application/problem+json" {
+        let json: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        assert_eq!(
+            json["request_id"],
+            id.as_str(),
+            "the problem body names the request"
+        );
+    }
+    id
+}
+
+fn is_made_here(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+async fn post_with_id(url: &str, id: &str, signature: Option<String>, body: &str) -> Answer {
+    let mut request = Request::post(url).header("x-request-id", id);
+    if let Some(signature) = signature {
+        request = request.header("elevenlabs-signature", signature);
+    }
+    exchange(
+        request
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn every_answer_names_its_request_and_problem_bodies_repeat_the_id() {
+    let gateway = Gateway::start(|gateway| gateway).await;
+    let url = gateway.url();
+    let body = transcript("req_ids_1");
+
+    let genuine = post(&url, sign(body.as_bytes()), body.clone()).await;
+    assert_eq!(genuine.status, StatusCode::OK);
+    let first = request_id_of(&genuine);
+    assert!(is_made_here(&first), "{first}");
+
+    let forged = post(
+        &url,
+        Some(format!("t={},v0={}", now(), "00".repeat(32))),
+        body.clone(),
+    )
+    .await;
+    assert_eq!(forged.code(), "signature_mismatch");
+    let second = request_id_of(&forged);
+    assert!(is_made_here(&second), "{second}");
+    assert_ne!(first, second, "each request has its own id");
+
+    let misrouted = exchange(
+        Request::get(gateway.url().replace("/webhooks/elevenlabs", "/elsewhere"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(misrouted.status, StatusCode::NOT_FOUND);
+    assert!(is_made_here(&request_id_of(&misrouted)));
+
+    // A sender's own plain id is kept, echoed and repeated.
+    let forged = post_with_id(&url, "sender-id_42:a.b", None, &body).await;
+    assert_eq!(forged.code(), "missing_signature");
+    assert_eq!(request_id_of(&forged), "sender-id_42:a.b");
+    // One that is too long, or not a plain token, is replaced by one of ours.
+    for unusable in [
+        "x".repeat(65),
+        "two words".to_owned(),
+        "{\"json\":1}".to_owned(),
+    ] {
+        let answer = post_with_id(&url, &unusable, None, &body).await;
+        let id = request_id_of(&answer);
+        assert!(is_made_here(&id), "{unusable:?} became {id}");
+    }
+    gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn log_lines_of_a_request_name_its_id() {
+    let gateway = Gateway::spawn(&[]);
+    let forged = post_with_id(
+        &gateway.url(),
+        "log-line-check-7",
+        Some(format!("t={},v0={}", now(), "00".repeat(32))),
+        "{}",
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    let line = gateway.wait_for_log(
+        &["webhook rejected", "signature_mismatch"],
+        Duration::from_secs(5),
+    );
+    let line = line.expect("the rejection is logged");
+    assert!(line.contains("log-line-check-7"), "{line}");
+}
+
+#[tokio::test]
+async fn the_signature_never_reaches_the_logs_even_at_trace_level() {
+    let mut command = Gateway::command(&scratch_dir(), &[]);
+    command.env("RUST_LOG", "trace");
+    let gateway = Gateway::try_spawn(command).expect("the gateway starts");
+    let body = transcript("req_trace_1");
+    let signature = sign(body.as_bytes()).unwrap();
+    let answer = post_with_id(
+        &gateway.url(),
+        "trace-check-1",
+        Some(signature.clone()),
+        &body,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    // Whatever is logged of this request has been written once a later request's line is.
+    let forged = post(
+        &gateway.url(),
+        Some(format!("t={},v0={}", now(), "00".repeat(32))),
+        "{}",
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
+    assert!(gateway
+        .wait_for_log(&["webhook rejected"], Duration::from_secs(5))
+        .is_some());
+    let mac = signature.split("v0=").nth(1).unwrap();
+    let logs = gateway.logs();
+    assert!(
+        logs.iter().any(|line| line.contains("trace-check-1")),
+        "the request was logged at trace level"
+    );
+    assert!(
+        !logs.iter().any(|line| line.contains(mac)),
+        "a log line holds the signature"
+    );
 }

@@ -34,7 +34,8 @@
 //! ## The parts
 //!
 //! - **The onion** ([`Gateway`] composes it for each worker, statically: no boxing, a layer
-//!   left out costs one branch): metrics and the rejection log, routing (`POST <path>` only),
+//!   left out costs one branch): the request id and its trace span (tower-http), metrics and
+//!   the rejection log, routing (`POST <path>` only),
 //!   `NormalizeStatusLayer` under the ElevenLabs contract, `RequireHttpsLayer` and
 //!   `AllowIpLayer` when asked for, `FailureLimitLayer`, `RateLimitLayer::per_client`,
 //!   `VerifySignatureLayer`, then the destination.
@@ -54,6 +55,14 @@
 //!   histograms, buffer, limiter and connection gauges).
 //! - **Rejection log**: each rejection at `info` with its problem code and client, repeated
 //!   ones counted into one line per interval.
+//! - **Request ids** (tower-http's `SetRequestIdLayer` and `PropagateRequestIdLayer`): every
+//!   request has an `X-Request-Id`, the client's when it is a short plain token (at most 64
+//!   letters, digits, `-`, `_`, `.`, `:`) and 32 hex digits made here otherwise. It is
+//!   forwarded upstream, echoed on the answer, repeated as `request_id` in every problem
+//!   body, and named by the `request` span every log line of the request is written in
+//!   (tower-http's `TraceLayer`, which logs nothing itself: the gateway's own lines say what
+//!   happened). The signature header is marked sensitive (`SetSensitiveRequestHeadersLayer`),
+//!   so whatever logs a request's headers shows `Sensitive` in its place.
 //!
 //! `examples/custom_gateway.rs` puts the layers and the [`Sink`] into an axum router beside
 //! routes of its own.
@@ -63,6 +72,7 @@ mod connections;
 mod error;
 mod metrics;
 mod rejection_log;
+mod request_id;
 mod serve;
 mod sink;
 mod stack;

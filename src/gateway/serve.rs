@@ -37,6 +37,7 @@ use super::{
     },
     metrics::{self, Metrics},
     rejection_log::RejectionLog,
+    request_id::MakeId,
     stack::{DestinationConfig, Stack, StackFactory},
     Error,
 };
@@ -84,6 +85,7 @@ impl Gateway {
             rejections,
             destination,
             metrics: self.metrics.clone(),
+            request_ids: MakeId::new(),
         };
 
         let listener = bind_listener(self.listen).map_err(|source| {

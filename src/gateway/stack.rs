@@ -23,23 +23,36 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tower::{util::Either, Layer, Service, ServiceBuilder};
+use tower::{
+    util::{Either, MapRequest},
+    Layer, Service, ServiceBuilder,
+};
+use tower_http::{
+    classify::{ServerErrorsAsFailures, SharedClassifier},
+    request_id::{PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer},
+    sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer},
+    trace::{Trace, TraceLayer},
+};
 
 use super::{
     builder::{DestinationSetting, GatewayBuilder},
     error::Setting,
     metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
     rejection_log::RejectionLog,
+    request_id::{
+        accept_client_id, span, MakeId, ProblemRequestId, ProblemRequestIdLayer, X_REQUEST_ID,
+    },
     sink::{Sink, SinkBody},
     upstream::{Upstream, UpstreamBody},
     Error,
 };
 use crate::{
     body::ProblemBody,
-    future::ResponseFuture,
     client_checks::{AllowIpLayer, RequireHttpsLayer},
     elevenlabs::EGRESS_IPS,
+    future::ResponseFuture,
     problem::{Problem, ProblemCode, ResponseForm},
     rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
     scheme::ElevenLabs,
@@ -55,8 +68,29 @@ type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, Verif
 type FailureLimited = Optional<FailureLimitLayer<ClientIp>, RateLimited>;
 type Allowed = Optional<AllowIpLayer, FailureLimited>;
 type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
+/// The stack inside the request's trace span.
+type Traced = Record<ProblemRequestId<Route<NormalizeStatus<HttpsOnly>>>>;
 /// The whole service a connection is served by.
-pub(crate) type Stack = Record<Route<NormalizeStatus<HttpsOnly>>>;
+pub(crate) type Stack = MapRequest<
+    SetRequestId<
+        PropagateRequestId<
+            SetSensitiveRequestHeaders<
+                Trace<
+                    Traced,
+                    SharedClassifier<ServerErrorsAsFailures>,
+                    fn(&Request<Incoming>) -> tracing::Span,
+                    (),
+                    (),
+                    (),
+                    (),
+                    (),
+                >,
+            >,
+        >,
+        MakeId,
+    >,
+    fn(Request<Incoming>) -> Request<Incoming>,
+>;
 
 /// Where verified deliveries go, opened: the sink is shared by every worker; an upstream is
 /// built once per worker (its own connection pool).
@@ -76,6 +110,8 @@ pub(crate) struct StackFactory {
     pub(crate) rejections: Arc<RejectionLog>,
     pub(crate) destination: DestinationConfig,
     pub(crate) metrics: Arc<Metrics>,
+    /// Shared by every worker: one counter, ids unique across the process.
+    pub(crate) request_ids: MakeId,
 }
 
 impl StackFactory {
@@ -86,10 +122,32 @@ impl StackFactory {
             DestinationConfig::Upstream(upstream) => Destination::Upstream(upstream.build()?),
         };
         Ok(ServiceBuilder::new()
+            // X-Request-Id: the client's if usable, else ours; echoed on the answer and
+            // forwarded upstream with the request.
+            .map_request(accept_client_id as fn(Request<Incoming>) -> Request<Incoming>)
+            .layer(SetRequestIdLayer::new(
+                X_REQUEST_ID.clone(),
+                self.request_ids.clone(),
+            ))
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+            // Whatever logs a request's headers shows the signature as `Sensitive`.
+            .layer(SetSensitiveRequestHeadersLayer::new([ElevenLabs::HEADER]))
+            // Every log line of the request is written in a span naming its id. The gateway
+            // logs rejections and failures itself (aggregated), so the layer logs nothing.
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(span as fn(&Request<Incoming>) -> tracing::Span)
+                    .on_request(())
+                    .on_response(())
+                    .on_body_chunk(())
+                    .on_eos(())
+                    .on_failure(()),
+            )
             .layer(RecordLayer::new(
                 self.metrics.clone(),
                 self.rejections.clone(),
             ))
+            .layer(ProblemRequestIdLayer)
             .layer(RouteLayer {
                 path: self.path.clone(),
             })
@@ -412,8 +470,7 @@ mod tests {
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
-    fn route(
-    ) -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> {
+    fn route() -> impl Service<Request<()>, Response = Response<Full<Bytes>>, Error = Infallible> {
         RouteLayer {
             path: Arc::from("/webhooks/elevenlabs"),
         }

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     body::ProblemBody,
-    problem::{is_grpc, Problem, ProblemCode, ResponseForm, RetryLaterProblem},
+    problem::{is_grpc, Problem, ProblemCode, ResponseForm},
 };
 
 pin_project! {
@@ -166,7 +166,7 @@ fn normalize<B: ProblemBody>(
         // A hookgate layer's own "retry later" (a flood limit, a blocked client, a slow body)
         // under a contract that drops this status: the same problem, answered retryably. Such
         // an answer can reach a genuine delivery, which must never be dropped for it.
-        408 | 425 | 429 if response.extensions().get::<RetryLaterProblem>().is_some() => {
+        408 | 425 | 429 if response.extensions().get::<Problem>().is_some() => {
             retry_later_rejection(response, settings)
         }
         200..=299 => {
@@ -212,7 +212,7 @@ fn retry_later_rejection<B: ProblemBody>(
     settings: &Settings,
 ) -> Response<B> {
     let (mut parts, body) = response.into_parts();
-    let Some(RetryLaterProblem(problem)) = parts.extensions.remove::<RetryLaterProblem>() else {
+    let Some(problem) = parts.extensions.remove::<Problem>() else {
         return Response::from_parts(parts, body);
     };
     let original = parts.status;
@@ -237,7 +237,10 @@ fn retry_later_rejection<B: ProblemBody>(
         code = problem.code().as_str(),
         "retry-later rejection moved to the contract's retry-later status"
     );
-    Response::from_parts(parts, B::from_problem(problem.to_json()))
+    let body = B::from_problem(problem.to_json());
+    // Still the problem this answer is, for a layer further out.
+    parts.extensions.insert(problem);
+    Response::from_parts(parts, body)
 }
 
 /// The problem+json answer for `cause`, with the [`Normalized`] extension.
