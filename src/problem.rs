@@ -134,29 +134,6 @@ impl ProblemCode {
     /// 500: the handler answered with a redirect, which a webhook sender does not follow.
     pub const HANDLER_REDIRECTED: Self =
         Self::new("handler_redirected", "Handler answered with a redirect");
-
-    // --- gateway routing ---
-    /// 404: nothing is received at this path.
-    pub const NOT_FOUND: Self = Self::new("not_found", "Nothing is received here");
-    /// 405: deliveries are POSTed.
-    pub const METHOD_NOT_ALLOWED: Self = Self::new("method_not_allowed", "Method not allowed");
-
-    // --- gateway destinations ---
-    /// 503: the sink could not store the event (disk full, permissions); retry later.
-    pub const SINK_UNAVAILABLE: Self = Self::new("sink_unavailable", "Event could not be stored");
-    /// 502: the upstream reset the connection or answered with something that is not HTTP.
-    pub const UPSTREAM_FAILED: Self = Self::new("upstream_failed", "Upstream failed");
-    /// 503: the upstream refused the connection or could not be reached.
-    pub const UPSTREAM_UNAVAILABLE: Self =
-        Self::new("upstream_unavailable", "Upstream unavailable");
-    /// 504: the upstream did not answer in time.
-    pub const UPSTREAM_TIMEOUT: Self =
-        Self::new("upstream_timeout", "Upstream did not answer in time");
-
-    // --- deduplication ---
-    /// 503: the same event is being handled right now; retry later.
-    pub const DUPLICATE_IN_FLIGHT: Self =
-        Self::new("duplicate_in_flight", "Same event already being handled");
 }
 
 impl fmt::Debug for ProblemCode {

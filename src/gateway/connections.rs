@@ -16,6 +16,7 @@
 //! Accept errors (out of descriptors) back off and are logged once per interval with a count
 //! ([`AcceptErrors`]).
 
+use super::codes;
 use std::{
     collections::HashMap,
     future::Future,
@@ -30,7 +31,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::problem::{Problem, ProblemCode};
+use crate::problem::Problem;
 use http::StatusCode;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -38,10 +39,6 @@ use tokio::{
     net::TcpStream,
 };
 use tower::Service;
-
-/// 503: the gateway holds as many connections as it may (in all, or from this client).
-pub(crate) const TOO_MANY_CONNECTIONS: ProblemCode =
-    ProblemCode::new("too_many_connections", "Too many connections");
 
 /// How long a lingering close reads and discards what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(5);
@@ -165,7 +162,7 @@ pub(crate) fn refusal_response(why: Refusal) -> Vec<u8> {
             "the receiver holds as many connections from this client as it may; retry later"
         }
     };
-    let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, TOO_MANY_CONNECTIONS)
+    let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, codes::TOO_MANY_CONNECTIONS)
         .with_detail(detail)
         .with_retry_after(REFUSED_RETRY_AFTER);
     let body = problem.to_json();

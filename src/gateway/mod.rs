@@ -68,6 +68,7 @@
 //! routes of its own.
 
 mod builder;
+pub mod codes;
 mod connections;
 mod error;
 mod metrics;

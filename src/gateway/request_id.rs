@@ -202,7 +202,7 @@ mod tests {
     use tower::{service_fn, ServiceExt};
 
     use super::*;
-    use crate::problem::ProblemCode;
+    use crate::gateway::codes;
 
     fn with_ids(values: &[&'static str]) -> Request<()> {
         let mut request = Request::new(());
@@ -269,7 +269,7 @@ mod tests {
     async fn problem_bodies_name_the_request_and_other_answers_are_untouched() {
         let refuse = service_fn(|_request: Request<()>| async {
             Ok::<_, Infallible>(
-                Problem::new(StatusCode::NOT_FOUND, ProblemCode::NOT_FOUND)
+                Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND)
                     .into_response::<Full<Bytes>>(),
             )
         });

@@ -14,6 +14,7 @@
 //! device) is never followed, opened or waited on: it counts as "other bytes". Every store,
 //! and the `/healthz` probe of the directory, is bounded in time.
 
+use super::codes;
 use std::{
     convert::Infallible,
     fs,
@@ -40,7 +41,7 @@ use super::{metrics::HealthCheck, Error};
 use crate::{
     body::{ProblemBody, ResponseBody},
     elevenlabs::event_id,
-    problem::{Problem, ProblemCode},
+    problem::Problem,
     signature::VerifiedBody,
 };
 
@@ -460,14 +461,13 @@ impl Service<Request<VerifiedBody>> for Sink {
                 Err(error) => {
                     // Our own trouble (disk full, permissions): retryable, never a 4xx.
                     tracing::error!(%error, "event could not be stored");
-                    Ok(Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        ProblemCode::SINK_UNAVAILABLE,
+                    Ok(
+                        Problem::new(StatusCode::SERVICE_UNAVAILABLE, codes::SINK_UNAVAILABLE)
+                            .with_detail("the event could not be stored; retry later")
+                            .with_retry_after(std::time::Duration::from_secs(30))
+                            .into_response()
+                            .map(SinkBody::new),
                     )
-                    .with_detail("the event could not be stored; retry later")
-                    .with_retry_after(std::time::Duration::from_secs(30))
-                    .into_response()
-                    .map(SinkBody::new))
                 }
             }
         })
@@ -527,6 +527,7 @@ impl std::fmt::Debug for SinkBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::ProblemCode;
 
     #[test]
     fn safe_ids_name_files_and_unsafe_ones_are_digested() {
@@ -752,7 +753,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.extensions().get::<ProblemCode>(),
-            Some(&ProblemCode::SINK_UNAVAILABLE)
+            Some(&codes::SINK_UNAVAILABLE)
         );
         assert!(response.headers().contains_key(header::RETRY_AFTER));
         release.send(()).unwrap();

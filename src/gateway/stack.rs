@@ -10,6 +10,7 @@
 //! branch, no allocation. No layer boxes its service or its future, so a delivery costs the layers' own work and little
 //! more (`benches/gateway/run.sh` measures the whole gateway against nginx).
 
+use super::codes;
 use std::{
     convert::Infallible,
     future::Future,
@@ -53,7 +54,7 @@ use crate::{
     client_checks::{AllowIpLayer, RequireHttpsLayer},
     elevenlabs::EGRESS_IPS,
     future::ResponseFuture,
-    problem::{Problem, ProblemCode, ResponseForm},
+    problem::{Problem, ResponseForm},
     rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
     scheme::ElevenLabs,
     signature::VerifiedBody,
@@ -424,17 +425,15 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let form = ResponseForm::of(request.headers());
         if request.uri().path() != &*self.path {
-            let problem = Problem::new(StatusCode::NOT_FOUND, ProblemCode::NOT_FOUND)
+            let problem = Problem::new(StatusCode::NOT_FOUND, codes::NOT_FOUND)
                 .with_detail(format!("deliveries are received at {}", self.path));
             return ResponseFuture::answered(problem.into_response_for(form));
         }
         if request.method() != Method::POST {
-            let mut response = Problem::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ProblemCode::METHOD_NOT_ALLOWED,
-            )
-            .with_detail("deliveries are POSTed")
-            .into_response_for(form);
+            let mut response =
+                Problem::new(StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED)
+                    .with_detail("deliveries are POSTed")
+                    .into_response_for(form);
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
@@ -446,6 +445,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::problem::ProblemCode;
     use http_body_util::{BodyExt, Full};
     use tower::{service_fn, ServiceExt};
 
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
         assert_eq!(
             response.extensions().get::<ProblemCode>(),
-            Some(&ProblemCode::NOT_FOUND)
+            Some(&codes::NOT_FOUND)
         );
         assert!(String::from_utf8_lossy(&body_of(response).await).contains("/webhooks/elevenlabs"));
 

@@ -13,6 +13,7 @@
 //! large is a retryable `502`/`504`, never a truncated `200`. A connection goes back to the pool
 //! only after a whole answer; one whose exchange failed or timed out is dropped.
 
+use super::codes;
 use std::{
     convert::Infallible,
     future::Future,
@@ -46,7 +47,7 @@ use super::Error;
 use crate::{
     body::{ProblemBody, ResponseBody},
     client_checks::TlsConnection,
-    problem::{Problem, ProblemCode},
+    problem::Problem,
     signature::VerifiedBody,
 };
 
@@ -664,27 +665,24 @@ impl Service<Request<VerifiedBody>> for Upstream {
                 }
                 Ok(Err(Failure::Connect(error))) => {
                     tracing::warn!(%error, "upstream unreachable");
-                    Problem::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        ProblemCode::UPSTREAM_UNAVAILABLE,
-                    )
-                    .with_detail("the upstream handler could not be reached; retry later")
-                    .with_retry_after(Duration::from_secs(30))
+                    Problem::new(StatusCode::SERVICE_UNAVAILABLE, codes::UPSTREAM_UNAVAILABLE)
+                        .with_detail("the upstream handler could not be reached; retry later")
+                        .with_retry_after(Duration::from_secs(30))
                 }
                 Ok(Err(Failure::Exchange(error))) => {
                     tracing::warn!(%error, "upstream failed");
-                    Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED)
+                    Problem::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM_FAILED)
                         .with_detail("the upstream handler failed before answering; retry later")
                 }
                 Ok(Err(Failure::Body(error))) => {
                     tracing::warn!(%error, "upstream answer broke off");
-                    Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED).with_detail(
+                    Problem::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM_FAILED).with_detail(
                         "the upstream handler's answer broke off before its end; retry later",
                     )
                 }
                 Ok(Err(Failure::TooLarge)) => {
                     tracing::warn!(max_bytes = MAX_ANSWER_BYTES, "upstream answer too large");
-                    Problem::new(StatusCode::BAD_GATEWAY, ProblemCode::UPSTREAM_FAILED).with_detail(
+                    Problem::new(StatusCode::BAD_GATEWAY, codes::UPSTREAM_FAILED).with_detail(
                         format!(
                             "the upstream handler's answer is larger than {} MiB; retry later",
                             MAX_ANSWER_BYTES >> 20
@@ -696,11 +694,12 @@ impl Service<Request<VerifiedBody>> for Upstream {
                         timeout_ms = timeout.as_millis() as u64,
                         "upstream timed out"
                     );
-                    Problem::new(StatusCode::GATEWAY_TIMEOUT, ProblemCode::UPSTREAM_TIMEOUT)
-                        .with_detail(format!(
+                    Problem::new(StatusCode::GATEWAY_TIMEOUT, codes::UPSTREAM_TIMEOUT).with_detail(
+                        format!(
                             "the upstream handler did not answer whole within {} ms; retry later",
                             timeout.as_millis()
-                        ))
+                        ),
+                    )
                 }
             };
             Ok(problem.into_response().map(|inner| UpstreamBody { inner }))
@@ -711,6 +710,7 @@ impl Service<Request<VerifiedBody>> for Upstream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::problem::ProblemCode;
 
     fn upstream(url: &str) -> Upstream {
         Upstream::builder(url).build().unwrap()
@@ -1021,13 +1021,13 @@ mod tests {
                     (Duration::from_millis(250)..Duration::from_secs(2)).contains(&waited),
                     "case {index}: timed out after {waited:?}, not at the 300 ms deadline"
                 );
-                ProblemCode::UPSTREAM_TIMEOUT
+                codes::UPSTREAM_TIMEOUT
             } else {
                 assert!(
                     waited < Duration::from_millis(250),
                     "case {index}: {waited:?}"
                 );
-                ProblemCode::UPSTREAM_FAILED
+                codes::UPSTREAM_FAILED
             };
             assert_eq!(code, Some(expected), "case {index}");
             // The failed connection was not pooled: the next delivery opens another.
