@@ -15,7 +15,10 @@ use std::{
 
 use bytes::Bytes;
 use criterion::{criterion_main, Criterion, Throughput};
-use hookgate::rate_limit::{ClientIp, MemoryStore, Rate, RateLimitLayer};
+use hookgate::{
+    client_ip::ClientIp,
+    rate_limit::{MemoryStore, Rate, RateLimitLayer},
+};
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
 use tower::{service_fn, Layer, Service};

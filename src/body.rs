@@ -12,8 +12,8 @@
 //!
 //! use bytes::Bytes;
 //! use hookgate::{
-//!     rate_limit::{ClientIp, Rate}, scheme::ElevenLabs, signature::VerifiedBody, RateLimitLayer,
-//!     VerifySignatureLayer,
+//!     client_ip::ClientIp, rate_limit::Rate, scheme::ElevenLabs, signature::VerifiedBody,
+//!     RateLimitLayer, VerifySignatureLayer,
 //! };
 //! use http::{Request, Response};
 //! use http_body_util::Full;

@@ -1,16 +1,16 @@
 //! Client checks, before anything else is spent on a request: [`RequireHttpsLayer`] and an IP
 //! allow-list, [`AllowIpLayer`] (with ElevenLabs' published egress addresses as a preset).
 //!
-//! Both find the client the way the rate limiter does, through a
-//! [`ClientIp`]: the socket peer, or, when the peer is one of your
-//! trusted proxies, the forwarding header walked right to left. Both answer a failed check with
+//! Both find the client the way the rate limiter does, through a [`ClientIp`]
+//! ([`crate::client_ip`]): the socket peer, or, when the peer is one of your trusted proxies,
+//! the forwarding header walked right to left. Both answer a failed check with
 //! a permanent `403` and a problem+json body (`client_not_allowed`, `https_required`): such a
 //! request does not come from the sender.
 //!
 //! ```
 //! use std::{convert::Infallible, net::SocketAddr};
 //! use hookgate::client_checks::{AllowIpLayer, RequireHttpsLayer, TlsConnection};
-//! use hookgate::rate_limit::ClientIp;
+//! use hookgate::client_ip::ClientIp;
 //! use http::{Request, Response, StatusCode};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
@@ -59,10 +59,10 @@ use tower_service::Service;
 
 use crate::{
     body::ProblemBody,
+    client_ip::{parse_networks, ClientIp, ForwardedHeader},
     elevenlabs::EGRESS_IPS,
     future::ResponseFuture,
     problem::{Problem, ProblemCode, ResponseForm},
-    rate_limit::{key::parse_networks, ClientIp, ForwardedHeader, KeyExtractor},
     ConfigError,
 };
 
@@ -103,7 +103,7 @@ impl AllowIpLayer {
         Ok(Self {
             allowed: allowed.into(),
             // The exact address, not the rate limiter's IPv6 /64 grouping.
-            client: client.ipv6_prefix(128).expect("128 is a valid prefix"),
+            client: client.exact(),
         })
     }
 
@@ -170,7 +170,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let problem = match self.layer.client.extract(&request) {
+        let problem = match self.layer.client.identify(&request) {
             Ok(ip) if self.layer.allows(ip) => {
                 return ResponseFuture::inner(self.inner.call(request))
             }
@@ -179,13 +179,19 @@ where
                 Problem::new(StatusCode::FORBIDDEN, ProblemCode::CLIENT_NOT_ALLOWED)
                     .with_detail(format!("{ip} is not an allowed sender address"))
             }
-            Err(missing) => {
-                tracing::warn!(reason = missing.reason(), "allow-list: client unidentified");
+            Err(unidentified) => {
+                tracing::warn!(
+                    reason = unidentified.reason(),
+                    "allow-list: client unidentified"
+                );
                 Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ProblemCode::CLIENT_UNIDENTIFIED,
                 )
-                .with_detail("the receiver could not tell which client sent the request")
+                .with_detail(format!(
+                    "the receiver could not tell which client sent the request ({})",
+                    unidentified.reason()
+                ))
             }
         };
         ResponseFuture::answered(problem.into_response_for(ResponseForm::of(request.headers())))
@@ -351,11 +357,17 @@ mod tests {
             (status, c.as_str()),
             (StatusCode::FORBIDDEN, "client_not_allowed")
         );
-        // No peer address at all: a deployment error, retryable.
-        let (status, c) = code(svc.oneshot(Request::new(())).await.unwrap()).await;
+        // No peer address at all: a deployment error, retryable, and the answer names the fix.
+        let response = svc.oneshot(Request::new(())).await.unwrap();
+        let detail = response.body().clone();
+        let (status, c) = code(response).await;
         assert_eq!(
             (status, c.as_str()),
             (StatusCode::INTERNAL_SERVER_ERROR, "client_unidentified")
+        );
+        assert!(
+            detail.contains("into_make_service_with_connect_info::<SocketAddr>()"),
+            "{detail}"
         );
     }
 

@@ -13,8 +13,9 @@ use std::{
 use bytes::Bytes;
 use hookgate::{
     client_checks::{AllowIpLayer, RequireHttpsLayer},
+    client_ip::ClientIp,
     problem::ProblemCode,
-    rate_limit::{ClientIp, FailurePolicy, MemoryStore, Rate},
+    rate_limit::{FailurePolicy, MemoryStore, Rate},
     FailureLimitLayer, RateLimitLayer,
 };
 use http::{Request, Response, StatusCode};

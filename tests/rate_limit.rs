@@ -17,11 +17,12 @@ use std::{
 use bytes::Bytes;
 use governor::clock::FakeRelativeClock;
 use hookgate::{
+    client_ip::{ClientIp, ForwardedHeader},
     problem::ProblemCode,
     rate_limit::{
-        Check, ClientIp, Decision, FailureLimitLayer, FailurePolicy, ForwardedHeader, GlobalKey,
-        HeaderKey, KeyExtractor, MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded,
-        RateLimitLayer, RateLimitStore, StoreError, TokioClock,
+        Check, Decision, FailureLimitLayer, FailurePolicy, GlobalKey, HeaderKey, KeyExtractor,
+        MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded, RateLimitLayer,
+        RateLimitStore, StoreError, TokioClock,
     },
 };
 use http::{HeaderName, Request, Response, StatusCode};

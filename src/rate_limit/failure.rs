@@ -127,7 +127,8 @@ impl FailurePolicy {
 /// use bytes::Bytes;
 /// use governor::clock::FakeRelativeClock;
 /// use hookgate::problem::{Problem, ProblemCode};
-/// use hookgate::rate_limit::{ClientIp, FailureLimitLayer, FailurePolicy, Rate};
+/// use hookgate::client_ip::ClientIp;
+/// use hookgate::rate_limit::{FailureLimitLayer, FailurePolicy, Rate};
 /// use http::{Request, StatusCode};
 /// use http_body_util::{Empty, Full};
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -164,7 +165,7 @@ impl FailurePolicy {
 /// # }
 /// ```
 ///
-/// A request without a key (see [`ClientIp`](super::ClientIp)) is passed on unlimited by this
+/// A request without a key (see [`ClientIp`](crate::client_ip::ClientIp)) is passed on unlimited by this
 /// layer: the per-client limiter in front decides what happens to unidentified clients.
 pub struct FailureLimitLayer<E, C = DefaultClock>
 where

@@ -79,7 +79,7 @@ impl<E> RateLimitLayer<E, MemoryStore<E::Key>>
 where
     E: KeyExtractor,
 {
-    /// The limit in front of verification: `rate` per key (normally [`ClientIp`](super::ClientIp)),
+    /// The limit in front of verification: `rate` per key (normally [`ClientIp`](crate::client_ip::ClientIp)),
     /// answered with `429` + `Retry-After`, in memory.
     ///
     /// # Errors

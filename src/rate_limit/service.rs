@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     body::ProblemBody,
+    client_ip::Unidentified,
     problem::{retry_after_secs, Problem, ProblemCode, ResponseForm},
 };
 
@@ -209,11 +210,11 @@ impl<E, St> Shared<E, St> {
         })
     }
 
-    fn unidentified(&self, reason: &'static str) -> Option<Rejection> {
+    fn unidentified(&self, unidentified: Unidentified) -> Option<Rejection> {
         tracing::warn!(
             target: "hookgate::rate_limit",
             policy = self.placement.policy_name(),
-            reason,
+            reason = unidentified.reason(),
             "rate limit key missing"
         );
         match self.on_missing_key {
@@ -223,7 +224,10 @@ impl<E, St> Shared<E, St> {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ProblemCode::CLIENT_UNIDENTIFIED,
                 )
-                .with_detail("the receiver could not identify the client for rate limiting"),
+                .with_detail(format!(
+                    "the receiver could not identify the client for rate limiting ({})",
+                    unidentified.reason()
+                )),
                 headers: None,
                 exceeded: None,
             }),
@@ -301,8 +305,8 @@ where
         let shared = &self.shared;
         let key = match shared.extractor.extract(&request) {
             Ok(key) => key,
-            Err(missing) => {
-                return match shared.unidentified(missing.reason()) {
+            Err(unidentified) => {
+                return match shared.unidentified(unidentified) {
                     Some(rejection) => ResponseFuture::new(Kind::rejected(
                         rejection,
                         ResponseForm::of(request.headers()),

@@ -14,9 +14,7 @@
 use std::{net::SocketAddr, pin::pin, process::ExitCode, sync::Arc, time::Duration};
 
 use hookgate::{
-    client_checks::TlsConnection,
-    rate_limit::{ClientIp, KeyExtractor},
-    signature::BufferBudget,
+    client_checks::TlsConnection, client_ip::ClientIp, signature::BufferBudget,
     VerifySignatureLayer,
 };
 use http::Request;

@@ -25,10 +25,11 @@ use bytes::Bytes;
 use hookgate::{
     body::{ProblemBody, ResponseBody},
     client_checks::{AllowIpLayer, RequireHttpsLayer},
+    client_ip::{ClientIp, ForwardedHeader},
     elevenlabs::EGRESS_IPS,
     future::ResponseFuture,
     problem::{Problem, ProblemCode, ResponseForm},
-    rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
+    rate_limit::{FailurePolicy, MemoryStore, Rate},
     scheme::ElevenLabs,
     signature::VerifiedBody,
     FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignature,
