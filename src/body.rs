@@ -21,7 +21,6 @@
 //!
 //! let limit = std::env::var("NO_LIMIT").is_err().then(|| {
 //!     RateLimitLayer::per_client(Rate::per_second(5.try_into().unwrap()), ClientIp::peer())
-//!         .unwrap()
 //! });
 //! let service = ServiceBuilder::new()
 //!     .option_layer(limit)

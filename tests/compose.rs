@@ -51,7 +51,7 @@ fn grpc_from(peer: [u8; 4]) -> Request<Full<Bytes>> {
 
 /// One request a second per client, no burst.
 fn one_per_second() -> RateLimitLayer<ClientIp, MemoryStore<IpAddr>> {
-    RateLimitLayer::per_client(Rate::per_second(NonZeroU32::MIN), ClientIp::peer()).unwrap()
+    RateLimitLayer::per_client(Rate::per_second(NonZeroU32::MIN), ClientIp::peer())
 }
 
 async fn text(response: Response<Full<Bytes>>) -> String {

@@ -92,11 +92,8 @@ fn per_client<E: KeyExtractor>(
     rate: Rate,
     key: E,
     clock: &FakeRelativeClock,
-) -> RateLimitLayer<E, MemoryStore<E::Key, FakeRelativeClock>> {
-    RateLimitLayer::per_client_with_store(
-        MemoryStore::with_clock(rate, clock.clone()).unwrap(),
-        key,
-    )
+) -> RateLimitLayer<E, MemoryStore<E::Key>> {
+    RateLimitLayer::per_client_with_store(MemoryStore::with_clock(rate, clock.clone()), key)
 }
 
 #[tokio::test]
@@ -185,7 +182,7 @@ async fn sub_second_waits_are_announced_as_one_second() {
 async fn verified_traffic_over_its_rate_gets_a_retryable_503_never_a_4xx() {
     let clock = FakeRelativeClock::default();
     let layer = RateLimitLayer::verified_with_store(
-        MemoryStore::with_clock(Rate::per_second(nz(1)), clock.clone()).unwrap(),
+        MemoryStore::with_clock(Rate::per_second(nz(1)), clock.clone()),
         GlobalKey,
     );
     let service = layer.layer(handler(Arc::default()));
@@ -390,8 +387,7 @@ async fn a_request_without_a_key_gets_500_client_unidentified_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn verified_limiter_waits_a_bounded_time_for_a_token() {
-    let store =
-        MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), TokioClock::new()).unwrap();
+    let store = MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), TokioClock::new());
     let service = RateLimitLayer::verified_with_store(store, GlobalKey)
         .wait_for_token(Duration::from_millis(300))
         .unwrap()
@@ -433,22 +429,23 @@ async fn verified_limiter_waits_a_bounded_time_for_a_token() {
 
 #[test]
 fn only_the_verified_limiter_may_wait_and_only_briefly() {
-    let per_client = RateLimitLayer::per_client(Rate::per_second(nz(1)), GlobalKey).unwrap();
+    let per_client = RateLimitLayer::per_client(Rate::per_second(nz(1)), GlobalKey);
     assert!(per_client
         .wait_for_token(Duration::from_millis(100))
         .is_err());
-    let verified = RateLimitLayer::verified(Rate::per_second(nz(1)), GlobalKey).unwrap();
+    let verified = RateLimitLayer::verified(Rate::per_second(nz(1)), GlobalKey);
     assert!(verified
         .clone()
         .wait_for_token(Duration::from_secs(11))
         .is_err());
     assert!(verified.wait_for_token(Duration::from_secs(2)).is_ok());
-    assert!(RateLimitLayer::per_client(Rate::per_second(nz(u32::MAX)), GlobalKey).is_err());
+    // A rate too fine to count is refused where it is built, never by a layer.
+    assert!(Rate::new(u32::MAX, Duration::from_secs(1)).is_err());
 }
 
 /// A store that answers later, like one across the network, deciding with a memory store.
 struct RemoteLike {
-    memory: MemoryStore<(), FakeRelativeClock>,
+    memory: MemoryStore<()>,
     fail: bool,
 }
 
@@ -470,8 +467,7 @@ impl RateLimitStore<()> for RemoteLike {
 
 fn remote_like(fail: bool) -> RemoteLike {
     RemoteLike {
-        memory: MemoryStore::with_clock(Rate::per_hour(nz(1)), FakeRelativeClock::default())
-            .unwrap(),
+        memory: MemoryStore::with_clock(Rate::per_hour(nz(1)), FakeRelativeClock::default()),
         fail,
     }
 }
@@ -717,7 +713,6 @@ async fn failure_limiter_in_shadow_mode_never_blocks() {
 async fn a_client_turned_away_because_the_store_is_full_gets_a_retryable_503() {
     let clock = FakeRelativeClock::default();
     let store = MemoryStore::with_clock(Rate::per_minute(nz(1)), clock.clone())
-        .unwrap()
         .max_keys(NonZeroUsize::new(2).unwrap());
     let service = RateLimitLayer::per_client_with_store(store, ClientIp::peer())
         .layer(handler(Arc::default()));
@@ -945,7 +940,6 @@ async fn known_senders_never_meet_the_overflow_bucket_of_a_store_full_of_other_c
     let clock = FakeRelativeClock::default();
     let key = ClientIp::peer().known_senders(["34.67.146.145"]).unwrap();
     let store = MemoryStore::with_clock(Rate::per_minute(nz(60)), clock.clone())
-        .unwrap()
         .max_keys(std::num::NonZeroUsize::new(100).unwrap());
     let layer = RateLimitLayer::per_client_with_store(store, key);
     let calls = Arc::new(AtomicUsize::new(0));

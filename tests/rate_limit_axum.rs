@@ -64,9 +64,10 @@ fn connect_info(extensions: &http::Extensions) -> Option<SocketAddr> {
 fn app(key: ClientIp) -> Router {
     Router::new()
         .route("/webhooks/elevenlabs", post(|| async { "ok" }))
-        .layer(
-            RateLimitLayer::per_client(Rate::per_hour(NonZeroU32::new(2).unwrap()), key).unwrap(),
-        )
+        .layer(RateLimitLayer::per_client(
+            Rate::per_hour(NonZeroU32::new(2).unwrap()),
+            key,
+        ))
 }
 
 #[tokio::test]

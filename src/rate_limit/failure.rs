@@ -78,14 +78,13 @@ impl FailurePolicy {
     ///
     /// # Errors
     ///
-    /// A zero cooldown, or a rate whose refill interval is below one nanosecond.
+    /// A zero cooldown.
     pub fn new(allowed: Rate, cooldown: Duration) -> Result<Self, ConfigError> {
         if cooldown.is_zero() {
             return Err(ConfigError::new(
                 "failure limit: the cooldown must be longer than zero",
             ));
         }
-        allowed.to_quota()?;
         Ok(Self {
             allowed,
             cooldown,
@@ -181,7 +180,7 @@ where
     C: Clock,
 {
     extractor: E,
-    failures: MemoryStore<E::Key, C>,
+    failures: MemoryStore<E::Key>,
     blocked: DashMap<E::Key, C::Instant>,
     clock: C,
     start: C::Instant,
@@ -204,15 +203,13 @@ where
 impl<E, C> FailureLimitLayer<E, C>
 where
     E: KeyExtractor,
-    C: Clock + Clone,
+    C: Clock + Clone + Send + Sync + 'static,
+    C::Instant: Send + Sync,
 {
     /// Failure-only limiting on the given clock (e.g. governor's `FakeRelativeClock` in tests).
     pub fn with_clock(policy: FailurePolicy, key: E, clock: C) -> Self {
-        // `FailurePolicy::new` has validated the rate.
-        let failures = match MemoryStore::with_clock(policy.allowed, clock.clone()) {
-            Ok(store) => store.max_keys(policy.max_keys),
-            Err(_) => unreachable!("FailurePolicy holds a validated rate"),
-        };
+        let failures =
+            MemoryStore::with_clock(policy.allowed, clock.clone()).max_keys(policy.max_keys);
         let start = clock.now();
         Self {
             state: Arc::new(FailureState {

@@ -79,24 +79,17 @@ impl<E> RateLimitLayer<E, MemoryStore<E::Key>>
 where
     E: KeyExtractor,
 {
-    /// The limit in front of verification: `rate` per key (normally [`ClientIp`](crate::client_ip::ClientIp)),
-    /// answered with `429` + `Retry-After`, in memory.
-    ///
-    /// # Errors
-    ///
-    /// A rate whose refill interval is below one nanosecond.
-    pub fn per_client(rate: Rate, key: E) -> Result<Self, ConfigError> {
-        Ok(Self::per_client_with_store(MemoryStore::new(rate)?, key))
+    /// The limit in front of verification: `rate` per key (normally
+    /// [`ClientIp`](crate::client_ip::ClientIp)), answered with `429` + `Retry-After`, in
+    /// memory.
+    pub fn per_client(rate: Rate, key: E) -> Self {
+        Self::per_client_with_store(MemoryStore::new(rate), key)
     }
 
     /// The limit on verified traffic: `rate` per key (often [`GlobalKey`](super::GlobalKey)),
     /// answered with a retryable `503` + `Retry-After`, in memory.
-    ///
-    /// # Errors
-    ///
-    /// A rate whose refill interval is below one nanosecond.
-    pub fn verified(rate: Rate, key: E) -> Result<Self, ConfigError> {
-        Ok(Self::verified_with_store(MemoryStore::new(rate)?, key))
+    pub fn verified(rate: Rate, key: E) -> Self {
+        Self::verified_with_store(MemoryStore::new(rate), key)
     }
 }
 

@@ -52,9 +52,9 @@
 //! });
 //! let service = ServiceBuilder::new()
 //!     .layer(FailureLimitLayer::new(FailurePolicy::new(per_minute(10), Duration::from_secs(600))?, ClientIp::peer()))
-//!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer())?)
+//!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer()))
 //!     // .layer(VerifySignatureLayer::new(scheme))
-//!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey)?.wait_for_token(Duration::from_secs(1))?)
+//!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey).wait_for_token(Duration::from_secs(1))?)
 //!     .service(handler);
 //!
 //! let from = |peer: [u8; 4]| {

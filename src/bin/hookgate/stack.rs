@@ -139,11 +139,9 @@ impl ClientLayers {
         let rate_limit = match NonZeroU32::new(args.client_rate) {
             Some(rate) => {
                 let burst = NonZeroU32::new(args.client_burst).unwrap_or(rate);
-                let layer = RateLimitLayer::per_client(
-                    Rate::per_second(rate).burst(burst),
-                    client_ip.clone(),
-                )
-                .map_err(|e| format!("--client-rate: {e}"))?;
+                let rate = Rate::new(rate.get(), Duration::from_secs(1))
+                    .map_err(|e| format!("--client-rate: {e}"))?;
+                let layer = RateLimitLayer::per_client(rate.burst(burst), client_ip.clone());
                 let probe = layer.clone();
                 gauges.push(GaugeSource {
                     name: "limiter_clients",

@@ -5,26 +5,17 @@ use std::{
     future::Ready,
     hash::Hash,
     num::NonZeroUsize,
-    sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
 use dashmap::DashMap;
-use governor::{
-    clock::{Clock, DefaultClock, Reference},
-    middleware::{NoOpMiddleware, StateInformationMiddleware},
-    nanos::Nanos,
-    state::{keyed::ShrinkableKeyedStateStore, InMemoryState, NotKeyed, StateStore},
-    RateLimiter,
-};
+use governor::clock::{Clock, DefaultClock, Reference};
 
 use super::{Check, Decision, RateLimitStore, StoreError};
-use crate::{rate_limit::Rate, ConfigError};
+use crate::rate_limit::Rate;
 
-/// The in-memory store: one [governor] GCRA state (8 bytes) per key in a concurrent map.
+/// The in-memory store: one GCRA state (8 bytes) per key in a concurrent map.
 ///
 /// # Bounded memory, no housekeeping
 ///
@@ -39,7 +30,11 @@ use crate::{rate_limit::Rate, ConfigError};
 ///   (spoofed) keys therefore shares one bucket instead of growing memory. The cap may be
 ///   exceeded by at most one key per concurrently running decision.
 ///
-/// [governor]: https://docs.rs/governor
+/// # Time
+///
+/// [`new`](MemoryStore::new) reads the system's monotonic clock (governor's default clock);
+/// [`with_clock`](MemoryStore::with_clock) takes any governor clock, e.g. governor's
+/// `FakeRelativeClock` in tests or [`TokioClock`](crate::rate_limit::TokioClock).
 ///
 /// ```
 /// use std::{num::NonZeroU32, num::NonZeroUsize, time::Duration};
@@ -48,7 +43,6 @@ use crate::{rate_limit::Rate, ConfigError};
 ///
 /// let clock = FakeRelativeClock::default();
 /// let store = MemoryStore::with_clock(Rate::per_second(NonZeroU32::new(2).unwrap()), clock.clone())
-///     .unwrap()
 ///     .max_keys(NonZeroUsize::new(10_000).unwrap());
 /// let decide = |key: &str| match store.check(&key.to_owned()) {
 ///     Check::Ready(decision) => decision.unwrap(),
@@ -63,79 +57,62 @@ use crate::{rate_limit::Rate, ConfigError};
 /// clock.advance(Duration::from_millis(500));
 /// assert!(decide("a").is_allowed());
 /// ```
-pub struct MemoryStore<K, C = DefaultClock>
-where
-    K: Hash + Eq + Clone,
-    C: Clock,
-{
-    keyed: RateLimiter<K, BoundedStateStore<K>, C, StateInformationMiddleware>,
-    // The same map the limiter holds (`RateLimiter` does not lend its store).
-    map: Arc<BoundedMap<K>>,
-    overflow: RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>,
+pub struct MemoryStore<K> {
+    /// Each key's theoretical arrival time.
+    map: DashMap<K, Tat>,
+    /// The number of keys in `map`, exact, so the cap costs no map scan.
+    len: AtomicUsize,
+    /// The bucket shared by keys that arrive while the map is full.
+    overflow: Tat,
+    gcra: Gcra,
     rate: Rate,
     max_keys: usize,
-    sweep_interval: Nanos,
-    start: C::Instant,
+    sweep_interval: u64,
     last_sweep: AtomicU64,
+    time: Time,
 }
 
 impl<K> MemoryStore<K>
 where
-    K: Hash + Eq + Clone,
+    K: Hash + Eq,
 {
     /// A store enforcing `rate` per key, on the system's monotonic clock.
-    ///
-    /// # Errors
-    ///
-    /// A rate whose refill interval is below one nanosecond.
-    pub fn new(rate: Rate) -> Result<Self, ConfigError> {
-        Self::with_clock(rate, DefaultClock::default())
+    #[must_use]
+    pub fn new(rate: Rate) -> Self {
+        let clock = DefaultClock::default();
+        let start = clock.now();
+        Self::with_time(rate, Time::Monotonic { clock, start })
     }
-}
 
-impl<K, C> MemoryStore<K, C>
-where
-    K: Hash + Eq + Clone,
-    C: Clock + Clone,
-{
     /// A store on the given clock, e.g. governor's `FakeRelativeClock` in tests, or
     /// [`TokioClock`](crate::rate_limit::TokioClock) to follow tokio's (pausable) time.
-    ///
-    /// # Errors
-    ///
-    /// A rate whose refill interval is below one nanosecond.
-    pub fn with_clock(rate: Rate, clock: C) -> Result<Self, ConfigError> {
-        let quota = rate.to_quota()?;
+    #[must_use]
+    pub fn with_clock<C>(rate: Rate, clock: C) -> Self
+    where
+        C: Clock + Send + Sync + 'static,
+        C::Instant: Send + Sync,
+    {
         let start = clock.now();
-        let map = Arc::new(BoundedMap::default());
-        Ok(Self {
-            keyed: RateLimiter::<_, _, _, NoOpMiddleware<C::Instant>>::new(
-                quota,
-                BoundedStateStore(Arc::clone(&map)),
-                clock.clone(),
-            )
-            .with_middleware::<StateInformationMiddleware>(),
-            map,
-            overflow: RateLimiter::<_, _, _, NoOpMiddleware<C::Instant>>::new(
-                quota,
-                InMemoryState::default(),
-                clock,
-            )
-            .with_middleware::<StateInformationMiddleware>(),
+        let now = move || u64::from(clock.now().duration_since(start));
+        Self::with_time(rate, Time::Custom(Box::new(now)))
+    }
+
+    fn with_time(rate: Rate, time: Time) -> Self {
+        Self {
+            map: DashMap::new(),
+            len: AtomicUsize::new(0),
+            overflow: Tat::default(),
+            gcra: Gcra::new(rate),
             rate,
             max_keys: 100_000,
-            sweep_interval: Nanos::from(Duration::from_secs(1)),
-            start,
+            sweep_interval: nanos(Duration::from_secs(1)),
             last_sweep: AtomicU64::new(0),
-        })
+            time,
+        }
     }
 }
 
-impl<K, C> MemoryStore<K, C>
-where
-    K: Hash + Eq + Clone,
-    C: Clock,
-{
+impl<K> MemoryStore<K> {
     /// The most keys tracked at once (default 100 000); see the type docs for what happens at
     /// the cap. An IP-address key costs about 50 to 70 bytes with the map's spare room
     /// (`examples/rate_limit_memory.rs` measures it), so the default cap holds under 10 MiB.
@@ -150,14 +127,14 @@ where
     /// store full.
     #[must_use]
     pub fn sweep_interval(mut self, interval: Duration) -> Self {
-        self.sweep_interval = Nanos::from(interval);
+        self.sweep_interval = nanos(interval);
         self
     }
 
     /// The number of keys tracked now.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.keyed.len()
+        self.len.load(Ordering::Relaxed)
     }
 
     /// Whether no key is tracked.
@@ -165,67 +142,71 @@ where
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
 
-    /// Evicts idle keys now (the store also does this by itself).
-    pub fn sweep(&self) {
-        self.keyed.retain_recent();
-    }
-
+impl<K> MemoryStore<K>
+where
+    K: Hash + Eq + Clone,
+{
     /// Counts one request against `key` and decides, at once.
     pub fn decide(&self, key: &K) -> Decision {
         let len_before = self.len();
-        let mut at_cap = false;
-        if len_before >= self.max_keys && !self.keyed_contains(key) {
-            self.maybe_sweep(self.keyed.clock().now());
-            at_cap = self.len() >= self.max_keys;
-        }
-        let outcome = if at_cap {
-            self.overflow.check()
-        } else {
-            self.keyed.check_key(key)
-        };
-        let decision = match outcome {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                let missing = self.rate.burst_size().get().saturating_sub(remaining);
-                Decision::allowed(remaining, self.rate.replenish_interval() * missing)
+        let now = self.time.now();
+        if len_before >= self.max_keys && !self.map.contains_key(key) {
+            self.maybe_sweep(now);
+            if self.len() >= self.max_keys {
+                return self.gcra.decide(&self.overflow, now).in_overflow();
             }
-            Err(not_until) => Decision::denied(not_until.wait_time_from(self.keyed.clock().now())),
-        };
-        if at_cap {
-            return decision.in_overflow();
         }
-        // Memory only grows when a key is added: that is when idle keys are swept (the clock
-        // is read for it only then, keeping the common path to governor's own reading).
+        let decision = self.decide_keyed(key, now);
+        // Memory only grows when a key is added: that is when idle keys are swept.
         if self.len() > len_before {
-            self.maybe_sweep(self.keyed.clock().now());
+            self.maybe_sweep(now);
         }
         decision
     }
 
-    fn keyed_contains(&self, key: &K) -> bool {
-        self.map.map.contains_key(key)
+    fn decide_keyed(&self, key: &K, now: u64) -> Decision {
+        if let Some(tat) = self.map.get(key) {
+            return self.gcra.decide(&tat, now);
+        }
+        let tat = self.map.entry(key.clone()).or_insert_with(|| {
+            self.len.fetch_add(1, Ordering::Relaxed);
+            Tat::default()
+        });
+        self.gcra.decide(&tat, now)
     }
 
-    fn maybe_sweep(&self, now: C::Instant) {
-        let elapsed = u64::from(now.duration_since(self.start));
+    /// Sweeps idle keys if the last sweep is at least `sweep_interval` ago.
+    fn maybe_sweep(&self, now: u64) {
         let last = self.last_sweep.load(Ordering::Relaxed);
-        if elapsed.saturating_sub(last) >= u64::from(self.sweep_interval)
+        if now.saturating_sub(last) >= self.sweep_interval
             && self
                 .last_sweep
-                .compare_exchange(last, elapsed, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.keyed.retain_recent();
+            self.sweep(now);
+        }
+    }
+
+    /// Evicts the keys as good as fresh at `now`: those whose whole burst has refilled.
+    fn sweep(&self, now: u64) {
+        let before = self.len();
+        let mut removed = 0;
+        self.map.retain(|_, tat| {
+            let keep = tat.0.load(Ordering::Relaxed) > now;
+            removed += usize::from(!keep);
+            keep
+        });
+        self.len.fetch_sub(removed, Ordering::Relaxed);
+        if removed > 0 && self.map.capacity() > 4 * before.saturating_sub(removed).max(64) {
+            self.map.shrink_to_fit();
         }
     }
 }
 
-impl<K, C> fmt::Debug for MemoryStore<K, C>
-where
-    K: Hash + Eq + Clone,
-    C: Clock,
-{
+impl<K> fmt::Debug for MemoryStore<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
             .field("rate", &self.rate)
@@ -235,10 +216,9 @@ where
     }
 }
 
-impl<K, C> RateLimitStore<K> for MemoryStore<K, C>
+impl<K> RateLimitStore<K> for MemoryStore<K>
 where
     K: Hash + Eq + Clone,
-    C: Clock,
 {
     type Future = Ready<Result<Decision, StoreError>>;
 
@@ -251,74 +231,89 @@ where
     }
 }
 
-/// governor's keyed state, with an exact key count so the cap costs no map scan.
-struct BoundedMap<K> {
-    map: DashMap<K, InMemoryState>,
-    len: AtomicUsize,
+/// A duration in nanoseconds, saturating (a sweep interval of centuries is never).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The [`StateStore`] handed to governor: a shared handle on the map.
-struct BoundedStateStore<K>(Arc<BoundedMap<K>>);
+/// Where the store reads the time: nanoseconds since the store was made.
+enum Time {
+    /// The system's monotonic clock, read without an indirect call: every decision reads it.
+    Monotonic {
+        clock: DefaultClock,
+        start: <DefaultClock as Clock>::Instant,
+    },
+    /// Any other governor clock.
+    Custom(Box<dyn Fn() -> u64 + Send + Sync>),
+}
 
-impl<K: Hash + Eq> Default for BoundedMap<K> {
-    fn default() -> Self {
+impl Time {
+    #[inline]
+    fn now(&self) -> u64 {
+        match self {
+            Self::Monotonic { clock, start } => u64::from(clock.now().duration_since(*start)),
+            Self::Custom(now) => now(),
+        }
+    }
+}
+
+/// A key's theoretical arrival time (GCRA's TAT) in nanoseconds since the store was made; 0
+/// while the key has made no request.
+#[derive(Default)]
+struct Tat(AtomicU64);
+
+/// The generic cell rate algorithm, as governor runs it: a request at `now` conforms when
+/// `now >= tat - tau`, and then moves `tat` to `max(tat, now) + t`.
+#[derive(Clone, Copy, Debug)]
+struct Gcra {
+    /// The refill interval of one request.
+    t: u64,
+    /// How far ahead of `now` the TAT may run: `t * (burst - 1)`.
+    tau: u64,
+    burst: u32,
+}
+
+impl Gcra {
+    fn new(rate: Rate) -> Self {
+        // A valid `Rate` keeps `t * burst` within 63 bits.
+        let t = rate.interval_nanos();
+        let burst = rate.burst_size().get();
         Self {
-            map: DashMap::new(),
-            len: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> StateStore for BoundedStateStore<K> {
-    type Key = K;
-
-    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let this = &*self.0;
-        if let Some(state) = this.map.get(key) {
-            return state.measure_and_replace(&NotKeyed::NonKey, f);
-        }
-        let state = this.map.entry(key.clone()).or_insert_with(|| {
-            this.len.fetch_add(1, Ordering::Relaxed);
-            InMemoryState::default()
-        });
-        state.measure_and_replace(&NotKeyed::NonKey, f)
-    }
-}
-
-impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for BoundedStateStore<K> {
-    fn retain_recent(&self, drop_below: Nanos) {
-        let this = &*self.0;
-        let before = this.len.load(Ordering::Relaxed);
-        let mut removed = 0;
-        this.map.retain(|_, state| {
-            // Reads the theoretical arrival time without changing it: the closure refuses.
-            let tat = state
-                .measure_and_replace(&NotKeyed::NonKey, Err::<((), Nanos), _>)
-                .err()
-                .flatten();
-            let keep = tat.is_some_and(|tat| tat > drop_below);
-            removed += usize::from(!keep);
-            keep
-        });
-        this.len.fetch_sub(removed, Ordering::Relaxed);
-        if removed > 0 && this.map.capacity() > 4 * before.saturating_sub(removed).max(64) {
-            this.map.shrink_to_fit();
+            t,
+            tau: t * u64::from(burst - 1),
+            burst,
         }
     }
 
-    fn shrink_to_fit(&self) {
-        self.0.map.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.0.len.load(Ordering::Relaxed)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Counts one request at `now` against `tat` and decides.
+    fn decide(&self, tat: &Tat, now: u64) -> Decision {
+        let Self { t, tau, burst } = *self;
+        let mut seen = tat.0.load(Ordering::Acquire);
+        loop {
+            let current = if seen == 0 { now } else { seen };
+            let earliest = current.saturating_sub(tau);
+            if now < earliest {
+                return Decision::denied(Duration::from_nanos(earliest - now));
+            }
+            let next = current.max(now) + t;
+            match tat
+                .0
+                .compare_exchange_weak(seen, next, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    // Requests that could still pass right now, after this one.
+                    let remaining = ((now + tau + t).saturating_sub(next)).min(tau + t) / t;
+                    // At most `burst`, a `u32`.
+                    let remaining = u32::try_from(remaining).unwrap_or(burst);
+                    let missing = burst.saturating_sub(remaining);
+                    return Decision::allowed(
+                        remaining,
+                        Duration::from_nanos(t * u64::from(missing)),
+                    );
+                }
+                Err(actual) => seen = actual,
+            }
+        }
     }
 }
 
@@ -334,12 +329,12 @@ mod tests {
         NonZeroU32::new(n).unwrap()
     }
 
-    fn store(rate: Rate, clock: &FakeRelativeClock) -> MemoryStore<u64, FakeRelativeClock> {
-        MemoryStore::with_clock(rate, clock.clone()).unwrap()
+    fn store(rate: Rate, clock: &FakeRelativeClock) -> MemoryStore<u64> {
+        MemoryStore::with_clock(rate, clock.clone())
     }
 
     /// Takes every request the key is granted right now.
-    fn drain(store: &MemoryStore<u64, FakeRelativeClock>, key: u64) -> u64 {
+    fn drain(store: &MemoryStore<u64>, key: u64) -> u64 {
         let mut granted = 0;
         while store.decide(&key).is_allowed() {
             granted += 1;
