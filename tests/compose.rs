@@ -134,11 +134,8 @@ async fn the_rate_limiter_answers_grpc_clients_in_grpc_form() {
 
 #[tokio::test]
 async fn the_failure_limiter_answers_grpc_clients_in_grpc_form() {
-    let policy = FailurePolicy::new(
-        Rate::per_minute(NonZeroU32::MIN).burst(NonZeroU32::MIN),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let allowed = Rate::per_minute(NonZeroU32::MIN).burst(NonZeroU32::MIN);
+    let policy = FailurePolicy::block_for(Duration::from_secs(60)).unwrap();
     // The handler stands for a verification layer refusing every request.
     let refuse = service_fn(|_request: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(
@@ -149,7 +146,7 @@ async fn the_failure_limiter_answers_grpc_clients_in_grpc_form() {
             .into_response::<Full<Bytes>>(),
         )
     });
-    let service = FailureLimitLayer::new(policy, ClientIp::peer()).layer(refuse);
+    let service = FailureLimitLayer::new(allowed, policy, ClientIp::peer()).layer(refuse);
     for _ in 0..2 {
         let failed = service.clone().oneshot(grpc_from([192, 0, 2, 9])).await;
         assert_eq!(failed.unwrap().status(), StatusCode::UNAUTHORIZED);

@@ -96,6 +96,21 @@ fn per_client<E: KeyExtractor>(
     RateLimitLayer::per_client_with_store(MemoryStore::with_clock(rate, clock.clone()), key)
 }
 
+/// A failure limiter on a memory store on `clock`: `allowed` failures, then `policy`.
+fn failure_limit<E: KeyExtractor>(
+    allowed: Rate,
+    policy: FailurePolicy,
+    key: E,
+    clock: &FakeRelativeClock,
+) -> FailureLimitLayer<E, MemoryStore<E::Key>> {
+    FailureLimitLayer::with_store(MemoryStore::with_clock(allowed, clock.clone()), policy, key)
+}
+
+/// Blocks for `secs` seconds.
+fn block_for(secs: u64) -> FailurePolicy {
+    FailurePolicy::block_for(Duration::from_secs(secs)).unwrap()
+}
+
 #[tokio::test]
 async fn per_client_answers_429_problem_json_with_retry_after_and_ratelimit_headers() {
     let clock = FakeRelativeClock::default();
@@ -450,13 +465,38 @@ struct RemoteLike {
 }
 
 impl RateLimitStore<()> for RemoteLike {
-    type Future = Ready<Result<Decision, StoreError>>;
+    type CheckFuture = Ready<Result<Decision, StoreError>>;
+    type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
-    fn check(&self, key: &()) -> Check<Self::Future> {
+    fn check(&self, key: &()) -> Check<Self::CheckFuture> {
         if self.fail {
             Check::Pending(ready(Err(StoreError::new("connection refused"))))
         } else {
             Check::Pending(ready(Ok(self.memory.decide(key))))
+        }
+    }
+
+    fn record_failure(
+        &self,
+        key: &(),
+        cooldown: Duration,
+    ) -> Check<Self::BlockFuture, Option<Duration>> {
+        if self.fail {
+            return Check::Pending(ready(Err(StoreError::new("connection refused"))));
+        }
+        match self.memory.record_failure(key, cooldown) {
+            Check::Ready(result) => Check::Pending(ready(result)),
+            Check::Pending(future) => Check::Pending(future),
+        }
+    }
+
+    fn blocked(&self, key: &()) -> Check<Self::BlockFuture, Option<Duration>> {
+        if self.fail {
+            return Check::Pending(ready(Err(StoreError::new("connection refused"))));
+        }
+        match self.memory.blocked(key) {
+            Check::Ready(result) => Check::Pending(ready(result)),
+            Check::Pending(future) => Check::Pending(future),
         }
     }
 
@@ -499,6 +539,51 @@ async fn store_failures_fail_open_by_default_and_closed_on_request() {
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(json(response).await["code"], "limiter_unavailable");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_failure_limiter_waits_for_a_store_that_answers_later() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = FailureLimitLayer::with_store(remote_like(false), block_for(60), GlobalKey)
+        .layer(verifier(calls.clone()));
+    // One failure allowed an hour: the second blocks.
+    for _ in 0..2 {
+        assert_eq!(
+            status(&service, from([1, 1, 1, 1])).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = service
+        .clone()
+        .oneshot(valid(from([1, 1, 1, 1])))
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(blocked.headers()["retry-after"], "60");
+    assert_eq!(json(blocked).await["code"], "client_blocked");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a blocked client never reaches verification"
+    );
+}
+
+#[tokio::test]
+async fn the_failure_limiter_fails_open_when_its_store_fails() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = FailureLimitLayer::with_store(remote_like(true), block_for(60), GlobalKey)
+        .layer(verifier(calls.clone()));
+    for _ in 0..5 {
+        assert_eq!(
+            status(&service, from([1, 1, 1, 1])).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        status(&service, valid(from([1, 1, 1, 1]))).await,
+        StatusCode::OK
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
 }
 
 /// An inner service that is never ready: its readiness error must come through the layer.
@@ -563,8 +648,12 @@ fn valid(mut request: Request<Body>) -> Request<Body> {
 async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_unblocks_it() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let policy = FailurePolicy::new(Rate::per_minute(nz(3)), Duration::from_secs(120)).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone());
+    let layer = failure_limit(
+        Rate::per_minute(nz(3)),
+        block_for(120),
+        ClientIp::peer(),
+        &clock,
+    );
     let service = layer.layer(verifier(calls.clone()));
 
     // Successes never count.
@@ -641,9 +730,13 @@ fn answering(
 async fn failure_limiter_counts_failed_verifications_and_abandoned_bodies_only() {
     // One failure allowed per hour: a second counted answer blocks the third request.
     let blocks = |answer, code| async move {
-        let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-        let layer =
-            FailureLimitLayer::with_clock(policy, ClientIp::peer(), FakeRelativeClock::default());
+        let clock = FakeRelativeClock::default();
+        let layer = failure_limit(
+            Rate::per_hour(nz(1)),
+            block_for(60),
+            ClientIp::peer(),
+            &clock,
+        );
         let service = layer.layer(answering(answer, code));
         for _ in 0..2 {
             service
@@ -685,10 +778,8 @@ async fn failure_limiter_counts_failed_verifications_and_abandoned_bodies_only()
 async fn failure_limiter_in_shadow_mode_never_blocks() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))
-        .unwrap()
-        .shadow();
-    let service = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock)
+    let policy = block_for(60).shadow();
+    let service = failure_limit(Rate::per_hour(nz(1)), policy, ClientIp::peer(), &clock)
         .layer(verifier(calls.clone()));
     for _ in 0..5 {
         service
@@ -746,10 +837,9 @@ async fn a_client_turned_away_because_the_store_is_full_gets_a_retryable_503() {
 #[tokio::test]
 async fn failure_limiter_block_list_is_bounded() {
     let clock = FakeRelativeClock::default();
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))
-        .unwrap()
+    let store = MemoryStore::with_clock(Rate::per_hour(nz(1)), clock.clone())
         .max_keys(NonZeroUsize::new(5).unwrap());
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone());
+    let layer = FailureLimitLayer::with_store(store, block_for(60), ClientIp::peer());
     let service = layer.layer(verifier(Arc::default()));
     for host in 0..50u8 {
         for _ in 0..2 {
@@ -811,8 +901,12 @@ async fn many_concurrent_tasks_on_one_key_never_over_grant() {
 #[tokio::test]
 async fn the_handlers_own_400_and_401_never_get_a_client_blocked() {
     let clock = FakeRelativeClock::default();
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    let layer = failure_limit(
+        Rate::per_hour(nz(1)),
+        block_for(60),
+        ClientIp::peer(),
+        &clock,
+    );
     // A handler behind verification refusing verified deliveries, with and without a problem
     // body of its own.
     let refusing = service_fn(|req: Request<Body>| {
@@ -846,8 +940,12 @@ async fn the_handlers_own_400_and_401_never_get_a_client_blocked() {
 async fn failure_limiter_lets_unidentified_requests_through_and_never_blocks_them_together() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    let layer = failure_limit(
+        Rate::per_hour(nz(1)),
+        block_for(60),
+        ClientIp::peer(),
+        &clock,
+    );
     let service = layer.layer(verifier(calls.clone()));
     let anonymous = || Request::new(Full::new(Bytes::new()));
     for _ in 0..5 {
@@ -975,9 +1073,9 @@ async fn known_senders_never_meet_the_overflow_bucket_of_a_store_full_of_other_c
 
 #[tokio::test]
 async fn known_senders_are_never_counted_or_blocked_by_the_failure_limiter() {
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
     let key = ClientIp::peer().known_senders(["34.67.146.145"]).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, key, FakeRelativeClock::default());
+    let clock = FakeRelativeClock::default();
+    let layer = failure_limit(Rate::per_hour(nz(1)), block_for(60), key, &clock);
     let service = layer.layer(answering(401, Some(ProblemCode::SIGNATURE_MISMATCH)));
     for _ in 0..10 {
         let response = service

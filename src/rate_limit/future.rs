@@ -82,7 +82,7 @@ pin_project! {
         },
         Checking {
             #[pin]
-            check: St::Future,
+            check: St::CheckFuture,
             deferred: Option<Deferred<S, ReqBody, E, St>>,
             may_wait: bool,
         },
@@ -120,7 +120,7 @@ where
     }
 
     pub(crate) fn checking(
-        check: St::Future,
+        check: St::CheckFuture,
         deferred: Deferred<S, ReqBody, E, St>,
         may_wait: bool,
     ) -> Self {

@@ -51,7 +51,7 @@
 //!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
 //! });
 //! let service = ServiceBuilder::new()
-//!     .layer(FailureLimitLayer::new(FailurePolicy::new(per_minute(10), Duration::from_secs(600))?, ClientIp::peer()))
+//!     .layer(FailureLimitLayer::new(per_minute(10), FailurePolicy::block_for(Duration::from_secs(600))?, ClientIp::peer()))
 //!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer()))
 //!     // .layer(VerifySignatureLayer::new(scheme))
 //!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey).wait_for_token(Duration::from_secs(1))?)
@@ -141,17 +141,21 @@
 //!
 //! # Shared stores
 //!
-//! Limiter state lives behind [`RateLimitStore`], so several gateway instances can share one
-//! limit through a store such as Redis. A store that decides synchronously returns
+//! Limiter state lives behind [`RateLimitStore`], the request counts of both rate limiters and
+//! the failure counts and block list of the failure limiter alike, so several gateway instances
+//! can share one limit through a store such as Redis ([`RateLimitLayer::per_client_with_store`],
+//! [`FailureLimitLayer::with_store`]). A store that decides synchronously returns
 //! [`Check::Ready`]; one that must wait returns its own future in [`Check::Pending`] (no boxed
-//! future per request either way). When a store fails, the layer fails open by default
-//! ([`OnStoreError`]).
+//! future per request either way). When a store fails, the rate limiter fails open by default
+//! ([`OnStoreError`]) and the failure limiter fails open.
 //!
 //! # Testing
 //!
-//! [`MemoryStore::with_clock`] and [`FailureLimitLayer::with_clock`] take any governor clock:
-//! governor's `FakeRelativeClock` for deterministic tests, [`TokioClock`] to follow
-//! `tokio::time::pause`/`advance` together with the verified limiter's waits.
+//! [`MemoryStore::with_clock`] takes any governor clock: governor's `FakeRelativeClock` for
+//! deterministic tests, [`TokioClock`] to follow `tokio::time::pause`/`advance` together with
+//! the verified limiter's waits. Hand such a store to a layer with
+//! [`RateLimitLayer::per_client_with_store`], [`RateLimitLayer::verified_with_store`] or
+//! [`FailureLimitLayer::with_store`].
 //!
 //! [`ClientIp`]: crate::client_ip::ClientIp
 //! [`ClientIp::known_senders`]: crate::client_ip::ClientIp::known_senders

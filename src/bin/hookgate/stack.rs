@@ -155,12 +155,10 @@ impl ClientLayers {
 
         let failure_limit = match NonZeroU32::new(args.max_failures_per_minute) {
             Some(failures) => {
-                let policy = FailurePolicy::new(
-                    Rate::per_minute(failures).burst(failures),
-                    Duration::from_secs(args.failure_cooldown),
-                )
-                .map_err(|e| format!("--max-failures-per-minute: {e}"))?;
-                let layer = FailureLimitLayer::new(policy, client_ip.clone());
+                let policy = FailurePolicy::block_for(Duration::from_secs(args.failure_cooldown))
+                    .map_err(|e| format!("--max-failures-per-minute: {e}"))?;
+                let allowed = Rate::per_minute(failures).burst(failures);
+                let layer = FailureLimitLayer::new(allowed, policy, client_ip.clone());
                 let blocked = layer.clone();
                 gauges.push(GaugeSource {
                     name: "blocked_clients",

@@ -5,7 +5,10 @@ use std::{
     future::Ready,
     hash::Hash,
     num::NonZeroUsize,
-    sync::atomic::{AtomicU64, AtomicUsize, Ordering},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        OnceLock,
+    },
     time::Duration,
 };
 
@@ -29,6 +32,11 @@ use crate::rate_limit::Rate;
 ///   ([`Decision::is_overflow`]); tracked keys keep their own buckets. A flood of distinct
 ///   (spoofed) keys therefore shares one bucket instead of growing memory. The cap may be
 ///   exceeded by at most one key per concurrently running decision.
+/// - Under a [`FailureLimitLayer`](crate::rate_limit::FailureLimitLayer), the block list holds at
+///   most `max_keys` blocked keys too: when it is full of blocks still running, a key that
+///   fails too often is not blocked (logged at `warn`) until blocks expire; expired blocks
+///   are dropped when they are next looked up, or all at once (at most once a second) when
+///   the list is full.
 ///
 /// # Time
 ///
@@ -69,6 +77,9 @@ pub struct MemoryStore<K> {
     max_keys: usize,
     sweep_interval: u64,
     last_sweep: AtomicU64,
+    /// The keys blocked by a failure limiter, each until a time; made by the first block.
+    blocked: OnceLock<DashMap<K, u64>>,
+    last_purge: AtomicU64,
     time: Time,
 }
 
@@ -107,6 +118,8 @@ where
             max_keys: 100_000,
             sweep_interval: nanos(Duration::from_secs(1)),
             last_sweep: AtomicU64::new(0),
+            blocked: OnceLock::new(),
+            last_purge: AtomicU64::new(0),
             time,
         }
     }
@@ -190,6 +203,60 @@ where
         }
     }
 
+    /// The number of keys blocked now, including expired blocks not yet dropped.
+    pub(crate) fn blocked_keys(&self) -> usize {
+        self.blocked.get().map_or(0, DashMap::len)
+    }
+
+    /// Counts one failure of `key`; over the rate, blocks it for `cooldown` and says for how
+    /// long.
+    fn fail(&self, key: &K, cooldown: Duration) -> Option<Duration> {
+        if self.decide(key).is_allowed() {
+            return None;
+        }
+        let now = self.time.now();
+        let blocked = self.blocked.get_or_init(DashMap::new);
+        if blocked.len() >= self.max_keys {
+            self.purge_expired(blocked, now);
+            if blocked.len() >= self.max_keys {
+                tracing::warn!(
+                    target: "hookgate::rate_limit",
+                    policy = "failures",
+                    "block list full: a failing client is not blocked"
+                );
+                return None;
+            }
+        }
+        blocked.insert(key.clone(), now.saturating_add(nanos(cooldown)));
+        Some(cooldown)
+    }
+
+    /// How much longer `key` is blocked, if it is; drops its block once expired.
+    fn blocked_for(&self, key: &K) -> Option<Duration> {
+        let blocked = self.blocked.get()?;
+        let until = *blocked.get(key)?;
+        let now = self.time.now();
+        if until > now {
+            return Some(Duration::from_nanos(until - now));
+        }
+        blocked.remove_if(key, |_, until| *until <= now);
+        None
+    }
+
+    /// Drops expired blocks, at most once per second (a full list of live blocks must not
+    /// turn every failure into a scan).
+    fn purge_expired(&self, blocked: &DashMap<K, u64>, now: u64) {
+        let last = self.last_purge.load(Ordering::Relaxed);
+        if (last == 0 || now.saturating_sub(last) >= nanos(Duration::from_secs(1)))
+            && self
+                .last_purge
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            blocked.retain(|_, until| *until > now);
+        }
+    }
+
     /// Evicts the keys as good as fresh at `now`: those whose whole burst has refilled.
     fn sweep(&self, now: u64) {
         let before = self.len();
@@ -220,10 +287,23 @@ impl<K> RateLimitStore<K> for MemoryStore<K>
 where
     K: Hash + Eq + Clone,
 {
-    type Future = Ready<Result<Decision, StoreError>>;
+    type CheckFuture = Ready<Result<Decision, StoreError>>;
+    type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
-    fn check(&self, key: &K) -> Check<Self::Future> {
+    fn check(&self, key: &K) -> Check<Self::CheckFuture> {
         Check::Ready(Ok(self.decide(key)))
+    }
+
+    fn record_failure(
+        &self,
+        key: &K,
+        cooldown: Duration,
+    ) -> Check<Self::BlockFuture, Option<Duration>> {
+        Check::Ready(Ok(self.fail(key, cooldown)))
+    }
+
+    fn blocked(&self, key: &K) -> Check<Self::BlockFuture, Option<Duration>> {
+        Check::Ready(Ok(self.blocked_for(key)))
     }
 
     fn rate(&self) -> Rate {
@@ -490,5 +570,134 @@ mod tests {
         let decision = store.decide(&u64::MAX);
         assert!(decision.is_allowed() && !decision.is_overflow());
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn failures_over_the_rate_block_for_the_cooldown_and_blocks_expire() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_minute(nz(2)), &clock);
+        let cooldown = Duration::from_secs(60);
+        assert_eq!(store.blocked_for(&1), None, "no block list yet");
+        assert_eq!(store.fail(&1, cooldown), None);
+        assert_eq!(store.fail(&1, cooldown), None);
+        assert_eq!(store.blocked_for(&1), None);
+        assert_eq!(store.blocked_keys(), 0);
+        assert_eq!(
+            store.fail(&1, cooldown),
+            Some(cooldown),
+            "the third failure blocks"
+        );
+        assert_eq!(store.blocked_keys(), 1);
+        clock.advance(Duration::from_secs(20));
+        assert_eq!(store.blocked_for(&1), Some(Duration::from_secs(40)));
+        assert_eq!(store.blocked_for(&2), None, "other keys are not blocked");
+        // A failure while blocked renews the block.
+        assert_eq!(store.fail(&1, cooldown), Some(cooldown));
+        assert_eq!(store.blocked_for(&1), Some(cooldown));
+        clock.advance(cooldown - Duration::from_nanos(1));
+        assert_eq!(store.blocked_for(&1), Some(Duration::from_nanos(1)));
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(store.blocked_for(&1), None, "over at the cooldown's end");
+        assert_eq!(
+            store.blocked_keys(),
+            0,
+            "an expired block is dropped when looked up"
+        );
+        // The trait answers the same, at once.
+        assert!(matches!(
+            RateLimitStore::blocked(&store, &1),
+            Check::Ready(Ok(None))
+        ));
+        // The rate has refilled meanwhile: two failures are allowed again, the third blocks.
+        for _ in 0..2 {
+            assert!(matches!(
+                RateLimitStore::record_failure(&store, &1, cooldown),
+                Check::Ready(Ok(None))
+            ));
+        }
+        assert!(matches!(
+            RateLimitStore::record_failure(&store, &1, cooldown),
+            Check::Ready(Ok(Some(blocked_for))) if blocked_for == cooldown
+        ));
+        assert!(matches!(
+            RateLimitStore::blocked(&store, &1),
+            Check::Ready(Ok(Some(left))) if left == cooldown
+        ));
+    }
+
+    #[test]
+    fn a_full_block_list_takes_new_blocks_only_once_blocks_expire() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_hour(nz(1)), &clock).max_keys(NonZeroUsize::new(2).unwrap());
+        let cooldown = Duration::from_secs(60);
+        for key in 0..2 {
+            assert_eq!(store.fail(&key, cooldown), None);
+            assert_eq!(store.fail(&key, cooldown), Some(cooldown));
+        }
+        assert_eq!(store.blocked_keys(), 2);
+        // Full of blocks still running: another failing key is not blocked.
+        assert_eq!(store.fail(&2, cooldown), None);
+        assert_eq!(store.fail(&2, cooldown), None);
+        assert_eq!(store.blocked_for(&2), None);
+        assert_eq!(store.blocked_keys(), 2);
+        // Once they expire, the next block makes room by dropping them.
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(store.fail(&3, cooldown), Some(cooldown));
+        assert_eq!(store.blocked_keys(), 1);
+        assert_eq!(store.blocked_for(&3), Some(cooldown));
+    }
+
+    #[test]
+    fn expired_blocks_are_purged_at_most_once_a_second() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_hour(nz(1)), &clock).max_keys(NonZeroUsize::new(1).unwrap());
+        let blocked = store.blocked.get_or_init(DashMap::new);
+        // A purge at 1 s drops what expired by then.
+        clock.advance(Duration::from_secs(1));
+        blocked.insert(1, nanos(Duration::from_millis(1_100)));
+        blocked.insert(2, nanos(Duration::from_millis(500)));
+        store.purge_expired(blocked, store.time.now());
+        assert_eq!(store.blocked_keys(), 1);
+        // Another within the second changes nothing, even with blocks expired.
+        clock.advance(Duration::from_millis(999));
+        store.purge_expired(blocked, store.time.now());
+        assert_eq!(store.blocked_keys(), 1);
+        // A second later it runs again.
+        clock.advance(Duration::from_millis(1));
+        store.purge_expired(blocked, store.time.now());
+        assert_eq!(store.blocked_keys(), 0);
+    }
+
+    #[test]
+    fn a_cooldown_of_centuries_saturates() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_hour(nz(1)), &clock);
+        store.fail(&1, Duration::MAX);
+        assert_eq!(store.fail(&1, Duration::MAX), Some(Duration::MAX));
+        assert!(store.blocked_for(&1).unwrap() > Duration::from_secs(100 * 365 * 24 * 3600));
+    }
+
+    #[test]
+    fn decisions_report_what_remains_and_when_the_burst_is_full_again() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(10)).burst(nz(3)), &clock);
+        let first = store.decide(&1);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (2, Duration::from_millis(100))
+        );
+        let second = store.decide(&1);
+        assert_eq!(
+            (second.remaining(), second.reset()),
+            (1, Duration::from_millis(200))
+        );
+        clock.advance(Duration::from_millis(150));
+        // 1.5 refilled: one more whole request now than before.
+        let third = store.decide(&1);
+        assert_eq!(
+            (third.remaining(), third.reset()),
+            (1, Duration::from_millis(200))
+        );
+        assert!(!first.is_overflow() && third.is_allowed());
     }
 }
