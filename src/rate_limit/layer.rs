@@ -214,7 +214,6 @@ where
         let (quota, window) = self.store.rate().quota_per_window();
         let policy = format!("\"{}\";q={quota};w={window}", self.placement.policy_name(),);
         let shared = Shared {
-            extractor: self.extractor.clone(),
             store: Arc::clone(&self.store),
             placement: self.placement,
             enforce: self.enforce,
@@ -224,6 +223,6 @@ where
             // Digits, letters, quotes, `;` and `=` only: always a valid header value.
             policy: HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("")),
         };
-        RateLimit::new(inner, Arc::new(shared))
+        RateLimit::new(inner, Arc::new(self.extractor.clone()), Arc::new(shared))
     }
 }

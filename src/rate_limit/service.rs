@@ -42,11 +42,14 @@ pub struct RateLimitExceeded {
 /// Enforces a rate limit on the inner service; made by [`RateLimitLayer`](super::RateLimitLayer).
 pub struct RateLimit<S, E, St> {
     inner: S,
-    shared: Arc<Shared<E, St>>,
+    extractor: Arc<E>,
+    shared: Arc<Shared<St>>,
 }
 
-pub(crate) struct Shared<E, St> {
-    pub(crate) extractor: E,
+/// What every service of a [`RateLimitLayer`](super::RateLimitLayer) shares: the store and the
+/// settings (the extractor is shared beside it, so a decision deferred to a future needs only
+/// this).
+pub(crate) struct Shared<St> {
     pub(crate) store: Arc<St>,
     pub(crate) placement: Placement,
     pub(crate) enforce: bool,
@@ -93,7 +96,7 @@ impl Rejection {
     }
 }
 
-impl<E, St> Shared<E, St> {
+impl<St> Shared<St> {
     fn headers(&self, remaining: u32, reset: Duration) -> RateHeaders {
         // `"verified";r=4294967295;t=18446744073709551615` fits in 64 bytes. Written by hand:
         // this runs on every allowed request, and `format!` costs more than the decision.
@@ -245,8 +248,12 @@ fn reset_secs(reset: Duration) -> u64 {
 }
 
 impl<S, E, St> RateLimit<S, E, St> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<E, St>>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, extractor: Arc<E>, shared: Arc<Shared<St>>) -> Self {
+        Self {
+            inner,
+            extractor,
+            shared,
+        }
     }
 
     /// The inner service.
@@ -269,6 +276,7 @@ impl<S: Clone, E, St> Clone for RateLimit<S, E, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            extractor: Arc::clone(&self.extractor),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -278,7 +286,7 @@ impl<S: fmt::Debug, E: fmt::Debug, St: fmt::Debug> fmt::Debug for RateLimit<S, E
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("extractor", &self.shared.extractor)
+            .field("extractor", &self.extractor)
             .field("store", &self.shared.store)
             .field("placement", &self.shared.placement)
             .field("enforce", &self.shared.enforce)
@@ -295,7 +303,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, E, St>;
+    type Future = ResponseFuture<S::Future, St::CheckFuture, S, ReqBody, E::Key, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -303,7 +311,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        let key = match shared.extractor.extract(&request) {
+        let key = match self.extractor.extract(&request) {
             Ok(key) => key,
             Err(unidentified) => {
                 return match shared.unidentified(unidentified) {
@@ -315,7 +323,7 @@ where
                 }
             }
         };
-        if shared.extractor.is_known_sender(&key) {
+        if self.extractor.is_known_sender(&key) {
             return ResponseFuture::new(Kind::inner(self.inner.call(request), None, None));
         }
         let verdict = match shared.store.check(&key) {
