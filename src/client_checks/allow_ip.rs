@@ -57,27 +57,8 @@ impl AllowIpLayer {
         Self::new(EGRESS_IPS, client).expect("the preset parses")
     }
 
-    /// Also allows the networks in `cidrs`.
-    ///
-    /// # Errors
-    ///
-    /// An entry that is neither a CIDR nor an IP address.
-    pub fn allow<I, S>(self, cidrs: I) -> Result<Self, ConfigError>
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut allowed = self.allowed.to_vec();
-        allowed.extend(parse_networks(cidrs, "allow-list:")?);
-        Ok(Self {
-            allowed: allowed.into(),
-            client: self.client,
-        })
-    }
-
     /// Whether `ip` is allowed.
-    #[must_use]
-    pub fn allows(&self, ip: IpAddr) -> bool {
+    fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.allowed.iter().any(|net| net.contains(&ip))
     }
@@ -221,10 +202,7 @@ mod tests {
     fn allow_list_configuration_errors() {
         assert!(AllowIpLayer::new(["not an ip"], ClientIp::peer()).is_err());
         assert!(AllowIpLayer::new(Vec::<String>::new(), ClientIp::peer()).is_err());
-        let layer = AllowIpLayer::new(["192.0.2.1"], ClientIp::peer())
-            .unwrap()
-            .allow(["198.51.100.0/24"])
-            .unwrap();
+        let layer = AllowIpLayer::new(["192.0.2.1", "198.51.100.0/24"], ClientIp::peer()).unwrap();
         assert!(layer.allows("198.51.100.9".parse().unwrap()));
         assert!(
             layer.allows("::ffff:192.0.2.1".parse().unwrap()),

@@ -29,8 +29,7 @@ impl RequireHttpsLayer {
     }
 
     /// Whether a request with these extensions and headers arrived over HTTPS.
-    #[must_use]
-    pub fn is_https<B>(&self, request: &Request<B>) -> bool {
+    fn is_https<B>(&self, request: &Request<B>) -> bool {
         if request.extensions().get::<TlsConnection>().is_some() {
             return true;
         }

@@ -12,7 +12,7 @@ use super::{
 use crate::ConfigError;
 
 /// The longest [`RateLimitLayer::wait_for_token`] accepts: a webhook sender waits for the answer.
-pub const MAX_WAIT_FOR_TOKEN: Duration = Duration::from_secs(10);
+const MAX_WAIT_FOR_TOKEN: Duration = Duration::from_secs(10);
 
 /// Where in the onion a limiter sits, which decides its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,7 +138,7 @@ impl<E, St> RateLimitLayer<E, St> {
     /// # Errors
     ///
     /// On a per-client limiter (waiting there would let unverified clients hold connections
-    /// open), or a wait above [`MAX_WAIT_FOR_TOKEN`].
+    /// open), or a wait above 10 s.
     pub fn wait_for_token(mut self, max_wait: Duration) -> Result<Self, ConfigError> {
         if self.placement == Placement::PerClient {
             return Err(ConfigError::new(

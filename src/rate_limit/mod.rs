@@ -175,7 +175,7 @@ pub use self::{
     failure::{FailureLimit, FailureLimitLayer, FailurePolicy, FailureResponseFuture},
     future::ResponseFuture,
     key::{GlobalKey, HeaderKey, KeyExtractor},
-    layer::{OnMissingKey, OnStoreError, RateLimitLayer, MAX_WAIT_FOR_TOKEN},
+    layer::{OnMissingKey, OnStoreError, RateLimitLayer},
     rate::Rate,
     service::{RateLimit, RateLimitExceeded},
     store::{Check, Decision, MemoryStore, RateLimitStore, StoreError},

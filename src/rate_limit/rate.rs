@@ -142,18 +142,6 @@ impl Rate {
         self
     }
 
-    /// The number of requests per [`period`](Rate::period).
-    #[must_use]
-    pub const fn count(&self) -> NonZeroU32 {
-        self.count
-    }
-
-    /// The period the [`count`](Rate::count) is stated for.
-    #[must_use]
-    pub const fn period(&self) -> Duration {
-        self.period
-    }
-
     /// How many requests a fresh key may make at once.
     #[must_use]
     pub const fn burst_size(&self) -> NonZeroU32 {
@@ -252,17 +240,17 @@ mod tests {
         assert!(Rate::new(8, Duration::from_nanos(7)).is_err());
         // The longest period a limiter tracks, and one nanosecond more.
         let longest = Duration::from_nanos(MAX_SPAN_NANOS);
-        assert_eq!(Rate::new(1, longest).unwrap().period(), longest);
+        assert_eq!(Rate::new(1, longest).unwrap().period, longest);
         assert!(Rate::new(1, longest + Duration::from_nanos(1)).is_err());
     }
 
     #[test]
     fn constants_too_fine_to_count_are_held_to_one_per_nanosecond() {
         let finest = Rate::per_second(nz(u32::MAX));
-        assert_eq!(finest.count().get(), 1_000_000_000);
+        assert_eq!(finest.count.get(), 1_000_000_000);
         assert_eq!(finest.replenish_interval(), Duration::from_nanos(1));
         assert_eq!(finest, Rate::per_second(nz(1_000_000_000)));
-        assert_eq!(Rate::per_second(nz(999_999_999)).count().get(), 999_999_999);
+        assert_eq!(Rate::per_second(nz(999_999_999)).count.get(), 999_999_999);
     }
 
     #[test]

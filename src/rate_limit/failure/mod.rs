@@ -41,7 +41,8 @@ const FAILED_VERIFICATION: [ProblemCode; 7] = [
 /// use hookgate::rate_limit::FailurePolicy;
 ///
 /// let policy = FailurePolicy::block_for(Duration::from_secs(300)).unwrap();
-/// assert_eq!(policy.cooldown(), Duration::from_secs(300));
+/// let try_it_first = policy.shadow();
+/// assert_ne!(policy, try_it_first);
 /// assert!(FailurePolicy::block_for(Duration::ZERO).is_err());
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,12 +76,6 @@ impl FailurePolicy {
     pub fn shadow(mut self) -> Self {
         self.enforce = false;
         self
-    }
-
-    /// How long a client over its failure rate is blocked.
-    #[must_use]
-    pub fn cooldown(&self) -> Duration {
-        self.cooldown
     }
 }
 

@@ -24,8 +24,7 @@ use crate::rate_limit::Rate;
 ///
 /// - Keys whose state is indistinguishable from a fresh key (idle for as long as it takes to
 ///   refill their burst) are evicted by the store itself, in a sweep run inside a decision that
-///   adds a key (or meets the cap), at most once per
-///   [`sweep_interval`](MemoryStore::sweep_interval) (default 1 s). No background task.
+///   adds a key (or meets the cap), at most once a second. No background task.
 /// - At most [`max_keys`](MemoryStore::max_keys) keys (default 100 000) are tracked. **At the
 ///   cap**, a key that is not yet tracked is counted against one shared *overflow* bucket with
 ///   the same rate until a sweep frees room, and its decision says so
@@ -138,8 +137,8 @@ impl<K> MemoryStore<K> {
     /// The least time between two sweeps of idle keys (default 1 s). A sweep visits every
     /// tracked key, inside the decision that triggers it: one that adds a new key or finds the
     /// store full.
-    #[must_use]
-    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+    #[cfg(test)]
+    pub(crate) fn sweep_interval(mut self, interval: Duration) -> Self {
         self.sweep_interval = nanos(interval);
         self
     }
