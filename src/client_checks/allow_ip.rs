@@ -21,7 +21,36 @@ use crate::{
 };
 
 /// Only lets through clients whose address is in one of the allowed networks: see the
-/// [module docs](super).
+/// [module docs](super). Others get a permanent `403` `client_not_allowed`.
+///
+/// ```
+/// use std::{convert::Infallible, net::SocketAddr};
+/// use bytes::Bytes;
+/// use hookgate::{client_checks::AllowIpLayer, client_ip::ClientIp, problem::ProblemCode};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = AllowIpLayer::new(["192.0.2.0/24", "2001:db8::1"], ClientIp::peer())?;
+/// let service = layer.layer(service_fn(|_req: Request<Full<Bytes>>| async {
+///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+/// }));
+///
+/// let from = |peer: SocketAddr| {
+///     let mut request = Request::new(Full::new(Bytes::new()));
+///     request.extensions_mut().insert(peer);
+///     request
+/// };
+/// let allowed = service.clone().oneshot(from(SocketAddr::from(([192, 0, 2, 7], 40_000)))).await?;
+/// assert_eq!(allowed.status(), StatusCode::OK);
+/// let refused = service.oneshot(from(SocketAddr::from(([198, 51, 100, 7], 40_000)))).await?;
+/// assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+/// assert_eq!(refused.extensions().get::<ProblemCode>(), Some(&ProblemCode::CLIENT_NOT_ALLOWED));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct AllowIpLayer {

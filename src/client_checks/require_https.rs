@@ -14,7 +14,49 @@ use crate::{
     problem::{Problem, ProblemCode, ResponseForm},
 };
 
-/// Refuses requests that did not arrive over HTTPS: see the [module docs](super).
+/// Refuses requests that did not arrive over HTTPS (a permanent `403` `https_required`): see
+/// the [module docs](super).
+///
+/// ```
+/// use std::{convert::Infallible, net::SocketAddr};
+/// use bytes::Bytes;
+/// use hookgate::client_checks::{RequireHttpsLayer, TlsConnection};
+/// use hookgate::client_ip::{ClientIp, ForwardedHeader};
+/// use hookgate::problem::ProblemCode;
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Behind a TLS-terminating proxy at 10.0.0.1, which reports the protocol.
+/// let client_ip = ClientIp::behind_proxies(["10.0.0.1"], ForwardedHeader::XForwardedFor)?;
+/// let service = RequireHttpsLayer::new(client_ip).layer(service_fn(
+///     |_req: Request<Full<Bytes>>| async {
+///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+///     },
+/// ));
+///
+/// let from = |peer: [u8; 4], proto: &str| {
+///     let mut request = Request::builder()
+///         .header("x-forwarded-proto", proto)
+///         .body(Full::new(Bytes::new()))
+///         .unwrap();
+///     request.extensions_mut().insert(SocketAddr::from((peer, 40_000)));
+///     request
+/// };
+/// // The proxy's word is believed.
+/// assert_eq!(service.clone().oneshot(from([10, 0, 0, 1], "https")).await?.status(), StatusCode::OK);
+/// // Anyone else's is not: only a TLS connection of your own server counts.
+/// let claimed = service.clone().oneshot(from([203, 0, 113, 9], "https")).await?;
+/// assert_eq!(claimed.status(), StatusCode::FORBIDDEN);
+/// assert_eq!(claimed.extensions().get::<ProblemCode>(), Some(&ProblemCode::HTTPS_REQUIRED));
+/// let mut direct = from([203, 0, 113, 9], "http");
+/// direct.extensions_mut().insert(TlsConnection); // what your server sets on TLS connections
+/// assert_eq!(service.oneshot(direct).await?.status(), StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 #[must_use]
 pub struct RequireHttpsLayer {

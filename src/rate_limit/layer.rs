@@ -65,6 +65,40 @@ pub enum OnStoreError {
 ///
 /// The limiter state lives in the store, shared through an `Arc` by every service this layer
 /// makes and every clone of them, so the limit holds however the server clones services.
+///
+/// ```
+/// use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32};
+/// use bytes::Bytes;
+/// use hookgate::{client_ip::ClientIp, problem::ProblemCode, rate_limit::{Rate, RateLimitLayer}};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Two requests an hour per client, in front of the handler.
+/// let layer = RateLimitLayer::per_client(Rate::per_hour(NonZeroU32::new(2).unwrap()), ClientIp::peer());
+/// let service = layer.layer(service_fn(|_req: Request<Full<Bytes>>| async {
+///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+/// }));
+///
+/// let from = |peer: [u8; 4]| {
+///     let mut request = Request::new(Full::new(Bytes::new()));
+///     request.extensions_mut().insert(SocketAddr::from((peer, 40_000)));
+///     request
+/// };
+/// for _ in 0..2 {
+///     assert_eq!(service.clone().oneshot(from([203, 0, 113, 7])).await?.status(), StatusCode::OK);
+/// }
+/// let limited = service.clone().oneshot(from([203, 0, 113, 7])).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(limited.extensions().get::<ProblemCode>(), Some(&ProblemCode::RATE_LIMITED));
+/// assert!(limited.headers().contains_key("retry-after"));
+/// // Another client, another bucket.
+/// assert_eq!(service.oneshot(from([198, 51, 100, 1])).await?.status(), StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 pub struct RateLimitLayer<E, St> {
     pub(crate) extractor: E,
     pub(crate) store: Arc<St>,
