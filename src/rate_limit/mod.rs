@@ -99,12 +99,13 @@
 //! A request whose client cannot be identified (no peer address at all) is never put in a
 //! shared bucket by accident. (A trusted proxy whose forwarding header leads nowhere is not such
 //! a case: its request is keyed by the nearest trusted hop, with a warning at most once a
-//! minute; see [`ClientIp`].) By default ([`OnMissingKey::Reject`]) it is answered
-//! `500` with problem code `client_unidentified` and logged at `warn`, the fix in the problem's
-//! detail and the log line (the [`Unidentified`](crate::client_ip::Unidentified) reason: under
-//! axum, serving without `into_make_service_with_connect_info::<SocketAddr>()` is the classic
-//! cause): that is a deployment error, and 5xx keeps the sender retrying until it is fixed. [`OnMissingKey::Allow`] lets
-//! such requests through unlimited instead. [`FailureLimitLayer`] lets them through.
+//! minute; see [`ClientIp`].) By default ([`OnMissingKey::Reject`]) it is answered `500` with
+//! problem code `client_unidentified` and logged at `warn`, with the fix in the problem's detail
+//! and the log line (the [`Unidentified`](crate::client_ip::Unidentified) reason; under axum,
+//! serving without `into_make_service_with_connect_info::<SocketAddr>()` is the classic cause):
+//! that is a deployment error, and 5xx keeps the sender retrying until it is fixed.
+//! [`OnMissingKey::Allow`] lets such requests through unlimited instead. [`FailureLimitLayer`]
+//! lets them through.
 //!
 //! # Memory is bounded, with no housekeeping for you
 //!
@@ -115,8 +116,8 @@
 //! until a sweep frees room ([`Decision::is_overflow`]), so a flood of a million spoofed
 //! addresses costs a bounded map, not a growing one. The per-client limiter refuses on the
 //! overflow bucket with a retryable `503` `limiter_unavailable`: such a client is turned away
-//! for our capacity, not for its own rate. [`FailureLimitLayer`] bounds its block list the
-//! same way.
+//! for our capacity, not for its own rate. A [`FailureLimitLayer`]'s memory store bounds its
+//! block list the same way.
 //!
 //! # `RateLimit-Policy` and `RateLimit` headers
 //!
