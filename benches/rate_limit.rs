@@ -15,7 +15,10 @@ use std::{
 
 use bytes::Bytes;
 use criterion::{criterion_main, Criterion, Throughput};
-use hookgate::rate_limit::{ClientIp, MemoryStore, Rate, RateLimitLayer};
+use hookgate::{
+    client_ip::ClientIp,
+    rate_limit::{MemoryStore, Rate, RateLimitLayer},
+};
 use http::{Request, Response};
 use http_body_util::{Empty, Full};
 use tower::{service_fn, Layer, Service};
@@ -33,14 +36,14 @@ fn decision(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     // A rate so high every decision is allowed: the common path.
-    let store = MemoryStore::<IpAddr>::new(Rate::per_second(nz(1_000_000_000))).unwrap();
+    let store = MemoryStore::<IpAddr>::new(Rate::per_second(nz(1_000_000_000)));
     let key = ip(0xCB00_7107);
     group.bench_function("memory_store/one_key_allowed", |b| {
         b.iter(|| black_box(store.decide(black_box(&key))))
     });
 
     // An exhausted key: every decision is a denial with its retry time.
-    let store = MemoryStore::<IpAddr>::new(Rate::per_hour(nz(1))).unwrap();
+    let store = MemoryStore::<IpAddr>::new(Rate::per_hour(nz(1)));
     store.decide(&key);
     group.bench_function("memory_store/one_key_denied", |b| {
         b.iter(|| black_box(store.decide(black_box(&key))))
@@ -60,7 +63,7 @@ fn decision(c: &mut Criterion) {
     });
 
     // 10 000 tracked keys, visited in turn.
-    let store = MemoryStore::<IpAddr>::new(Rate::per_second(nz(1_000_000))).unwrap();
+    let store = MemoryStore::<IpAddr>::new(Rate::per_second(nz(1_000_000)));
     let keys: Vec<IpAddr> = (0..10_000).map(ip).collect();
     for key in &keys {
         store.decide(key);
@@ -101,22 +104,19 @@ fn layer_call(c: &mut Criterion) {
 
     let mut limited =
         RateLimitLayer::per_client(Rate::per_second(nz(1_000_000_000)), ClientIp::peer())
-            .unwrap()
             .layer(handler());
     group.bench_function("per_client_allowed_with_headers", |b| {
         b.to_async(&rt).iter(|| limited.call(request(peer)))
     });
 
-    let mut rejecting = RateLimitLayer::per_client(Rate::per_hour(nz(1)), ClientIp::peer())
-        .unwrap()
-        .layer(handler());
+    let mut rejecting =
+        RateLimitLayer::per_client(Rate::per_hour(nz(1)), ClientIp::peer()).layer(handler());
     group.bench_function("per_client_rejected_429", |b| {
         b.to_async(&rt).iter(|| rejecting.call(request(peer)))
     });
 
     let mut shadow =
         RateLimitLayer::per_client(Rate::per_second(nz(1_000_000_000)), ClientIp::peer())
-            .unwrap()
             .shadow()
             .layer(handler());
     group.bench_function("per_client_shadow_allowed", |b| {
@@ -141,7 +141,6 @@ fn layer_call(c: &mut Criterion) {
     });
     let mut limited_typed =
         RateLimitLayer::per_client(Rate::per_second(nz(1_000_000_000)), ClientIp::peer())
-            .unwrap()
             .layer(typed());
     group.bench_function("per_client_allowed_with_headers_json_handler", |b| {
         b.to_async(&rt).iter(|| limited_typed.call(request(peer)))
@@ -160,7 +159,7 @@ fn memory(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1_000_000));
     group.bench_function("flood_1M_distinct_keys_default_cap", |b| {
         b.iter(|| {
-            let store = MemoryStore::<IpAddr>::new(Rate::per_minute(nz(60))).unwrap();
+            let store = MemoryStore::<IpAddr>::new(Rate::per_minute(nz(60)));
             for n in 0..1_000_000u32 {
                 black_box(store.decide(&ip(n)));
             }

@@ -1,8 +1,8 @@
 //! An axum receiver for ElevenLabs speech-to-text webhooks, verified by hookgate.
 //!
 //! ```text
-//! cargo run --example axum            # serves on 127.0.0.1:3000 after a self-test
-//! cargo run --example axum -- --once  # self-test only, then exit (what CI runs)
+//! cargo run --example axum --features axum            # serves on 127.0.0.1:3000 after a self-test
+//! cargo run --example axum --features axum -- --once  # self-test only, then exit (what CI runs)
 //! ```
 //!
 //! The secret comes from `ELEVENLABS_WEBHOOK_SECRET` (a development secret otherwise). Try it by

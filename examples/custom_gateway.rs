@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32, path::PathBuf, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, path::PathBuf, time::Duration};
 
 use axum::{
     routing::{get, post_service},
@@ -23,16 +23,14 @@ use axum::{
 };
 use bytes::Bytes;
 use hookgate::{
-    elevenlabs::{event_id, EGRESS_IPS},
+    elevenlabs::{event_id, ElevenLabsLayer},
     gateway::Sink,
-    rate_limit::{ClientIp, FailurePolicy, Rate},
     scheme::ElevenLabs,
     signature::VerifiedBody,
-    FailureLimitLayer, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
 };
 use http::{Request, StatusCode};
 use tokio::sync::mpsc;
-use tower::{service_fn, Service, ServiceBuilder};
+use tower::{service_fn, Layer, Service};
 
 /// The webhook's path.
 const PATH: &str = "/webhooks/elevenlabs";
@@ -76,28 +74,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    // Clients as the socket peer (axum's ConnectInfo); ElevenLabs' egress addresses are known
-    // senders, never limited before verification. The limits are `hookgate serve`'s defaults.
-    let client_ip = ClientIp::peer().known_senders(EGRESS_IPS)?;
-    let webhook = ServiceBuilder::new()
-        .layer(NormalizeStatusLayer::elevenlabs())
-        .layer(FailureLimitLayer::new(
-            FailurePolicy::new(
-                Rate::per_minute(nonzero(30)).burst(nonzero(30)),
-                Duration::from_secs(300),
-            )?,
-            client_ip.clone(),
-        ))
-        .layer(RateLimitLayer::per_client(
-            Rate::per_second(nonzero(50)).burst(nonzero(100)),
-            client_ip,
-        )?)
-        .layer(
-            VerifySignatureLayer::new(scheme.clone())
-                .max_body_size(32 << 20)
-                .body_timeout(Duration::from_secs(30)),
-        )
-        .service(destination);
+    // The recommended onion in one call, in the right order: normalization to ElevenLabs'
+    // contract, the failure limiter, the per-client limit (clients as the socket peer, from
+    // axum's ConnectInfo; ElevenLabs' egress addresses exempt), verification. Its limits are
+    // `hookgate serve`'s defaults.
+    let webhook = ElevenLabsLayer::new(scheme.clone())
+        .max_body_size(32 << 20)
+        .body_timeout(Duration::from_secs(30))
+        .layer(destination);
 
     let app = Router::new()
         .route(PATH, post_service(webhook))
@@ -131,10 +115,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     checked?;
     server.await??;
     Ok(())
-}
-
-fn nonzero(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n).expect("not zero")
 }
 
 /// The self-test's delivery reached the worker and the sink directory, byte for byte, and the

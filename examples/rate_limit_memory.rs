@@ -33,7 +33,7 @@ fn rss_kib() -> u64 {
 fn measure(max_keys: Option<usize>) {
     let rate = Rate::per_minute(NonZeroU32::new(60).unwrap());
     let before = rss_kib();
-    let mut store = MemoryStore::<IpAddr>::new(rate).unwrap();
+    let mut store = MemoryStore::<IpAddr>::new(rate);
     if let Some(max_keys) = max_keys.and_then(NonZeroUsize::new) {
         store = store.max_keys(max_keys);
     }

@@ -12,8 +12,8 @@
 //!
 //! use bytes::Bytes;
 //! use hookgate::{
-//!     rate_limit::{ClientIp, Rate}, scheme::ElevenLabs, signature::VerifiedBody, RateLimitLayer,
-//!     VerifySignatureLayer,
+//!     client_ip::ClientIp, rate_limit::Rate, scheme::ElevenLabs, signature::VerifiedBody,
+//!     RateLimitLayer, VerifySignatureLayer,
 //! };
 //! use http::{Request, Response};
 //! use http_body_util::Full;
@@ -21,7 +21,6 @@
 //!
 //! let limit = std::env::var("NO_LIMIT").is_err().then(|| {
 //!     RateLimitLayer::per_client(Rate::per_second(5.try_into().unwrap()), ClientIp::peer())
-//!         .unwrap()
 //! });
 //! let service = ServiceBuilder::new()
 //!     .option_layer(limit)
@@ -61,6 +60,10 @@ use pin_project_lite::pin_project;
 /// Implemented for the bodies handlers commonly return ([`Full<Bytes>`], `String`,
 /// http-body-util's boxed bodies, axum's body with the `axum` feature, tonic's with the `tonic`
 /// feature) and for [`ResponseBody`], the adapter for any other body.
+#[diagnostic::on_unimplemented(
+    message = "hookgate's layers cannot write their answers into a `{Self}` body",
+    note = "under axum, enable hookgate's `axum` feature; under tonic, its `tonic` feature; wrap any other body in `hookgate::body::ResponseBody`"
+)]
 pub trait ProblemBody {
     /// The body holding exactly `bytes`.
     fn from_problem(bytes: Bytes) -> Self;

@@ -24,8 +24,8 @@
 //!   clients that keep failing verification get 429 + `Retry-After` before any body is read.
 //!   (*) A genuine delivery can meet these limits (a sender's few egress addresses are shared
 //!   by all its customers), so under a contract that drops 429 (ElevenLabs) the normalization
-//!   layer answers them with a retryable 503; known senders (`ClientIp::known_senders`) never
-//!   meet them at all.
+//!   layer answers them with a retryable 503; known senders (`client_ip::ClientIp::known_senders`)
+//!   never meet them at all.
 //! - [`VerifySignatureLayer`] (feature `signature`, on by default) checks the signature header
 //!   and its timestamp *before* reading any body byte, then reads the body under a size cap, a
 //!   read deadline and a global memory budget while feeding the MAC frame by frame, and hands the
@@ -44,7 +44,8 @@
 //! |---|---|
 //! | `signature` (default) | [`VerifySignatureLayer`]; the [`scheme::ElevenLabs`] scheme is always available |
 //! | `standard-webhooks` | `scheme::StandardWebhooks` |
-//! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, `ClientIp` and the other key extractors |
+//! | `client-ip` | `client_ip::ClientIp`: who the client is (enabled by the two below) |
+//! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, the key extractors and stores |
 //! | `client-checks` | `RequireHttpsLayer`, `AllowIpLayer` |
 //! | `normalize` | `NormalizeStatusLayer`, `SenderContract` |
 //! | `axum` | `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
@@ -62,6 +63,9 @@ pub mod scheme;
 
 #[cfg(feature = "signature")]
 pub mod signature;
+
+#[cfg(feature = "client-ip")]
+pub mod client_ip;
 
 #[cfg(feature = "rate-limit")]
 pub mod rate_limit;

@@ -13,8 +13,9 @@ use std::{
 use bytes::Bytes;
 use hookgate::{
     client_checks::{AllowIpLayer, RequireHttpsLayer},
+    client_ip::ClientIp,
     problem::ProblemCode,
-    rate_limit::{ClientIp, FailurePolicy, MemoryStore, Rate},
+    rate_limit::{FailurePolicy, MemoryStore, Rate},
     FailureLimitLayer, RateLimitLayer,
 };
 use http::{Request, Response, StatusCode};
@@ -50,7 +51,7 @@ fn grpc_from(peer: [u8; 4]) -> Request<Full<Bytes>> {
 
 /// One request a second per client, no burst.
 fn one_per_second() -> RateLimitLayer<ClientIp, MemoryStore<IpAddr>> {
-    RateLimitLayer::per_client(Rate::per_second(NonZeroU32::MIN), ClientIp::peer()).unwrap()
+    RateLimitLayer::per_client(Rate::per_second(NonZeroU32::MIN), ClientIp::peer())
 }
 
 async fn text(response: Response<Full<Bytes>>) -> String {
@@ -133,11 +134,8 @@ async fn the_rate_limiter_answers_grpc_clients_in_grpc_form() {
 
 #[tokio::test]
 async fn the_failure_limiter_answers_grpc_clients_in_grpc_form() {
-    let policy = FailurePolicy::new(
-        Rate::per_minute(NonZeroU32::MIN).burst(NonZeroU32::MIN),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let allowed = Rate::per_minute(NonZeroU32::MIN).burst(NonZeroU32::MIN);
+    let policy = FailurePolicy::block_for(Duration::from_secs(60)).unwrap();
     // The handler stands for a verification layer refusing every request.
     let refuse = service_fn(|_request: Request<Full<Bytes>>| async {
         Ok::<_, Infallible>(
@@ -148,7 +146,7 @@ async fn the_failure_limiter_answers_grpc_clients_in_grpc_form() {
             .into_response::<Full<Bytes>>(),
         )
     });
-    let service = FailureLimitLayer::new(policy, ClientIp::peer()).layer(refuse);
+    let service = FailureLimitLayer::new(allowed, policy, ClientIp::peer()).layer(refuse);
     for _ in 0..2 {
         let failed = service.clone().oneshot(grpc_from([192, 0, 2, 9])).await;
         assert_eq!(failed.unwrap().status(), StatusCode::UNAUTHORIZED);

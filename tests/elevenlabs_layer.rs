@@ -110,8 +110,8 @@ async fn forged_traffic_is_rate_limited_before_it_is_verified() {
 #[tokio::test]
 async fn a_client_that_keeps_failing_is_blocked_retryably() {
     let scheme = ElevenLabs::new(SECRET).unwrap();
-    let policy = FailurePolicy::new(per_minute(2), Duration::from_secs(60)).unwrap();
-    let layer = ElevenLabsLayer::new(scheme.clone()).failure_policy(policy);
+    let policy = FailurePolicy::block_for(Duration::from_secs(60)).unwrap();
+    let layer = ElevenLabsLayer::new(scheme.clone()).failure_limit(per_minute(2), policy);
     let addr = serve(layer).await;
     // Two failures are allowed; the third is answered and blocks the client.
     for _ in 0..3 {

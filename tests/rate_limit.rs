@@ -17,11 +17,12 @@ use std::{
 use bytes::Bytes;
 use governor::clock::FakeRelativeClock;
 use hookgate::{
+    client_ip::{ClientIp, ForwardedHeader},
     problem::ProblemCode,
     rate_limit::{
-        Check, ClientIp, Decision, FailureLimitLayer, FailurePolicy, ForwardedHeader, GlobalKey,
-        HeaderKey, KeyExtractor, MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded,
-        RateLimitLayer, RateLimitStore, StoreError, TokioClock,
+        Check, Decision, FailureLimitLayer, FailurePolicy, GlobalKey, HeaderKey, KeyExtractor,
+        MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded, RateLimitLayer,
+        RateLimitStore, StoreError, TokioClock,
     },
 };
 use http::{HeaderName, Request, Response, StatusCode};
@@ -91,11 +92,23 @@ fn per_client<E: KeyExtractor>(
     rate: Rate,
     key: E,
     clock: &FakeRelativeClock,
-) -> RateLimitLayer<E, MemoryStore<E::Key, FakeRelativeClock>> {
-    RateLimitLayer::per_client_with_store(
-        MemoryStore::with_clock(rate, clock.clone()).unwrap(),
-        key,
-    )
+) -> RateLimitLayer<E, MemoryStore<E::Key>> {
+    RateLimitLayer::per_client_with_store(MemoryStore::with_clock(rate, clock.clone()), key)
+}
+
+/// A failure limiter on a memory store on `clock`: `allowed` failures, then `policy`.
+fn failure_limit<E: KeyExtractor>(
+    allowed: Rate,
+    policy: FailurePolicy,
+    key: E,
+    clock: &FakeRelativeClock,
+) -> FailureLimitLayer<E, MemoryStore<E::Key>> {
+    FailureLimitLayer::with_store(MemoryStore::with_clock(allowed, clock.clone()), policy, key)
+}
+
+/// Blocks for `secs` seconds.
+fn block_for(secs: u64) -> FailurePolicy {
+    FailurePolicy::block_for(Duration::from_secs(secs)).unwrap()
 }
 
 #[tokio::test]
@@ -184,7 +197,7 @@ async fn sub_second_waits_are_announced_as_one_second() {
 async fn verified_traffic_over_its_rate_gets_a_retryable_503_never_a_4xx() {
     let clock = FakeRelativeClock::default();
     let layer = RateLimitLayer::verified_with_store(
-        MemoryStore::with_clock(Rate::per_second(nz(1)), clock.clone()).unwrap(),
+        MemoryStore::with_clock(Rate::per_second(nz(1)), clock.clone()),
         GlobalKey,
     );
     let service = layer.layer(handler(Arc::default()));
@@ -389,8 +402,7 @@ async fn a_request_without_a_key_gets_500_client_unidentified_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn verified_limiter_waits_a_bounded_time_for_a_token() {
-    let store =
-        MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), TokioClock::new()).unwrap();
+    let store = MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), TokioClock::new());
     let service = RateLimitLayer::verified_with_store(store, GlobalKey)
         .wait_for_token(Duration::from_millis(300))
         .unwrap()
@@ -432,33 +444,59 @@ async fn verified_limiter_waits_a_bounded_time_for_a_token() {
 
 #[test]
 fn only_the_verified_limiter_may_wait_and_only_briefly() {
-    let per_client = RateLimitLayer::per_client(Rate::per_second(nz(1)), GlobalKey).unwrap();
+    let per_client = RateLimitLayer::per_client(Rate::per_second(nz(1)), GlobalKey);
     assert!(per_client
         .wait_for_token(Duration::from_millis(100))
         .is_err());
-    let verified = RateLimitLayer::verified(Rate::per_second(nz(1)), GlobalKey).unwrap();
+    let verified = RateLimitLayer::verified(Rate::per_second(nz(1)), GlobalKey);
     assert!(verified
         .clone()
         .wait_for_token(Duration::from_secs(11))
         .is_err());
     assert!(verified.wait_for_token(Duration::from_secs(2)).is_ok());
-    assert!(RateLimitLayer::per_client(Rate::per_second(nz(u32::MAX)), GlobalKey).is_err());
+    // A rate too fine to count is refused where it is built, never by a layer.
+    assert!(Rate::new(u32::MAX, Duration::from_secs(1)).is_err());
 }
 
 /// A store that answers later, like one across the network, deciding with a memory store.
 struct RemoteLike {
-    memory: MemoryStore<(), FakeRelativeClock>,
+    memory: MemoryStore<()>,
     fail: bool,
 }
 
 impl RateLimitStore<()> for RemoteLike {
-    type Future = Ready<Result<Decision, StoreError>>;
+    type CheckFuture = Ready<Result<Decision, StoreError>>;
+    type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
-    fn check(&self, key: &()) -> Check<Self::Future> {
+    fn check(&self, key: &()) -> Check<Self::CheckFuture> {
         if self.fail {
             Check::Pending(ready(Err(StoreError::new("connection refused"))))
         } else {
             Check::Pending(ready(Ok(self.memory.decide(key))))
+        }
+    }
+
+    fn record_failure(
+        &self,
+        key: &(),
+        cooldown: Duration,
+    ) -> Check<Self::BlockFuture, Option<Duration>> {
+        if self.fail {
+            return Check::Pending(ready(Err(StoreError::new("connection refused"))));
+        }
+        match self.memory.record_failure(key, cooldown) {
+            Check::Ready(result) => Check::Pending(ready(result)),
+            Check::Pending(future) => Check::Pending(future),
+        }
+    }
+
+    fn blocked(&self, key: &()) -> Check<Self::BlockFuture, Option<Duration>> {
+        if self.fail {
+            return Check::Pending(ready(Err(StoreError::new("connection refused"))));
+        }
+        match self.memory.blocked(key) {
+            Check::Ready(result) => Check::Pending(ready(result)),
+            Check::Pending(future) => Check::Pending(future),
         }
     }
 
@@ -469,8 +507,7 @@ impl RateLimitStore<()> for RemoteLike {
 
 fn remote_like(fail: bool) -> RemoteLike {
     RemoteLike {
-        memory: MemoryStore::with_clock(Rate::per_hour(nz(1)), FakeRelativeClock::default())
-            .unwrap(),
+        memory: MemoryStore::with_clock(Rate::per_hour(nz(1)), FakeRelativeClock::default()),
         fail,
     }
 }
@@ -502,6 +539,51 @@ async fn store_failures_fail_open_by_default_and_closed_on_request() {
     assert_eq!(response.headers()["retry-after"], "1");
     assert_eq!(json(response).await["code"], "limiter_unavailable");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn the_failure_limiter_waits_for_a_store_that_answers_later() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = FailureLimitLayer::with_store(remote_like(false), block_for(60), GlobalKey)
+        .layer(verifier(calls.clone()));
+    // One failure allowed an hour: the second blocks.
+    for _ in 0..2 {
+        assert_eq!(
+            status(&service, from([1, 1, 1, 1])).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = service
+        .clone()
+        .oneshot(valid(from([1, 1, 1, 1])))
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(blocked.headers()["retry-after"], "60");
+    assert_eq!(json(blocked).await["code"], "client_blocked");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "a blocked client never reaches verification"
+    );
+}
+
+#[tokio::test]
+async fn the_failure_limiter_fails_open_when_its_store_fails() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = FailureLimitLayer::with_store(remote_like(true), block_for(60), GlobalKey)
+        .layer(verifier(calls.clone()));
+    for _ in 0..5 {
+        assert_eq!(
+            status(&service, from([1, 1, 1, 1])).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        status(&service, valid(from([1, 1, 1, 1]))).await,
+        StatusCode::OK
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
 }
 
 /// An inner service that is never ready: its readiness error must come through the layer.
@@ -566,8 +648,12 @@ fn valid(mut request: Request<Body>) -> Request<Body> {
 async fn failure_limiter_blocks_a_failing_client_before_its_request_is_read_and_unblocks_it() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let policy = FailurePolicy::new(Rate::per_minute(nz(3)), Duration::from_secs(120)).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone());
+    let layer = failure_limit(
+        Rate::per_minute(nz(3)),
+        block_for(120),
+        ClientIp::peer(),
+        &clock,
+    );
     let service = layer.layer(verifier(calls.clone()));
 
     // Successes never count.
@@ -644,9 +730,13 @@ fn answering(
 async fn failure_limiter_counts_failed_verifications_and_abandoned_bodies_only() {
     // One failure allowed per hour: a second counted answer blocks the third request.
     let blocks = |answer, code| async move {
-        let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-        let layer =
-            FailureLimitLayer::with_clock(policy, ClientIp::peer(), FakeRelativeClock::default());
+        let clock = FakeRelativeClock::default();
+        let layer = failure_limit(
+            Rate::per_hour(nz(1)),
+            block_for(60),
+            ClientIp::peer(),
+            &clock,
+        );
         let service = layer.layer(answering(answer, code));
         for _ in 0..2 {
             service
@@ -688,10 +778,8 @@ async fn failure_limiter_counts_failed_verifications_and_abandoned_bodies_only()
 async fn failure_limiter_in_shadow_mode_never_blocks() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))
-        .unwrap()
-        .shadow();
-    let service = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock)
+    let policy = block_for(60).shadow();
+    let service = failure_limit(Rate::per_hour(nz(1)), policy, ClientIp::peer(), &clock)
         .layer(verifier(calls.clone()));
     for _ in 0..5 {
         service
@@ -716,7 +804,6 @@ async fn failure_limiter_in_shadow_mode_never_blocks() {
 async fn a_client_turned_away_because_the_store_is_full_gets_a_retryable_503() {
     let clock = FakeRelativeClock::default();
     let store = MemoryStore::with_clock(Rate::per_minute(nz(1)), clock.clone())
-        .unwrap()
         .max_keys(NonZeroUsize::new(2).unwrap());
     let service = RateLimitLayer::per_client_with_store(store, ClientIp::peer())
         .layer(handler(Arc::default()));
@@ -750,10 +837,9 @@ async fn a_client_turned_away_because_the_store_is_full_gets_a_retryable_503() {
 #[tokio::test]
 async fn failure_limiter_block_list_is_bounded() {
     let clock = FakeRelativeClock::default();
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60))
-        .unwrap()
+    let store = MemoryStore::with_clock(Rate::per_hour(nz(1)), clock.clone())
         .max_keys(NonZeroUsize::new(5).unwrap());
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock.clone());
+    let layer = FailureLimitLayer::with_store(store, block_for(60), ClientIp::peer());
     let service = layer.layer(verifier(Arc::default()));
     for host in 0..50u8 {
         for _ in 0..2 {
@@ -815,8 +901,12 @@ async fn many_concurrent_tasks_on_one_key_never_over_grant() {
 #[tokio::test]
 async fn the_handlers_own_400_and_401_never_get_a_client_blocked() {
     let clock = FakeRelativeClock::default();
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    let layer = failure_limit(
+        Rate::per_hour(nz(1)),
+        block_for(60),
+        ClientIp::peer(),
+        &clock,
+    );
     // A handler behind verification refusing verified deliveries, with and without a problem
     // body of its own.
     let refusing = service_fn(|req: Request<Body>| {
@@ -850,8 +940,12 @@ async fn the_handlers_own_400_and_401_never_get_a_client_blocked() {
 async fn failure_limiter_lets_unidentified_requests_through_and_never_blocks_them_together() {
     let clock = FakeRelativeClock::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, ClientIp::peer(), clock);
+    let layer = failure_limit(
+        Rate::per_hour(nz(1)),
+        block_for(60),
+        ClientIp::peer(),
+        &clock,
+    );
     let service = layer.layer(verifier(calls.clone()));
     let anonymous = || Request::new(Full::new(Bytes::new()));
     for _ in 0..5 {
@@ -944,7 +1038,6 @@ async fn known_senders_never_meet_the_overflow_bucket_of_a_store_full_of_other_c
     let clock = FakeRelativeClock::default();
     let key = ClientIp::peer().known_senders(["34.67.146.145"]).unwrap();
     let store = MemoryStore::with_clock(Rate::per_minute(nz(60)), clock.clone())
-        .unwrap()
         .max_keys(std::num::NonZeroUsize::new(100).unwrap());
     let layer = RateLimitLayer::per_client_with_store(store, key);
     let calls = Arc::new(AtomicUsize::new(0));
@@ -980,9 +1073,9 @@ async fn known_senders_never_meet_the_overflow_bucket_of_a_store_full_of_other_c
 
 #[tokio::test]
 async fn known_senders_are_never_counted_or_blocked_by_the_failure_limiter() {
-    let policy = FailurePolicy::new(Rate::per_hour(nz(1)), Duration::from_secs(60)).unwrap();
     let key = ClientIp::peer().known_senders(["34.67.146.145"]).unwrap();
-    let layer = FailureLimitLayer::with_clock(policy, key, FakeRelativeClock::default());
+    let clock = FakeRelativeClock::default();
+    let layer = failure_limit(Rate::per_hour(nz(1)), block_for(60), key, &clock);
     let service = layer.layer(answering(401, Some(ProblemCode::SIGNATURE_MISMATCH)));
     for _ in 0..10 {
         let response = service

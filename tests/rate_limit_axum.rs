@@ -6,7 +6,10 @@ use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
 
 use axum::{extract::ConnectInfo, routing::post, Router};
 use bytes::Bytes;
-use hookgate::rate_limit::{ClientIp, Rate, RateLimitLayer};
+use hookgate::{
+    client_ip::ClientIp,
+    rate_limit::{Rate, RateLimitLayer},
+};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -61,9 +64,10 @@ fn connect_info(extensions: &http::Extensions) -> Option<SocketAddr> {
 fn app(key: ClientIp) -> Router {
     Router::new()
         .route("/webhooks/elevenlabs", post(|| async { "ok" }))
-        .layer(
-            RateLimitLayer::per_client(Rate::per_hour(NonZeroU32::new(2).unwrap()), key).unwrap(),
-        )
+        .layer(RateLimitLayer::per_client(
+            Rate::per_hour(NonZeroU32::new(2).unwrap()),
+            key,
+        ))
 }
 
 #[tokio::test]
@@ -102,6 +106,29 @@ async fn without_connect_info_the_client_is_unidentified_not_shared() {
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["code"], "client_unidentified");
+}
+
+#[tokio::test]
+async fn the_unidentified_answer_names_the_connect_info_fix() {
+    // The classic axum mistake: `into_make_service()` instead of
+    // `into_make_service_with_connect_info::<SocketAddr>()`. The answer says how to fix it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app(ClientIp::peer()).into_make_service())
+            .await
+            .unwrap()
+    });
+    let (status, _, body) = post_once(addr).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["code"], "client_unidentified");
+    let detail = json["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("into_make_service_with_connect_info::<SocketAddr>()"),
+        "{detail}"
+    );
+    assert!(detail.contains("SocketAddr"), "{detail}");
 }
 
 #[cfg(feature = "axum")]

@@ -5,9 +5,10 @@ use std::{net::IpAddr, num::NonZeroU32, time::Duration};
 use tower_layer::Layer;
 
 use crate::{
+    client_ip::ClientIp,
     normalize::{NormalizeStatus, NormalizeStatusLayer},
     rate_limit::{
-        ClientIp, FailureLimit, FailureLimitLayer, FailurePolicy, MemoryStore, Rate, RateLimit,
+        FailureLimit, FailureLimitLayer, FailurePolicy, MemoryStore, Rate, RateLimit,
         RateLimitLayer,
     },
     scheme::ElevenLabs,
@@ -29,6 +30,7 @@ pub type ElevenLabsService<S> = NormalizeStatus<
     FailureLimit<
         RateLimit<VerifySignature<S, ElevenLabs>, ClientIp, MemoryStore<IpAddr>>,
         ClientIp,
+        MemoryStore<IpAddr>,
     >,
 >;
 
@@ -88,6 +90,7 @@ pub struct ElevenLabsLayer {
     verify: VerifySignatureLayer<ElevenLabs>,
     client: ClientIp,
     client_rate: Rate,
+    failures: Rate,
     failure_policy: FailurePolicy,
     rate_limit: RateLimitLayer<ClientIp, MemoryStore<IpAddr>>,
     failure_limit: FailureLimitLayer<ClientIp>,
@@ -100,17 +103,16 @@ impl ElevenLabsLayer {
             .known_senders(super::EGRESS_IPS)
             .expect("the published egress addresses parse");
         let client_rate = Rate::per_second(CLIENT_RATE).burst(CLIENT_BURST);
-        let failure_policy = FailurePolicy::new(
-            Rate::per_minute(FAILURES_PER_MINUTE).burst(FAILURES_PER_MINUTE),
-            FAILURE_COOLDOWN,
-        )
-        .expect("a valid default policy");
+        let failures = Rate::per_minute(FAILURES_PER_MINUTE).burst(FAILURES_PER_MINUTE);
+        let failure_policy =
+            FailurePolicy::block_for(FAILURE_COOLDOWN).expect("a cooldown longer than zero");
         Self {
             verify: VerifySignatureLayer::new(scheme),
-            rate_limit: Self::rate_limit(client_rate, &client),
-            failure_limit: FailureLimitLayer::new(failure_policy, client.clone()),
+            rate_limit: RateLimitLayer::per_client(client_rate, client.clone()),
+            failure_limit: FailureLimitLayer::new(failures, failure_policy, client.clone()),
             client,
             client_rate,
+            failures,
             failure_policy,
         }
     }
@@ -129,8 +131,10 @@ impl ElevenLabsLayer {
         self.rebuild_limiters()
     }
 
-    /// When a client that keeps failing verification is blocked, and for how long.
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+    /// How many failed verifications a client may have (`allowed`) before it is blocked, and
+    /// for how long ([`FailurePolicy::block_for`]).
+    pub fn failure_limit(mut self, allowed: Rate, policy: FailurePolicy) -> Self {
+        self.failures = allowed;
         self.failure_policy = policy;
         self.rebuild_limiters()
     }
@@ -150,13 +154,10 @@ impl ElevenLabsLayer {
     /// The limiters with the current settings: fresh state, shared by every service this layer
     /// makes from now on.
     fn rebuild_limiters(mut self) -> Self {
-        self.rate_limit = Self::rate_limit(self.client_rate, &self.client);
-        self.failure_limit = FailureLimitLayer::new(self.failure_policy, self.client.clone());
+        self.rate_limit = RateLimitLayer::per_client(self.client_rate, self.client.clone());
+        self.failure_limit =
+            FailureLimitLayer::new(self.failures, self.failure_policy, self.client.clone());
         self
-    }
-
-    fn rate_limit(rate: Rate, client: &ClientIp) -> RateLimitLayer<ClientIp, MemoryStore<IpAddr>> {
-        RateLimitLayer::per_client(rate, client.clone()).expect("a rate that was validated")
     }
 }
 

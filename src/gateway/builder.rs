@@ -14,8 +14,7 @@ use super::{
     Error,
 };
 use crate::{
-    rate_limit::ClientIp, rate_limit::KeyExtractor as _, scheme::ElevenLabs,
-    signature::BufferBudget, VerifySignatureLayer,
+    client_ip::ClientIp, scheme::ElevenLabs, signature::BufferBudget, VerifySignatureLayer,
 };
 
 /// Descriptors kept free of connections: sink files, upstream connections, the admin port,

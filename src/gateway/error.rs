@@ -98,9 +98,6 @@ pub enum Setting {
     KnownSenders,
     /// [`allow_ips`](super::GatewayBuilder::allow_ips).
     AllowIps,
-    /// [`client_rate`](super::GatewayBuilder::client_rate) and
-    /// [`client_burst`](super::GatewayBuilder::client_burst).
-    ClientRate,
     /// [`max_failures_per_minute`](super::GatewayBuilder::max_failures_per_minute) and
     /// [`failure_cooldown`](super::GatewayBuilder::failure_cooldown).
     FailureLimit,
@@ -112,7 +109,6 @@ impl fmt::Display for Setting {
             Self::TrustedProxies => "trusted proxy",
             Self::KnownSenders => "known sender",
             Self::AllowIps => "allow-list",
-            Self::ClientRate => "client rate",
             Self::FailureLimit => "failure limit",
         })
     }

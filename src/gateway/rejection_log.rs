@@ -19,10 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{
-    problem::ProblemCode,
-    rate_limit::{ClientIp, KeyExtractor},
-};
+use crate::{client_ip::ClientIp, problem::ProblemCode, rate_limit::KeyExtractor};
 use http::{Request, StatusCode};
 use tokio::sync::Notify;
 
@@ -308,7 +305,7 @@ async fn flush_when_due(log: Weak<RejectionLog>, wake: Arc<Notify>) {
 mod tests {
     use std::net::SocketAddr;
 
-    use crate::rate_limit::ForwardedHeader;
+    use crate::client_ip::ForwardedHeader;
     use http::HeaderValue;
 
     use super::*;

@@ -52,10 +52,11 @@ use super::{
 use crate::{
     body::ProblemBody,
     client_checks::{AllowIpLayer, RequireHttpsLayer},
+    client_ip::{ClientIp, ForwardedHeader},
     elevenlabs::EGRESS_IPS,
     future::ResponseFuture,
     problem::{Problem, ResponseForm},
-    rate_limit::{ClientIp, FailurePolicy, ForwardedHeader, MemoryStore, Rate},
+    rate_limit::{FailurePolicy, MemoryStore, Rate},
     scheme::ElevenLabs,
     signature::VerifiedBody,
     FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignature,
@@ -205,8 +206,7 @@ impl ClientLayers {
                 let layer = RateLimitLayer::per_client(
                     Rate::per_second(rate).burst(burst),
                     client_ip.clone(),
-                )
-                .map_err(invalid(Setting::ClientRate))?;
+                );
                 let probe = layer.clone();
                 gauges.push(GaugeSource {
                     name: "limiter_clients",
@@ -220,12 +220,13 @@ impl ClientLayers {
 
         let failure_limit = match NonZeroU32::new(settings.max_failures_per_minute) {
             Some(failures) => {
-                let policy = FailurePolicy::new(
+                let policy = FailurePolicy::block_for(settings.failure_cooldown)
+                    .map_err(invalid(Setting::FailureLimit))?;
+                let layer = FailureLimitLayer::new(
                     Rate::per_minute(failures).burst(failures),
-                    settings.failure_cooldown,
-                )
-                .map_err(invalid(Setting::FailureLimit))?;
-                let layer = FailureLimitLayer::new(policy, client_ip.clone());
+                    policy,
+                    client_ip.clone(),
+                );
                 let blocked = layer.clone();
                 gauges.push(GaugeSource {
                     name: "blocked_clients",

@@ -11,8 +11,7 @@ use governor::{clock::Clock, nanos::Nanos};
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
-/// let store = MemoryStore::with_clock(Rate::per_second(NonZeroU32::new(1).unwrap()), TokioClock::new())
-///     .unwrap();
+/// let store = MemoryStore::with_clock(Rate::per_second(NonZeroU32::new(1).unwrap()), TokioClock::new());
 /// assert!(store.decide(&"k").is_allowed());
 /// assert!(!store.decide(&"k").is_allowed());
 /// tokio::time::advance(Duration::from_secs(1)).await;

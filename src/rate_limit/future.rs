@@ -15,40 +15,30 @@ use tower_service::Service;
 
 use super::{
     service::{RateHeaders, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY},
-    Check, Decision, KeyExtractor, RateLimitExceeded, RateLimitStore, StoreError,
+    Check, Decision, RateLimitExceeded, RateLimitStore, StoreError,
 };
 use crate::{body::ProblemBody, problem::ResponseForm};
 
 pin_project! {
     /// Response future of [`RateLimit`](super::RateLimit).
-    pub struct ResponseFuture<S, ReqBody, E, St>
-    where
-        S: Service<Request<ReqBody>>,
-        E: KeyExtractor,
-        St: RateLimitStore<E::Key>,
-    {
+    ///
+    /// `F` is the inner service's future and `SF` the store's (a decision taken later). While a
+    /// decision is pending (a store across the network, a bounded wait for a token), the future
+    /// holds the readied inner service `S`, the request (body `ReqBody`), its key `K` and the
+    /// store `St`.
+    pub struct ResponseFuture<F, SF, S, ReqBody, K, St> {
         #[pin]
-        kind: Kind<S, ReqBody, E, St>,
+        kind: Kind<F, SF, S, ReqBody, K, St>,
     }
 }
 
-impl<S, ReqBody, E, St> ResponseFuture<S, ReqBody, E, St>
-where
-    S: Service<Request<ReqBody>>,
-    E: KeyExtractor,
-    St: RateLimitStore<E::Key>,
-{
-    pub(crate) fn new(kind: Kind<S, ReqBody, E, St>) -> Self {
+impl<F, SF, S, ReqBody, K, St> ResponseFuture<F, SF, S, ReqBody, K, St> {
+    pub(crate) fn new(kind: Kind<F, SF, S, ReqBody, K, St>) -> Self {
         Self { kind }
     }
 }
 
-impl<S, ReqBody, E, St> fmt::Debug for ResponseFuture<S, ReqBody, E, St>
-where
-    S: Service<Request<ReqBody>>,
-    E: KeyExtractor,
-    St: RateLimitStore<E::Key>,
-{
+impl<F, SF, S, ReqBody, K, St> fmt::Debug for ResponseFuture<F, SF, S, ReqBody, K, St> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Inner { .. } => "inner",
@@ -64,15 +54,10 @@ where
 
 pin_project! {
     #[project = KindProj]
-    pub(crate) enum Kind<S, ReqBody, E, St>
-    where
-        S: Service<Request<ReqBody>>,
-        E: KeyExtractor,
-        St: RateLimitStore<E::Key>,
-    {
+    pub(crate) enum Kind<F, SF, S, ReqBody, K, St> {
         Inner {
             #[pin]
-            future: S::Future,
+            future: F,
             headers: Option<RateHeaders>,
             exceeded: Option<RateLimitExceeded>,
         },
@@ -82,26 +67,21 @@ pin_project! {
         },
         Checking {
             #[pin]
-            check: St::Future,
-            deferred: Option<Deferred<S, ReqBody, E, St>>,
+            check: SF,
+            deferred: Option<Deferred<S, ReqBody, K, St>>,
             may_wait: bool,
         },
         Waiting {
             #[pin]
             sleep: tokio::time::Sleep,
-            deferred: Option<Deferred<S, ReqBody, E, St>>,
+            deferred: Option<Deferred<S, ReqBody, K, St>>,
         },
     }
 }
 
-impl<S, ReqBody, E, St> Kind<S, ReqBody, E, St>
-where
-    S: Service<Request<ReqBody>>,
-    E: KeyExtractor,
-    St: RateLimitStore<E::Key>,
-{
+impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
     pub(crate) fn inner(
-        future: S::Future,
+        future: F,
         headers: Option<RateHeaders>,
         exceeded: Option<RateLimitExceeded>,
     ) -> Self {
@@ -120,8 +100,8 @@ where
     }
 
     pub(crate) fn checking(
-        check: St::Future,
-        deferred: Deferred<S, ReqBody, E, St>,
+        check: SF,
+        deferred: Deferred<S, ReqBody, K, St>,
         may_wait: bool,
     ) -> Self {
         Self::Checking {
@@ -131,7 +111,7 @@ where
         }
     }
 
-    pub(crate) fn waiting(wait: Duration, deferred: Deferred<S, ReqBody, E, St>) -> Self {
+    pub(crate) fn waiting(wait: Duration, deferred: Deferred<S, ReqBody, K, St>) -> Self {
         Self::Waiting {
             sleep: tokio::time::sleep(wait),
             deferred: Some(deferred),
@@ -140,27 +120,19 @@ where
 }
 
 /// A request whose decision is still to come: the readied inner service, the request, its key.
-pub(crate) struct Deferred<S, ReqBody, E, St>
-where
-    E: KeyExtractor,
-{
+pub(crate) struct Deferred<S, ReqBody, K, St> {
     inner: S,
     request: Request<ReqBody>,
-    key: E::Key,
-    shared: Arc<Shared<E, St>>,
+    key: K,
+    shared: Arc<Shared<St>>,
 }
 
-impl<S, ReqBody, E, St> Deferred<S, ReqBody, E, St>
-where
-    S: Service<Request<ReqBody>>,
-    E: KeyExtractor,
-    St: RateLimitStore<E::Key>,
-{
+impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
     pub(crate) fn new(
         inner: S,
         request: Request<ReqBody>,
-        key: E::Key,
-        shared: &Arc<Shared<E, St>>,
+        key: K,
+        shared: &Arc<Shared<St>>,
     ) -> Self {
         Self {
             inner,
@@ -170,11 +142,14 @@ where
         }
     }
 
-    fn resume(
+    fn resume<F, SF>(
         self,
         result: Result<Decision, StoreError>,
         may_wait: bool,
-    ) -> Kind<S, ReqBody, E, St> {
+    ) -> Kind<F, SF, S, ReqBody, K, St>
+    where
+        S: Service<Request<ReqBody>, Future = F>,
+    {
         match self.shared.judge(result, may_wait) {
             Verdict::Pass { headers, exceeded } => {
                 let Self {
@@ -195,7 +170,11 @@ where
     }
 
     /// After a wait: one more decision, without waiting again.
-    fn retry(self) -> Kind<S, ReqBody, E, St> {
+    fn retry<F, SF>(self) -> Kind<F, SF, S, ReqBody, K, St>
+    where
+        S: Service<Request<ReqBody>, Future = F>,
+        St: RateLimitStore<K, CheckFuture = SF>,
+    {
         match self.shared.store.check(&self.key) {
             Check::Ready(result) => self.resume(result, false),
             Check::Pending(check) => Kind::checking(check, self, false),
@@ -203,14 +182,15 @@ where
     }
 }
 
-impl<S, ReqBody, ResBody, E, St> Future for ResponseFuture<S, ReqBody, E, St>
+impl<F, SF, S, ReqBody, K, St, ResBody, Error> Future for ResponseFuture<F, SF, S, ReqBody, K, St>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    E: KeyExtractor,
-    St: RateLimitStore<E::Key>,
+    F: Future<Output = Result<Response<ResBody>, Error>>,
+    SF: Future<Output = Result<Decision, StoreError>>,
+    S: Service<Request<ReqBody>, Future = F>,
+    St: RateLimitStore<K, CheckFuture = SF>,
     ResBody: ProblemBody,
 {
-    type Output = Result<Response<ResBody>, S::Error>;
+    type Output = Result<Response<ResBody>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut kind = self.project().kind;

@@ -12,7 +12,7 @@ use super::{
 use crate::ConfigError;
 
 /// The longest [`RateLimitLayer::wait_for_token`] accepts: a webhook sender waits for the answer.
-pub const MAX_WAIT_FOR_TOKEN: Duration = Duration::from_secs(10);
+const MAX_WAIT_FOR_TOKEN: Duration = Duration::from_secs(10);
 
 /// Where in the onion a limiter sits, which decides its answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,40 @@ pub enum OnStoreError {
 ///
 /// The limiter state lives in the store, shared through an `Arc` by every service this layer
 /// makes and every clone of them, so the limit holds however the server clones services.
+///
+/// ```
+/// use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32};
+/// use bytes::Bytes;
+/// use hookgate::{client_ip::ClientIp, problem::ProblemCode, rate_limit::{Rate, RateLimitLayer}};
+/// use http::{Request, Response, StatusCode};
+/// use http_body_util::Full;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Two requests an hour per client, in front of the handler.
+/// let layer = RateLimitLayer::per_client(Rate::per_hour(NonZeroU32::new(2).unwrap()), ClientIp::peer());
+/// let service = layer.layer(service_fn(|_req: Request<Full<Bytes>>| async {
+///     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+/// }));
+///
+/// let from = |peer: [u8; 4]| {
+///     let mut request = Request::new(Full::new(Bytes::new()));
+///     request.extensions_mut().insert(SocketAddr::from((peer, 40_000)));
+///     request
+/// };
+/// for _ in 0..2 {
+///     assert_eq!(service.clone().oneshot(from([203, 0, 113, 7])).await?.status(), StatusCode::OK);
+/// }
+/// let limited = service.clone().oneshot(from([203, 0, 113, 7])).await?;
+/// assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+/// assert_eq!(limited.extensions().get::<ProblemCode>(), Some(&ProblemCode::RATE_LIMITED));
+/// assert!(limited.headers().contains_key("retry-after"));
+/// // Another client, another bucket.
+/// assert_eq!(service.oneshot(from([198, 51, 100, 1])).await?.status(), StatusCode::OK);
+/// # Ok(())
+/// # }
+/// ```
 pub struct RateLimitLayer<E, St> {
     pub(crate) extractor: E,
     pub(crate) store: Arc<St>,
@@ -79,24 +113,17 @@ impl<E> RateLimitLayer<E, MemoryStore<E::Key>>
 where
     E: KeyExtractor,
 {
-    /// The limit in front of verification: `rate` per key (normally [`ClientIp`](super::ClientIp)),
-    /// answered with `429` + `Retry-After`, in memory.
-    ///
-    /// # Errors
-    ///
-    /// A rate whose refill interval is below one nanosecond.
-    pub fn per_client(rate: Rate, key: E) -> Result<Self, ConfigError> {
-        Ok(Self::per_client_with_store(MemoryStore::new(rate)?, key))
+    /// The limit in front of verification: `rate` per key (normally
+    /// [`ClientIp`](crate::client_ip::ClientIp)), answered with `429` + `Retry-After`, in
+    /// memory.
+    pub fn per_client(rate: Rate, key: E) -> Self {
+        Self::per_client_with_store(MemoryStore::new(rate), key)
     }
 
     /// The limit on verified traffic: `rate` per key (often [`GlobalKey`](super::GlobalKey)),
     /// answered with a retryable `503` + `Retry-After`, in memory.
-    ///
-    /// # Errors
-    ///
-    /// A rate whose refill interval is below one nanosecond.
-    pub fn verified(rate: Rate, key: E) -> Result<Self, ConfigError> {
-        Ok(Self::verified_with_store(MemoryStore::new(rate)?, key))
+    pub fn verified(rate: Rate, key: E) -> Self {
+        Self::verified_with_store(MemoryStore::new(rate), key)
     }
 }
 
@@ -145,7 +172,7 @@ impl<E, St> RateLimitLayer<E, St> {
     /// # Errors
     ///
     /// On a per-client limiter (waiting there would let unverified clients hold connections
-    /// open), or a wait above [`MAX_WAIT_FOR_TOKEN`].
+    /// open), or a wait above 10 s.
     pub fn wait_for_token(mut self, max_wait: Duration) -> Result<Self, ConfigError> {
         if self.placement == Placement::PerClient {
             return Err(ConfigError::new(
@@ -221,7 +248,6 @@ where
         let (quota, window) = self.store.rate().quota_per_window();
         let policy = format!("\"{}\";q={quota};w={window}", self.placement.policy_name(),);
         let shared = Shared {
-            extractor: self.extractor.clone(),
             store: Arc::clone(&self.store),
             placement: self.placement,
             enforce: self.enforce,
@@ -231,6 +257,6 @@ where
             // Digits, letters, quotes, `;` and `=` only: always a valid header value.
             policy: HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("")),
         };
-        RateLimit::new(inner, Arc::new(shared))
+        RateLimit::new(inner, Arc::new(self.extractor.clone()), Arc::new(shared))
     }
 }

@@ -38,7 +38,8 @@
 //! ```
 //! use std::{convert::Infallible, net::SocketAddr, num::NonZeroU32, time::Duration};
 //! use bytes::Bytes;
-//! use hookgate::rate_limit::{ClientIp, FailureLimitLayer, FailurePolicy, GlobalKey, Rate, RateLimitLayer};
+//! use hookgate::client_ip::ClientIp;
+//! use hookgate::rate_limit::{FailureLimitLayer, FailurePolicy, GlobalKey, Rate, RateLimitLayer};
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::Full;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -50,10 +51,10 @@
 //!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
 //! });
 //! let service = ServiceBuilder::new()
-//!     .layer(FailureLimitLayer::new(FailurePolicy::new(per_minute(10), Duration::from_secs(600))?, ClientIp::peer()))
-//!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer())?)
+//!     .layer(FailureLimitLayer::new(per_minute(10), FailurePolicy::block_for(Duration::from_secs(600))?, ClientIp::peer()))
+//!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer()))
 //!     // .layer(VerifySignatureLayer::new(scheme))
-//!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey)?.wait_for_token(Duration::from_secs(1))?)
+//!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey).wait_for_token(Duration::from_secs(1))?)
 //!     .service(handler);
 //!
 //! let from = |peer: [u8; 4]| {
@@ -88,38 +89,23 @@
 //!
 //! # Client addresses and proxies
 //!
-//! **Read this before deploying behind a load balancer, CDN or reverse proxy.**
-//!
-//! [`ClientIp`] keys by the **socket peer**. Behind a proxy every request comes from the proxy,
-//! so all clients share one bucket and a single flood blocks everyone, including the sender,
-//! unless you declare the proxy: [`ClientIp::behind_proxies`] with its CIDRs and the header it
-//! appends to ([`ForwardedHeader::XForwardedFor`] or RFC 7239 [`ForwardedHeader::Forwarded`]).
-//! The header is then walked **right to left** past trusted hops; the first untrusted address
-//! is the client.
-//!
-//! - **Never trust the leftmost entry**: it is whatever the client wrote. The walk never gets
-//!   to it unless every hop to its right is a trusted proxy.
-//! - **Never list a proxy you do not run** (or a CIDR wider than your proxies): anything in
-//!   the list can make up client addresses and move itself into any bucket.
-//! - Only the one header you name is read; a client can write the other one freely.
-//! - An untrusted peer is keyed by itself, whatever headers it sends.
-//! - IPv6 clients are keyed by their /64 ([`ClientIp::ipv6_prefix`]): one host can hold a whole
-//!   /64.
-//!
-//! The peer address comes from a [`SocketAddr`](std::net::SocketAddr) request extension (insert
-//! it when you accept a connection with hyper), from axum's `ConnectInfo<SocketAddr>` (feature
-//! `axum`, with `into_make_service_with_connect_info::<SocketAddr>()`), or from wherever
-//! [`ClientIp::peer_addr_with`] says (tonic's `TcpConnectInfo`, your own types).
+//! **Read [`crate::client_ip`] before deploying behind a load balancer, CDN or reverse proxy.**
+//! [`ClientIp`] keys by the socket peer: behind a proxy every request comes from the proxy, so
+//! all clients share one bucket and a single flood blocks everyone, unless you declare the proxy
+//! ([`ClientIp::behind_proxies`]).
 //!
 //! # Requests without a key
 //!
 //! A request whose client cannot be identified (no peer address at all) is never put in a
 //! shared bucket by accident. (A trusted proxy whose forwarding header leads nowhere is not such
 //! a case: its request is keyed by the nearest trusted hop, with a warning at most once a
-//! minute; see [`ClientIp`].) By default ([`OnMissingKey::Reject`]) it is answered
-//! `500` with problem code `client_unidentified` and logged at `warn`: that is a deployment
-//! error, and 5xx keeps the sender retrying until it is fixed. [`OnMissingKey::Allow`] lets
-//! such requests through unlimited instead. [`FailureLimitLayer`] lets them through.
+//! minute; see [`ClientIp`].) By default ([`OnMissingKey::Reject`]) it is answered `500` with
+//! problem code `client_unidentified` and logged at `warn`, with the fix in the problem's detail
+//! and the log line (the [`Unidentified`](crate::client_ip::Unidentified) reason; under axum,
+//! serving without `into_make_service_with_connect_info::<SocketAddr>()` is the classic cause):
+//! that is a deployment error, and 5xx keeps the sender retrying until it is fixed.
+//! [`OnMissingKey::Allow`] lets such requests through unlimited instead. [`FailureLimitLayer`]
+//! lets them through.
 //!
 //! # Memory is bounded, with no housekeeping for you
 //!
@@ -130,8 +116,8 @@
 //! until a sweep frees room ([`Decision::is_overflow`]), so a flood of a million spoofed
 //! addresses costs a bounded map, not a growing one. The per-client limiter refuses on the
 //! overflow bucket with a retryable `503` `limiter_unavailable`: such a client is turned away
-//! for our capacity, not for its own rate. [`FailureLimitLayer`] bounds its block list the
-//! same way.
+//! for our capacity, not for its own rate. A [`FailureLimitLayer`]'s memory store bounds its
+//! block list the same way.
 //!
 //! # `RateLimit-Policy` and `RateLimit` headers
 //!
@@ -156,22 +142,30 @@
 //!
 //! # Shared stores
 //!
-//! Limiter state lives behind [`RateLimitStore`], so several gateway instances can share one
-//! limit through a store such as Redis. A store that decides synchronously returns
+//! Limiter state lives behind [`RateLimitStore`], the request counts of both rate limiters and
+//! the failure counts and block list of the failure limiter alike, so several gateway instances
+//! can share one limit through a store such as Redis ([`RateLimitLayer::per_client_with_store`],
+//! [`FailureLimitLayer::with_store`]). A store that decides synchronously returns
 //! [`Check::Ready`]; one that must wait returns its own future in [`Check::Pending`] (no boxed
-//! future per request either way). When a store fails, the layer fails open by default
-//! ([`OnStoreError`]).
+//! future per request either way). When a store fails, the rate limiter fails open by default
+//! ([`OnStoreError`]) and the failure limiter fails open.
 //!
 //! # Testing
 //!
-//! [`MemoryStore::with_clock`] and [`FailureLimitLayer::with_clock`] take any governor clock:
-//! governor's `FakeRelativeClock` for deterministic tests, [`TokioClock`] to follow
-//! `tokio::time::pause`/`advance` together with the verified limiter's waits.
+//! [`MemoryStore::with_clock`] takes any governor clock: governor's `FakeRelativeClock` for
+//! deterministic tests, [`TokioClock`] to follow `tokio::time::pause`/`advance` together with
+//! the verified limiter's waits. Hand such a store to a layer with
+//! [`RateLimitLayer::per_client_with_store`], [`RateLimitLayer::verified_with_store`] or
+//! [`FailureLimitLayer::with_store`].
+//!
+//! [`ClientIp`]: crate::client_ip::ClientIp
+//! [`ClientIp::known_senders`]: crate::client_ip::ClientIp::known_senders
+//! [`ClientIp::behind_proxies`]: crate::client_ip::ClientIp::behind_proxies
 
 mod clock;
 mod failure;
 mod future;
-pub(crate) mod key;
+mod key;
 mod layer;
 mod rate;
 mod service;
@@ -181,8 +175,8 @@ pub use self::{
     clock::TokioClock,
     failure::{FailureLimit, FailureLimitLayer, FailurePolicy, FailureResponseFuture},
     future::ResponseFuture,
-    key::{ClientIp, ForwardedHeader, GlobalKey, HeaderKey, KeyExtractor, MissingKey, PeerAddrFn},
-    layer::{OnMissingKey, OnStoreError, RateLimitLayer, MAX_WAIT_FOR_TOKEN},
+    key::{GlobalKey, HeaderKey, KeyExtractor},
+    layer::{OnMissingKey, OnStoreError, RateLimitLayer},
     rate::Rate,
     service::{RateLimit, RateLimitExceeded},
     store::{Check, Decision, MemoryStore, RateLimitStore, StoreError},

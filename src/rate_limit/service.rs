@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     body::ProblemBody,
+    client_ip::Unidentified,
     problem::{retry_after_secs, Problem, ProblemCode, ResponseForm},
 };
 
@@ -41,11 +42,14 @@ pub struct RateLimitExceeded {
 /// Enforces a rate limit on the inner service; made by [`RateLimitLayer`](super::RateLimitLayer).
 pub struct RateLimit<S, E, St> {
     inner: S,
-    shared: Arc<Shared<E, St>>,
+    extractor: Arc<E>,
+    shared: Arc<Shared<St>>,
 }
 
-pub(crate) struct Shared<E, St> {
-    pub(crate) extractor: E,
+/// What every service of a [`RateLimitLayer`](super::RateLimitLayer) shares: the store and the
+/// settings (the extractor is shared beside it, so a decision deferred to a future needs only
+/// this).
+pub(crate) struct Shared<St> {
     pub(crate) store: Arc<St>,
     pub(crate) placement: Placement,
     pub(crate) enforce: bool,
@@ -92,7 +96,7 @@ impl Rejection {
     }
 }
 
-impl<E, St> Shared<E, St> {
+impl<St> Shared<St> {
     fn headers(&self, remaining: u32, reset: Duration) -> RateHeaders {
         // `"verified";r=4294967295;t=18446744073709551615` fits in 64 bytes. Written by hand:
         // this runs on every allowed request, and `format!` costs more than the decision.
@@ -209,11 +213,11 @@ impl<E, St> Shared<E, St> {
         })
     }
 
-    fn unidentified(&self, reason: &'static str) -> Option<Rejection> {
+    fn unidentified(&self, unidentified: Unidentified) -> Option<Rejection> {
         tracing::warn!(
             target: "hookgate::rate_limit",
             policy = self.placement.policy_name(),
-            reason,
+            reason = unidentified.reason(),
             "rate limit key missing"
         );
         match self.on_missing_key {
@@ -223,7 +227,10 @@ impl<E, St> Shared<E, St> {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ProblemCode::CLIENT_UNIDENTIFIED,
                 )
-                .with_detail("the receiver could not identify the client for rate limiting"),
+                .with_detail(format!(
+                    "the receiver could not identify the client for rate limiting ({})",
+                    unidentified.reason()
+                )),
                 headers: None,
                 exceeded: None,
             }),
@@ -241,8 +248,12 @@ fn reset_secs(reset: Duration) -> u64 {
 }
 
 impl<S, E, St> RateLimit<S, E, St> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<E, St>>) -> Self {
-        Self { inner, shared }
+    pub(crate) fn new(inner: S, extractor: Arc<E>, shared: Arc<Shared<St>>) -> Self {
+        Self {
+            inner,
+            extractor,
+            shared,
+        }
     }
 
     /// The inner service.
@@ -265,6 +276,7 @@ impl<S: Clone, E, St> Clone for RateLimit<S, E, St> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
+            extractor: Arc::clone(&self.extractor),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -274,7 +286,7 @@ impl<S: fmt::Debug, E: fmt::Debug, St: fmt::Debug> fmt::Debug for RateLimit<S, E
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
-            .field("extractor", &self.shared.extractor)
+            .field("extractor", &self.extractor)
             .field("store", &self.shared.store)
             .field("placement", &self.shared.placement)
             .field("enforce", &self.shared.enforce)
@@ -291,7 +303,7 @@ where
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = ResponseFuture<S, ReqBody, E, St>;
+    type Future = ResponseFuture<S::Future, St::CheckFuture, S, ReqBody, E::Key, St>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -299,10 +311,10 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let shared = &self.shared;
-        let key = match shared.extractor.extract(&request) {
+        let key = match self.extractor.extract(&request) {
             Ok(key) => key,
-            Err(missing) => {
-                return match shared.unidentified(missing.reason()) {
+            Err(unidentified) => {
+                return match shared.unidentified(unidentified) {
                     Some(rejection) => ResponseFuture::new(Kind::rejected(
                         rejection,
                         ResponseForm::of(request.headers()),
@@ -311,7 +323,7 @@ where
                 }
             }
         };
-        if shared.extractor.is_known_sender(&key) {
+        if self.extractor.is_known_sender(&key) {
             return ResponseFuture::new(Kind::inner(self.inner.call(request), None, None));
         }
         let verdict = match shared.store.check(&key) {

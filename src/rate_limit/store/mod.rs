@@ -1,0 +1,185 @@
+//! Where limiter state lives: the [`RateLimitStore`] trait, and the in-memory [`MemoryStore`]
+//! in [`memory`].
+
+mod memory;
+
+use std::{borrow::Cow, error::Error, fmt, future::Future, time::Duration};
+
+pub use self::memory::MemoryStore;
+use super::Rate;
+
+/// The answer of a store for one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    allowed: bool,
+    remaining: u32,
+    reset: Duration,
+    overflow: bool,
+}
+
+impl Decision {
+    /// The request may pass; `remaining` more could pass right now, and the key is back to its
+    /// full burst after `reset`.
+    #[must_use]
+    pub const fn allowed(remaining: u32, reset: Duration) -> Self {
+        Self {
+            allowed: true,
+            remaining,
+            reset,
+            overflow: false,
+        }
+    }
+
+    /// The request is over the rate; the next one may pass after `retry_after`.
+    #[must_use]
+    pub const fn denied(retry_after: Duration) -> Self {
+        Self {
+            allowed: false,
+            remaining: 0,
+            reset: retry_after,
+            overflow: false,
+        }
+    }
+
+    /// Marks a decision taken on the shared overflow bucket (the store was full).
+    #[must_use]
+    pub const fn in_overflow(mut self) -> Self {
+        self.overflow = true;
+        self
+    }
+
+    /// Whether the request may pass.
+    #[must_use]
+    pub const fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// How many more requests the key could make right now.
+    #[must_use]
+    pub const fn remaining(&self) -> u32 {
+        self.remaining
+    }
+
+    /// Allowed: when the key is back to its full burst. Denied: when the next request may pass.
+    #[must_use]
+    pub const fn reset(&self) -> Duration {
+        self.reset
+    }
+
+    /// Whether the decision was taken on the overflow bucket shared by keys that arrived while
+    /// the store was full.
+    #[must_use]
+    pub const fn is_overflow(&self) -> bool {
+        self.overflow
+    }
+}
+
+/// A store could not decide (e.g. a shared store is unreachable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError {
+    message: Cow<'static, str>,
+}
+
+impl StoreError {
+    /// An error with a message for logs (never sent to the client).
+    #[must_use]
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for StoreError {}
+
+/// A store's answer: at once (in-memory stores), or later (a store across the network).
+///
+/// `T` is what the store answers: a [`Decision`] for [`RateLimitStore::check`], a block's
+/// remaining time for [`RateLimitStore::record_failure`] and [`RateLimitStore::blocked`].
+#[derive(Debug)]
+pub enum Check<F, T = Decision> {
+    /// The answer, taken synchronously; the layer then needs no future of its own.
+    Ready(Result<T, StoreError>),
+    /// An answer to wait for.
+    Pending(F),
+}
+
+/// Holds the limiter state of every key: in memory ([`MemoryStore`], the default) or in a store
+/// shared by several instances.
+///
+/// One store enforces one [`Rate`] per key ([`rate`](RateLimitStore::rate)). A
+/// [`RateLimitLayer`](super::RateLimitLayer) counts requests in it
+/// ([`check`](RateLimitStore::check)); a [`FailureLimitLayer`](super::FailureLimitLayer) counts
+/// failed verifications in it and keeps its block list there
+/// ([`record_failure`](RateLimitStore::record_failure), [`blocked`](RateLimitStore::blocked)).
+/// Give each limiter a store of its own (a key prefix of its own in a shared server).
+///
+/// # Implementing a store
+///
+/// Every method takes **one decision for one key**, designed to be one round trip to a shared
+/// store: a script that reads and updates the key atomically (a Redis Lua script with
+/// `EVALSHA`, say), never a read and a separate write that two instances could interleave.
+///
+/// - **Ready or pending.** A store that can answer at once returns [`Check::Ready`] (the memory
+///   store always does). One that must wait returns its own future in [`Check::Pending`]: the
+///   layer polls it inside its response future, so nothing is boxed or spawned per request,
+///   and the inner service is not called (no body is read) before the answer.
+/// - **Time is the store's.** A shared store reads the time where the state lives (Redis
+///   `TIME`), so instances whose clocks disagree still agree on every key. Answers carry
+///   durations ("retry after", "blocked for"), never instants.
+/// - **Keys** are the layer's [`KeyExtractor::Key`](super::KeyExtractor::Key) (an IP address for
+///   [`ClientIp`](crate::client_ip::ClientIp)); a shared store serializes them.
+/// - **Bounded memory.** Expire a key's state once it is as good as fresh (its burst refilled,
+///   its block over), e.g. with a TTL set by the same script.
+/// - **Failures.** When the store cannot answer, return a [`StoreError`]: the rate limiter then
+///   fails open or closed as [`OnStoreError`](super::OnStoreError) says; the failure limiter
+///   fails open (a request is let through, a failure goes uncounted), logged at `warn`.
+///
+/// The arithmetic, for `check` and `record_failure` alike, is GCRA: with `t` the rate's
+/// [`replenish_interval`](Rate::replenish_interval), `burst` its
+/// [`burst_size`](Rate::burst_size), `tau = t * (burst - 1)` and the key's theoretical arrival
+/// time `tat` (`now` for a key never seen), an event at `now` conforms when
+/// `now >= tat - tau`, and then `tat` becomes `max(tat, now) + t`; a non-conforming event
+/// changes nothing.
+pub trait RateLimitStore<K> {
+    /// The future of a [`check`](RateLimitStore::check) the store cannot answer at once.
+    type CheckFuture: Future<Output = Result<Decision, StoreError>>;
+
+    /// The future of a [`record_failure`](RateLimitStore::record_failure) or
+    /// [`blocked`](RateLimitStore::blocked) the store cannot answer at once.
+    type BlockFuture: Future<Output = Result<Option<Duration>, StoreError>>;
+
+    /// Counts one request against `key` under [`rate`](RateLimitStore::rate) and decides.
+    ///
+    /// Allowed: [`Decision::allowed`] with the requests that could still pass at once
+    /// (`(now + tau + t - tat) / t` after the update, at most the burst) and the time until
+    /// the key is back to its full burst. Over the rate: [`Decision::denied`] with the time
+    /// until the next request conforms (`tat - tau - now`). A store that tracks a bounded
+    /// number of keys marks decisions taken for a key it could not track
+    /// ([`Decision::in_overflow`]).
+    fn check(&self, key: &K) -> Check<Self::CheckFuture>;
+
+    /// Counts one failure of `key` under [`rate`](RateLimitStore::rate), as
+    /// [`check`](RateLimitStore::check) counts a request. A failure over the rate **blocks the
+    /// key for `cooldown`** from now (a block already running is renewed) and the answer is
+    /// `Some(time blocked for)`; otherwise `None`. A store with no room left for another block
+    /// may leave the key unblocked and answer `None`.
+    fn record_failure(
+        &self,
+        key: &K,
+        cooldown: Duration,
+    ) -> Check<Self::BlockFuture, Option<Duration>>;
+
+    /// Whether `key` is blocked: `Some(time left)` while a block runs, `None` once it is over
+    /// (or if there never was one).
+    fn blocked(&self, key: &K) -> Check<Self::BlockFuture, Option<Duration>>;
+
+    /// The rate this store enforces (for the `RateLimit-Policy` header).
+    fn rate(&self) -> Rate;
+}
