@@ -12,8 +12,8 @@
 //! ## The onion (outermost first)
 //!
 //! ```text
-//! request ─▶ NormalizeStatus ─▶ client checks ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
-//!             (contract)         (https, ip)      503*, pre-auth            400/401/413        503 + Retry-After
+//! request ─▶ NormalizeStatus ─▶ client checks ─▶ FailureLimit ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
+//!             (contract)         (https, ip)      503*, blocked   503*, pre-auth            400/401/413        503 + Retry-After
 //! ```
 //!
 //! - `NormalizeStatusLayer` (feature `normalize`), outermost: every outcome, including inner
@@ -33,10 +33,62 @@
 //! - `RateLimitLayer::verified` (feature `rate-limit`): verified traffic over its rate gets a
 //!   retryable 503, never a 4xx.
 //!
-//! Every layer is usable on its own, under hyper, axum or tonic. The gateway composed of them
-//! is a library too (`gateway`, feature `gateway`): its builder, its durable sink and its
-//! upstream forwarding as tower services. The `hookgate` binary (feature `cli`) is that gateway
-//! behind a command line.
+//! ### In one call
+//!
+//! `elevenlabs::ElevenLabsLayer` (features `signature`, `rate-limit`, `normalize`) is the
+//! recommended onion for ElevenLabs deliveries, in the right order: normalization, the failure
+//! limiter, the per-client limit, verification.
+//!
+//! ### Your own onion: mind the order
+//!
+//! `ServiceBuilder::layer` lists layers **outermost first**; axum's `Router::layer` wraps
+//! everything added before it, so a router lists them **innermost first**. Written in the
+//! table's order on a router, the stack verifies (and reads the body of) forged traffic before
+//! rate limiting it, and nothing says so. The same onion both ways:
+//!
+//! ```
+//! # #[cfg(all(feature = "rate-limit", feature = "normalize", feature = "axum"))] {
+//! use std::num::NonZeroU32;
+//!
+//! use axum::{routing::post, Router};
+//! use hookgate::{
+//!     client_ip::ClientIp, rate_limit::Rate, scheme::ElevenLabs, NormalizeStatusLayer,
+//!     RateLimitLayer, VerifySignatureLayer,
+//! };
+//! use tower::ServiceBuilder;
+//!
+//! let scheme = ElevenLabs::new("whsec_test").unwrap();
+//! let per_client = Rate::per_second(NonZeroU32::new(50).unwrap());
+//!
+//! // ServiceBuilder: outermost first.
+//! let onion = ServiceBuilder::new()
+//!     .layer(NormalizeStatusLayer::elevenlabs())
+//!     .layer(RateLimitLayer::per_client(per_client, ClientIp::peer()))
+//!     .layer(VerifySignatureLayer::new(scheme.clone()));
+//! let app: Router = Router::new()
+//!     .route("/webhooks/elevenlabs", post(|| async { "stored" }))
+//!     .layer(onion);
+//!
+//! // Router::layer, one at a time: innermost first.
+//! let app: Router = Router::new()
+//!     .route("/webhooks/elevenlabs", post(|| async { "stored" }))
+//!     .layer(VerifySignatureLayer::new(scheme))
+//!     .layer(RateLimitLayer::per_client(per_client, ClientIp::peer()))
+//!     .layer(NormalizeStatusLayer::elevenlabs());
+//! # let _ = app;
+//! # }
+//! ```
+//!
+//! Every layer is usable on its own, under hyper, axum or tonic, and composes like any tower
+//! layer (`ServiceBuilder::option_layer`, `tower::util::Either`): a layer's response has the
+//! handler's own body type ([`body::ProblemBody`]). The gateway composed of them is a library
+//! too (`gateway`, feature `gateway`): its builder, its durable sink and its upstream
+//! forwarding as tower services. The `hookgate` binary (feature `cli`) is that gateway behind a
+//! command line.
+//!
+//! The crate root re-exports every layer and the few types every user of them names
+//! ([`Scheme`], [`Verified`], [`ConfigError`]); everything else, services and futures
+//! included, lives in its module.
 //!
 //! ## Features
 //!
@@ -48,7 +100,8 @@
 //! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, the key extractors and stores |
 //! | `client-checks` | `RequireHttpsLayer`, `AllowIpLayer` |
 //! | `normalize` | `NormalizeStatusLayer`, `SenderContract` |
-//! | `axum` | `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
+//! | `axum` | the layers answer with axum's body (needed to layer an axum `Router`); `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
+//! | `tonic` | the layers answer with tonic's body (to layer a tonic server's routes) |
 //! | `full` | every library feature |
 //! | `gateway` | `gateway`: the gateway as a library (builder, sink, upstream, serving) |
 //! | `cli` | the `hookgate` gateway binary |
@@ -83,13 +136,19 @@ pub use error::ConfigError;
 pub use scheme::{Scheme, Verified};
 
 #[cfg(feature = "signature")]
-pub use signature::{VerifySignature, VerifySignatureLayer};
+pub use signature::VerifySignatureLayer;
 
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{FailureLimitLayer, RateLimitLayer};
 
 #[cfg(feature = "normalize")]
-pub use normalize::{NormalizeStatus, NormalizeStatusLayer, Normalized, SenderContract};
+pub use normalize::NormalizeStatusLayer;
+
+#[cfg(feature = "client-checks")]
+pub use client_checks::{AllowIpLayer, RequireHttpsLayer};
+
+#[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
+pub use elevenlabs::ElevenLabsLayer;
 
 // The README's examples are compiled and run as doctests.
 #[cfg(all(doctest, feature = "full", feature = "gateway"))]

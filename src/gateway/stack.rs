@@ -55,12 +55,12 @@ use crate::{
     client_ip::{ClientIp, ForwardedHeader},
     elevenlabs::EGRESS_IPS,
     future::ResponseFuture,
+    normalize::NormalizeStatus,
     problem::{Problem, ResponseForm},
     rate_limit::{FailurePolicy, MemoryStore, Rate},
     scheme::ElevenLabs,
-    signature::VerifiedBody,
-    FailureLimitLayer, NormalizeStatus, NormalizeStatusLayer, RateLimitLayer, VerifySignature,
-    VerifySignatureLayer,
+    signature::{VerifiedBody, VerifySignature},
+    FailureLimitLayer, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
 };
 
 /// A layer the settings may leave out (`ServiceBuilder::option_layer`).
