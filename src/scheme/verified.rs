@@ -319,6 +319,22 @@ mod tests {
     }
 
     #[test]
+    fn a_digest_hashes_as_its_bytes() {
+        use std::hash::DefaultHasher;
+        fn hash_of(value: &(impl Hash + ?Sized)) -> u64 {
+            let mut hasher = DefaultHasher::new();
+            value.hash(&mut hasher);
+            hasher.finish()
+        }
+        let bytes = [0x42; 20];
+        assert_eq!(hash_of(&SignatureDigest::from(bytes)), hash_of(&bytes[..]));
+        assert_ne!(
+            hash_of(&SignatureDigest::from([1; 32])),
+            hash_of(&SignatureDigest::from([2; 32]))
+        );
+    }
+
+    #[test]
     fn hex_is_lower_case_and_keeps_leading_zeros() {
         let digest = SignatureDigest::from([0x00, 0x0f, 0xab, 0xf0]);
         assert_eq!(digest.to_hex(), "000fabf0");
