@@ -108,7 +108,9 @@ pub(crate) fn span<B>(request: &Request<B>) -> tracing::Span {
     tracing::info_span!("request", id)
 }
 
-/// Adds the request's id to the problem+json bodies written inside it.
+/// Adds the request's id to the problem+json bodies written inside it. The id is read from the
+/// answer's `X-Request-Id` (set inside by `PropagateRequestIdLayer`), and only when the answer
+/// is a problem: an accepted delivery costs one header comparison.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct ProblemRequestIdLayer;
 
@@ -140,10 +142,8 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        let id = request.headers().get(&X_REQUEST_ID).cloned();
         ProblemRequestIdFuture {
             future: self.inner.call(request),
-            id,
         }
     }
 }
@@ -153,7 +153,6 @@ pin_project! {
     pub(crate) struct ProblemRequestIdFuture<F> {
         #[pin]
         future: F,
-        id: Option<HeaderValue>,
     }
 }
 
@@ -165,30 +164,31 @@ where
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let response = ready!(this.future.poll(cx))?;
+        let response = ready!(self.project().future.poll(cx))?;
         let is_problem_json = response
             .headers()
             .get(header::CONTENT_TYPE)
             .is_some_and(|value| value == PROBLEM_JSON);
-        let id = this
-            .id
-            .take()
-            .and_then(|id| id.to_str().ok().map(str::to_owned));
-        match id {
-            Some(id) if is_problem_json && response.extensions().get::<Problem>().is_some() => {
-                let (mut parts, _written) = response.into_parts();
-                let problem = parts
-                    .extensions
-                    .remove::<Problem>()
-                    .expect("checked above")
-                    .with_request_id(id);
-                let body = B::from_problem(problem.to_json());
-                parts.extensions.insert(problem);
-                Poll::Ready(Ok(Response::from_parts(parts, body)))
-            }
-            _ => Poll::Ready(Ok(response)),
+        if !is_problem_json || response.extensions().get::<Problem>().is_none() {
+            return Poll::Ready(Ok(response));
         }
+        let Some(id) = response
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|id| id.to_str().ok())
+            .map(str::to_owned)
+        else {
+            return Poll::Ready(Ok(response));
+        };
+        let (mut parts, _written) = response.into_parts();
+        let problem = parts
+            .extensions
+            .remove::<Problem>()
+            .expect("checked above")
+            .with_request_id(id);
+        let body = B::from_problem(problem.to_json());
+        parts.extensions.insert(problem);
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 
@@ -200,6 +200,8 @@ mod tests {
     use http::StatusCode;
     use http_body_util::{BodyExt, Full};
     use tower::{service_fn, ServiceExt};
+
+    use tower_http::request_id::PropagateRequestIdLayer;
 
     use super::*;
     use crate::gateway::codes;
@@ -274,7 +276,7 @@ mod tests {
             )
         });
         let response = ProblemRequestIdLayer
-            .layer(refuse)
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()).layer(refuse))
             .oneshot(with_ids(&["abc123"]))
             .await
             .unwrap();
@@ -291,7 +293,7 @@ mod tests {
             Ok::<_, Infallible>(Response::new(Full::<Bytes>::from("stored")))
         });
         let response = ProblemRequestIdLayer
-            .layer(accept)
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()).layer(accept))
             .oneshot(with_ids(&["abc123"]))
             .await
             .unwrap();

@@ -71,22 +71,20 @@ type FailureLimited = Optional<FailureLimitLayer<ClientIp>, RateLimited>;
 type Allowed = Optional<AllowIpLayer, FailureLimited>;
 type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
 /// The stack inside the request's trace span.
-type Traced = Record<ProblemRequestId<Route<NormalizeStatus<HttpsOnly>>>>;
+type Traced = Record<ProblemRequestId<PropagateRequestId<Route<NormalizeStatus<HttpsOnly>>>>>;
 /// The whole service a connection is served by.
 pub(crate) type Stack = MapRequest<
     SetRequestId<
-        PropagateRequestId<
-            SetSensitiveRequestHeaders<
-                Trace<
-                    Traced,
-                    SharedClassifier<ServerErrorsAsFailures>,
-                    fn(&Request<Incoming>) -> tracing::Span,
-                    (),
-                    (),
-                    (),
-                    (),
-                    (),
-                >,
+        SetSensitiveRequestHeaders<
+            Trace<
+                Traced,
+                SharedClassifier<ServerErrorsAsFailures>,
+                fn(&Request<Incoming>) -> tracing::Span,
+                (),
+                (),
+                (),
+                (),
+                (),
             >,
         >,
         MakeId,
@@ -131,7 +129,6 @@ impl StackFactory {
                 X_REQUEST_ID.clone(),
                 self.request_ids.clone(),
             ))
-            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
             // Whatever logs a request's headers shows the signature as `Sensitive`.
             .layer(SetSensitiveRequestHeadersLayer::new([ElevenLabs::HEADER]))
             // Every log line of the request is written in a span naming its id. The gateway
@@ -149,7 +146,9 @@ impl StackFactory {
                 self.metrics.clone(),
                 self.rejections.clone(),
             ))
+            // The id echoed on the answer, and repeated in a problem body from there.
             .layer(ProblemRequestIdLayer)
+            .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
             .layer(RouteLayer {
                 path: self.path.clone(),
             })
