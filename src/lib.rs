@@ -129,6 +129,12 @@ pub mod client_checks;
 #[cfg(feature = "normalize")]
 pub mod normalize;
 
+#[cfg(feature = "dedupe")]
+pub mod dedupe;
+
+#[cfg(any(feature = "rate-limit", feature = "dedupe"))]
+pub mod store;
+
 #[cfg(feature = "gateway")]
 pub mod gateway;
 

@@ -468,7 +468,7 @@ impl RateLimitStore<()> for RemoteLike {
     type CheckFuture = Ready<Result<Decision, StoreError>>;
     type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
-    fn check(&self, key: &()) -> Check<Self::CheckFuture> {
+    fn check(&self, key: &()) -> Check<Self::CheckFuture, Decision> {
         if self.fail {
             Check::Pending(ready(Err(StoreError::new("connection refused"))))
         } else {

@@ -14,7 +14,9 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    service::{RateHeaders, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY},
+    service::{
+        LookedUpBlock, RateHeaders, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY,
+    },
     Check, Decision, RateLimitExceeded, RateLimitStore, StoreError,
 };
 use crate::{body::ProblemBody, problem::ResponseForm};
@@ -149,16 +151,27 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
     ) -> Kind<F, SF, S, ReqBody, K, St>
     where
         S: Service<Request<ReqBody>, Future = F>,
+        K: Clone + Send + Sync + 'static,
     {
         match self.shared.judge(result, may_wait) {
-            Verdict::Pass { headers, exceeded } => {
+            Verdict::Pass {
+                headers,
+                exceeded,
+                block,
+            } => {
                 let Self {
                     mut inner,
                     mut request,
+                    key,
                     ..
                 } = self;
                 if let Some(exceeded) = exceeded {
                     request.extensions_mut().insert(exceeded);
+                }
+                if let Some(lookup) = block {
+                    request
+                        .extensions_mut()
+                        .insert(LookedUpBlock { lookup, key });
                 }
                 Kind::inner(inner.call(request), headers, exceeded)
             }
@@ -173,6 +186,7 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
     fn retry<F, SF>(self) -> Kind<F, SF, S, ReqBody, K, St>
     where
         S: Service<Request<ReqBody>, Future = F>,
+        K: Clone + Send + Sync + 'static,
         St: RateLimitStore<K, CheckFuture = SF>,
     {
         match self.shared.store.check(&self.key) {
@@ -188,6 +202,7 @@ where
     SF: Future<Output = Result<Decision, StoreError>>,
     S: Service<Request<ReqBody>, Future = F>,
     St: RateLimitStore<K, CheckFuture = SF>,
+    K: Clone + Send + Sync + 'static,
     ResBody: ProblemBody,
 {
     type Output = Result<Response<ResBody>, Error>;

@@ -179,5 +179,5 @@ pub use self::{
     layer::{OnMissingKey, OnStoreError, RateLimitLayer},
     rate::Rate,
     service::{RateLimit, RateLimitExceeded},
-    store::{Check, Decision, MemoryStore, RateLimitStore, StoreError},
+    store::{BlockListId, Check, Decision, MemoryStore, RateLimitStore, StoreError},
 };

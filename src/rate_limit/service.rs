@@ -13,6 +13,7 @@ use tower_service::Service;
 use super::{
     future::{Deferred, Kind, ResponseFuture},
     layer::Placement,
+    store::BlockLookup,
     Check, Decision, KeyExtractor, OnMissingKey, OnStoreError, RateLimitStore, StoreError,
 };
 use crate::{
@@ -59,6 +60,14 @@ pub(crate) struct Shared<St> {
     pub(crate) policy: HeaderValue,
 }
 
+/// A block list looked up for `key` with the rate limiter's decision, passed on with the
+/// request to a failure limiter inside (see [`Decision::with_block`]).
+#[derive(Clone, Debug)]
+pub(crate) struct LookedUpBlock<K> {
+    pub(crate) lookup: BlockLookup,
+    pub(crate) key: K,
+}
+
 /// The headers added to an answer: `RateLimit-Policy` and `RateLimit`.
 pub(crate) type RateHeaders = (HeaderValue, HeaderValue);
 
@@ -67,6 +76,7 @@ pub(crate) enum Verdict {
     Pass {
         headers: Option<RateHeaders>,
         exceeded: Option<RateLimitExceeded>,
+        block: Option<BlockLookup>,
     },
     Reject(Rejection),
     Wait(Duration),
@@ -141,6 +151,7 @@ impl<St> Shared<St> {
                     OnStoreError::Allow => Verdict::Pass {
                         headers: None,
                         exceeded: None,
+                        block: None,
                     },
                 };
             }
@@ -151,6 +162,7 @@ impl<St> Shared<St> {
                     .enforce
                     .then(|| self.headers(decision.remaining(), decision.reset())),
                 exceeded: None,
+                block: decision.block_lookup(),
             };
         }
         let retry_after = decision.reset();
@@ -164,6 +176,7 @@ impl<St> Shared<St> {
             );
             return Verdict::Pass {
                 headers: None,
+                block: decision.block_lookup(),
                 exceeded: Some(RateLimitExceeded {
                     policy: self.placement.policy_name(),
                     retry_after,
@@ -335,9 +348,18 @@ where
             }
         };
         match verdict {
-            Verdict::Pass { headers, exceeded } => {
+            Verdict::Pass {
+                headers,
+                exceeded,
+                block,
+            } => {
                 if let Some(exceeded) = exceeded {
                     request.extensions_mut().insert(exceeded);
+                }
+                if let Some(lookup) = block {
+                    request
+                        .extensions_mut()
+                        .insert(LookedUpBlock { lookup, key });
                 }
                 ResponseFuture::new(Kind::inner(self.inner.call(request), headers, exceeded))
             }

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     body::ProblemBody,
-    rate_limit::{Check, KeyExtractor, RateLimitStore},
+    rate_limit::{service::LookedUpBlock, Check, KeyExtractor, RateLimitStore},
 };
 
 /// The service made by [`FailureLimitLayer`](super::FailureLimitLayer).
@@ -92,6 +92,21 @@ where
             // Known senders and unidentified requests are neither counted nor blocked.
             _ => return FailureResponseFuture::untracked(self.inner.call(request)),
         };
+        // A per-client limiter in front may have looked the block up already, in its own
+        // decision on the same store (one round trip instead of two).
+        let looked_up = self.shared.store.block_list().and_then(|list| {
+            let block = request.extensions().get::<LookedUpBlock<E::Key>>()?;
+            (block.lookup.list == list && block.key == key).then_some(block.lookup.blocked)
+        });
+        if let Some(blocked) = looked_up {
+            return FailureResponseFuture::admit(
+                &mut self.inner,
+                request,
+                key,
+                &self.shared,
+                Ok(blocked),
+            );
+        }
         match self.shared.store.blocked(&key) {
             Check::Ready(blocked) => {
                 FailureResponseFuture::admit(&mut self.inner, request, key, &self.shared, blocked)

@@ -289,7 +289,7 @@ where
     type CheckFuture = Ready<Result<Decision, StoreError>>;
     type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
-    fn check(&self, key: &K) -> Check<Self::CheckFuture> {
+    fn check(&self, key: &K) -> Check<Self::CheckFuture, Decision> {
         Check::Ready(Ok(self.decide(key)))
     }
 

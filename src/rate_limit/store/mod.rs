@@ -3,9 +3,14 @@
 
 mod memory;
 
-use std::{borrow::Cow, error::Error, fmt, future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 pub use self::memory::MemoryStore;
+pub use crate::store::{Check, StoreError};
 use super::Rate;
 
 /// The answer of a store for one request.
@@ -15,6 +20,30 @@ pub struct Decision {
     remaining: u32,
     reset: Duration,
     overflow: bool,
+    block: Option<BlockLookup>,
+}
+
+/// Names one block list (a failure limiter's), so that a decision taken on it can be told
+/// apart from one taken on another: see [`Decision::with_block`].
+///
+/// Each id made by [`unique`](BlockListId::unique) differs from every other in the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockListId(u64);
+
+impl BlockListId {
+    /// An id no other call in this process returns.
+    #[must_use]
+    pub fn unique() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// A block list looked up by a rate limiter's store in the same decision as the rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BlockLookup {
+    pub(crate) list: BlockListId,
+    pub(crate) blocked: Option<Duration>,
 }
 
 impl Decision {
@@ -27,6 +56,7 @@ impl Decision {
             remaining,
             reset,
             overflow: false,
+            block: None,
         }
     }
 
@@ -38,6 +68,7 @@ impl Decision {
             remaining: 0,
             reset: retry_after,
             overflow: false,
+            block: None,
         }
     }
 
@@ -46,6 +77,31 @@ impl Decision {
     pub const fn in_overflow(mut self) -> Self {
         self.overflow = true;
         self
+    }
+
+    /// Says that the store also looked `key` up in the block list `list` in this very decision
+    /// (one round trip to a shared store instead of two): `blocked` is the time left of its
+    /// block, `None` if it is not blocked.
+    ///
+    /// A per-client [`RateLimitLayer`](super::RateLimitLayer) passes such a lookup on with the
+    /// request; a [`FailureLimitLayer`](super::FailureLimitLayer) inside it whose store keeps
+    /// that list ([`RateLimitStore::block_list`]) takes it for the same key instead of asking
+    /// its store. A store does this when the per-client limiter's and the failure limiter's
+    /// state of a client share one key (a Redis hash, say).
+    #[must_use]
+    pub const fn with_block(mut self, list: BlockListId, blocked: Option<Duration>) -> Self {
+        self.block = Some(BlockLookup { list, blocked });
+        self
+    }
+
+    /// The block list looked up with this decision and what it said, if it was.
+    #[must_use]
+    pub fn block(&self) -> Option<(BlockListId, Option<Duration>)> {
+        self.block.map(|lookup| (lookup.list, lookup.blocked))
+    }
+
+    pub(crate) const fn block_lookup(&self) -> Option<BlockLookup> {
+        self.block
     }
 
     /// Whether the request may pass.
@@ -72,42 +128,6 @@ impl Decision {
     pub const fn is_overflow(&self) -> bool {
         self.overflow
     }
-}
-
-/// A store could not decide (e.g. a shared store is unreachable).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreError {
-    message: Cow<'static, str>,
-}
-
-impl StoreError {
-    /// An error with a message for logs (never sent to the client).
-    #[must_use]
-    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl Error for StoreError {}
-
-/// A store's answer: at once (in-memory stores), or later (a store across the network).
-///
-/// `T` is what the store answers: a [`Decision`] for [`RateLimitStore::check`], a block's
-/// remaining time for [`RateLimitStore::record_failure`] and [`RateLimitStore::blocked`].
-#[derive(Debug)]
-pub enum Check<F, T = Decision> {
-    /// The answer, taken synchronously; the layer then needs no future of its own.
-    Ready(Result<T, StoreError>),
-    /// An answer to wait for.
-    Pending(F),
 }
 
 /// Holds the limiter state of every key: in memory ([`MemoryStore`], the default) or in a store
@@ -163,7 +183,7 @@ pub trait RateLimitStore<K> {
     /// until the next request conforms (`tat - tau - now`). A store that tracks a bounded
     /// number of keys marks decisions taken for a key it could not track
     /// ([`Decision::in_overflow`]).
-    fn check(&self, key: &K) -> Check<Self::CheckFuture>;
+    fn check(&self, key: &K) -> Check<Self::CheckFuture, Decision>;
 
     /// Counts one failure of `key` under [`rate`](RateLimitStore::rate), as
     /// [`check`](RateLimitStore::check) counts a request. A failure over the rate **blocks the
@@ -182,4 +202,13 @@ pub trait RateLimitStore<K> {
 
     /// The rate this store enforces (for the `RateLimit-Policy` header).
     fn rate(&self) -> Rate;
+
+    /// The block list this store keeps for a failure limiter, when another store (a per-client
+    /// limiter's) may look it up in its own decisions ([`Decision::with_block`]); `None` (the
+    /// default) when none does. A failure limiter on a store naming a list trusts a lookup of
+    /// that list for the same key, taken in front of it for the same request, instead of
+    /// asking [`blocked`](RateLimitStore::blocked).
+    fn block_list(&self) -> Option<BlockListId> {
+        None
+    }
 }
