@@ -20,9 +20,9 @@ use hookgate::{
     client_ip::{ClientIp, ForwardedHeader},
     problem::ProblemCode,
     rate_limit::{
-        Check, Decision, FailureLimitLayer, FailurePolicy, GlobalKey, HeaderKey, KeyExtractor,
-        MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded, RateLimitLayer,
-        RateLimitStore, StoreError, TokioClock,
+        BlockListId, Check, Decision, FailureLimitLayer, FailurePolicy, GlobalKey, HeaderKey,
+        KeyExtractor, MemoryStore, OnMissingKey, OnStoreError, Rate, RateLimitExceeded,
+        RateLimitLayer, RateLimitStore, StoreError, TokioClock,
     },
 };
 use http::{HeaderName, Request, Response, StatusCode};
@@ -584,6 +584,177 @@ async fn the_failure_limiter_fails_open_when_its_store_fails() {
         StatusCode::OK
     );
     assert_eq!(calls.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test]
+async fn the_failure_limiter_fails_closed_with_a_retryable_503_on_request() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let policy = block_for(60).on_store_error(OnStoreError::Reject);
+    let service = FailureLimitLayer::with_store(remote_like(true), policy, GlobalKey)
+        .layer(verifier(calls.clone()));
+    let response = service
+        .clone()
+        .oneshot(valid(from([1, 1, 1, 1])))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(json(response).await["code"], "limiter_unavailable");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing passes unchecked");
+}
+
+/// The failure limiter's half of a pair of stores keeping one key per client: it counts how
+/// often it is asked whether a client is blocked.
+struct FailureHalf {
+    memory: Arc<MemoryStore<()>>,
+    list: Option<BlockListId>,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl RateLimitStore<()> for FailureHalf {
+    type CheckFuture = Ready<Result<Decision, StoreError>>;
+    type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
+
+    fn check(&self, key: &()) -> Check<Self::CheckFuture, Decision> {
+        self.memory.check(key)
+    }
+
+    fn record_failure(
+        &self,
+        key: &(),
+        cooldown: Duration,
+    ) -> Check<Self::BlockFuture, Option<Duration>> {
+        self.memory.record_failure(key, cooldown)
+    }
+
+    fn blocked(&self, key: &()) -> Check<Self::BlockFuture, Option<Duration>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.memory.blocked(key)
+    }
+
+    fn rate(&self) -> Rate {
+        self.memory.rate()
+    }
+
+    fn block_list(&self) -> Option<BlockListId> {
+        self.list
+    }
+}
+
+/// The per-client limiter's half: its decisions look the block up too, in list `list`.
+struct RequestHalf {
+    memory: MemoryStore<()>,
+    failures: Arc<MemoryStore<()>>,
+    list: BlockListId,
+}
+
+impl RateLimitStore<()> for RequestHalf {
+    type CheckFuture = Ready<Result<Decision, StoreError>>;
+    type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
+
+    fn check(&self, key: &()) -> Check<Self::CheckFuture, Decision> {
+        let Check::Ready(Ok(blocked)) = self.failures.blocked(key) else {
+            unreachable!("the memory store answers at once")
+        };
+        Check::Pending(ready(Ok(self
+            .memory
+            .decide(key)
+            .with_block(self.list, blocked))))
+    }
+
+    fn record_failure(&self, _: &(), _: Duration) -> Check<Self::BlockFuture, Option<Duration>> {
+        unreachable!("the per-client limiter counts no failures")
+    }
+
+    fn blocked(&self, _: &()) -> Check<Self::BlockFuture, Option<Duration>> {
+        unreachable!("the per-client limiter looks blocks up in its decisions")
+    }
+
+    fn rate(&self) -> Rate {
+        self.memory.rate()
+    }
+}
+
+/// A per-client limiter in front of a failure limiter, their stores paired on `list` (the
+/// failure store names `failure_list`), and the count of the failure store's own lookups.
+fn paired(
+    list: BlockListId,
+    failure_list: Option<BlockListId>,
+    calls: Arc<AtomicUsize>,
+) -> (
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+    Arc<AtomicUsize>,
+) {
+    let failures = Arc::new(MemoryStore::with_clock(
+        Rate::per_hour(nz(1)),
+        FakeRelativeClock::default(),
+    ));
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let requests = RequestHalf {
+        memory: MemoryStore::with_clock(Rate::per_hour(nz(100)), FakeRelativeClock::default()),
+        failures: failures.clone(),
+        list,
+    };
+    let failure_half = FailureHalf {
+        memory: failures,
+        list: failure_list,
+        lookups: lookups.clone(),
+    };
+    let service = tower::ServiceBuilder::new()
+        .layer(RateLimitLayer::per_client_with_store(requests, GlobalKey))
+        .layer(FailureLimitLayer::with_store(
+            failure_half,
+            block_for(60),
+            GlobalKey,
+        ))
+        .service(verifier(calls));
+    (service, lookups)
+}
+
+#[tokio::test]
+async fn a_block_looked_up_with_the_rate_decision_is_not_looked_up_again() {
+    let list = BlockListId::unique();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (service, lookups) = paired(list, Some(list), calls.clone());
+    // One failure allowed an hour: the second blocks.
+    for _ in 0..2 {
+        assert_eq!(
+            status(&service, from([1, 1, 1, 1])).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let blocked = service
+        .clone()
+        .oneshot(valid(from([1, 1, 1, 1])))
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(json(blocked).await["code"], "client_blocked");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the blocked request is not read"
+    );
+    assert_eq!(
+        lookups.load(Ordering::SeqCst),
+        0,
+        "every block came with the rate decision: no second round trip"
+    );
+}
+
+#[tokio::test]
+async fn a_block_lookup_of_another_list_is_not_trusted() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // The failure store keeps another list (or names none): it looks the block up itself.
+    for failure_list in [Some(BlockListId::unique()), None] {
+        let (service, lookups) = paired(BlockListId::unique(), failure_list, calls.clone());
+        assert_eq!(
+            status(&service, valid(from([1, 1, 1, 1]))).await,
+            StatusCode::OK
+        );
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+    }
+    assert_ne!(BlockListId::unique(), BlockListId::unique());
 }
 
 /// An inner service that is never ready: its readiness error must come through the layer.

@@ -9,7 +9,7 @@ use super::{
     service::{RateLimit, Shared},
     KeyExtractor, MemoryStore, Rate, RateLimitStore,
 };
-use crate::ConfigError;
+use crate::{store::ErrorLog, ConfigError};
 
 /// The longest [`RateLimitLayer::wait_for_token`] accepts: a webhook sender waits for the answer.
 const MAX_WAIT_FOR_TOKEN: Duration = Duration::from_secs(10);
@@ -52,7 +52,8 @@ pub enum OnMissingKey {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum OnStoreError {
-    /// Fail open: pass the request on, unlimited (logged at `warn`). The default: a limiter
+    /// Fail open: pass the request on, unlimited (logged at `warn`, one line per 10 s with the
+    /// number of failures). The default: a limiter
     /// outage must not turn genuine deliveries away.
     #[default]
     Allow,
@@ -107,6 +108,8 @@ pub struct RateLimitLayer<E, St> {
     pub(crate) max_wait: Duration,
     pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_store_error: OnStoreError,
+    /// Store failures, logged once per interval for every service of the layer.
+    pub(crate) errors: Arc<ErrorLog>,
 }
 
 impl<E> RateLimitLayer<E, MemoryStore<E::Key>>
@@ -151,6 +154,7 @@ where
             max_wait: Duration::ZERO,
             on_missing_key: OnMissingKey::default(),
             on_store_error: OnStoreError::default(),
+            errors: Arc::new(ErrorLog::default()),
         }
     }
 }
@@ -219,6 +223,7 @@ impl<E: Clone, St> Clone for RateLimitLayer<E, St> {
             max_wait: self.max_wait,
             on_missing_key: self.on_missing_key,
             on_store_error: self.on_store_error,
+            errors: Arc::clone(&self.errors),
         }
     }
 }
@@ -254,6 +259,7 @@ where
             max_wait: self.max_wait,
             on_missing_key: self.on_missing_key,
             on_store_error: self.on_store_error,
+            errors: Arc::clone(&self.errors),
             // Digits, letters, quotes, `;` and `=` only: always a valid header value.
             policy: HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("")),
         };

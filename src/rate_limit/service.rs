@@ -20,6 +20,7 @@ use crate::{
     body::ProblemBody,
     client_ip::Unidentified,
     problem::{retry_after_secs, Problem, ProblemCode, ResponseForm},
+    store::ErrorLog,
 };
 
 /// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers-10).
@@ -57,6 +58,7 @@ pub(crate) struct Shared<St> {
     pub(crate) max_wait: Duration,
     pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_store_error: OnStoreError,
+    pub(crate) errors: Arc<ErrorLog>,
     pub(crate) policy: HeaderValue,
 }
 
@@ -132,12 +134,16 @@ impl<St> Shared<St> {
         let decision = match result {
             Ok(decision) => decision,
             Err(error) => {
-                tracing::warn!(
-                    target: "hookgate::rate_limit",
-                    policy = self.placement.policy_name(),
-                    %error,
-                    "rate limit store failed"
-                );
+                if let Some(failures) = self.errors.record() {
+                    tracing::warn!(
+                        target: "hookgate::rate_limit",
+                        policy = self.placement.policy_name(),
+                        %error,
+                        failures,
+                        fail_closed = self.on_store_error == OnStoreError::Reject,
+                        "rate limit store failed"
+                    );
+                }
                 return match self.on_store_error {
                     OnStoreError::Reject => Verdict::Reject(Rejection {
                         problem: Problem::new(

@@ -17,7 +17,9 @@ use super::{Shared, FAILED_VERIFICATION, POLICY};
 use crate::{
     body::ProblemBody,
     problem::{Problem, ProblemCode, ResponseForm},
-    rate_limit::{service::Rejection, Check, RateLimitExceeded, RateLimitStore, StoreError},
+    rate_limit::{
+        service::Rejection, Check, OnStoreError, RateLimitExceeded, RateLimitStore, StoreError,
+    },
 };
 
 pin_project! {
@@ -54,7 +56,7 @@ pin_project! {
             #[pin]
             record: SF,
             response: Option<Response<B>>,
-            enforce: bool,
+            shared: Arc<Shared<St>>,
         },
         // The client is blocked: the layer's own answer.
         Blocked {
@@ -168,12 +170,25 @@ impl<F, B, SF, S, ReqBody, K, St> Kind<F, B, SF, S, ReqBody, K, St> {
                 exceeded = Some(shadow);
             }
             Ok(None) => {}
-            Err(error) => tracing::warn!(
-                target: "hookgate::rate_limit",
-                policy = POLICY,
-                %error,
-                "failure limit store failed: the client is let through unchecked"
-            ),
+            Err(error) => {
+                let fail_closed = shared.on_store_error == OnStoreError::Reject;
+                if let Some(failures) = shared.errors.record() {
+                    tracing::warn!(
+                        target: "hookgate::rate_limit",
+                        policy = POLICY,
+                        %error,
+                        failures,
+                        fail_closed,
+                        "failure limit store failed: blocks are not looked up while it fails"
+                    );
+                }
+                if fail_closed {
+                    return Self::Blocked {
+                        rejection: Some(store_unavailable()),
+                        form: ResponseForm::of(request.headers()),
+                    };
+                }
+            }
         }
         Self::Inner {
             future: inner.call(request),
@@ -203,8 +218,24 @@ fn blocked_rejection(remaining: Duration) -> Rejection {
     }
 }
 
+/// The answer when the store cannot say whether a client is blocked and the policy is to fail
+/// closed: our own trouble, so retryable.
+fn store_unavailable() -> Rejection {
+    Rejection {
+        problem: Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ProblemCode::LIMITER_UNAVAILABLE,
+        )
+        .with_detail("the failure limiter's store is unavailable; retry later")
+        .with_retry_after(Duration::from_secs(1)),
+        headers: None,
+        exceeded: None,
+    }
+}
+
 /// Logs what counting a failure came to.
-fn recorded(result: Result<Option<Duration>, StoreError>, enforce: bool) {
+fn recorded<St>(result: Result<Option<Duration>, StoreError>, shared: &Shared<St>) {
+    let enforce = shared.enforce;
     match result {
         Ok(Some(blocked_for)) => tracing::debug!(
             target: "hookgate::rate_limit",
@@ -214,12 +245,17 @@ fn recorded(result: Result<Option<Duration>, StoreError>, enforce: bool) {
             "client blocked after repeated verification failures"
         ),
         Ok(None) => {}
-        Err(error) => tracing::warn!(
-            target: "hookgate::rate_limit",
-            policy = POLICY,
-            %error,
-            "failure limit store failed: a failed verification went uncounted"
-        ),
+        Err(error) => {
+            if let Some(failures) = shared.errors.record() {
+                tracing::warn!(
+                    target: "hookgate::rate_limit",
+                    policy = POLICY,
+                    %error,
+                    failures,
+                    "failure limit store failed: failed verifications go uncounted while it fails"
+                );
+            }
+        }
     }
 }
 
@@ -266,22 +302,22 @@ where
                     };
                     match shared.store.record_failure(&key, shared.cooldown) {
                         Check::Ready(result) => {
-                            recorded(result, shared.enforce);
+                            recorded(result, &shared);
                             return Poll::Ready(Ok(response));
                         }
                         Check::Pending(record) => Kind::Recording {
                             record,
                             response: Some(response),
-                            enforce: shared.enforce,
+                            shared,
                         },
                     }
                 }
                 KindProj::Recording {
                     record,
                     response,
-                    enforce,
+                    shared,
                 } => {
-                    recorded(ready!(record.poll(cx)), *enforce);
+                    recorded(ready!(record.poll(cx)), shared);
                     let response = response.take().expect("future polled after completion");
                     return Poll::Ready(Ok(response));
                 }

@@ -8,7 +8,8 @@ use std::{fmt, hash::Hash, sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 pub use self::{future::FailureResponseFuture, service::FailureLimit};
-use super::{KeyExtractor, MemoryStore, Rate};
+use super::{KeyExtractor, MemoryStore, OnStoreError, Rate};
+use crate::store::ErrorLog;
 use crate::{problem::ProblemCode, ConfigError};
 
 /// The policy name of failure-only limiting, in [`RateLimitExceeded::policy`].
@@ -50,6 +51,7 @@ const FAILED_VERIFICATION: [ProblemCode; 7] = [
 pub struct FailurePolicy {
     cooldown: Duration,
     enforce: bool,
+    on_store_error: OnStoreError,
 }
 
 impl FailurePolicy {
@@ -67,7 +69,19 @@ impl FailurePolicy {
         Ok(Self {
             cooldown,
             enforce: true,
+            on_store_error: OnStoreError::Allow,
         })
+    }
+
+    /// What to do when the store cannot say whether a client is blocked (a shared store is
+    /// unreachable). [`OnStoreError::Allow`], the default, fails open: the client is let
+    /// through unchecked and its failed verifications go uncounted while the store fails (a
+    /// store outage must not turn genuine deliveries away). [`OnStoreError::Reject`] fails
+    /// closed: a retryable `503` `limiter_unavailable` + `Retry-After: 1`. Either way the
+    /// failures are logged at `warn`, one line per 10 s with their count.
+    pub fn on_store_error(mut self, policy: OnStoreError) -> Self {
+        self.on_store_error = policy;
+        self
     }
 
     /// Shadow mode: count failures and report would-be blocks (a `debug` trace and a
@@ -153,6 +167,8 @@ struct Shared<St> {
     store: St,
     cooldown: Duration,
     enforce: bool,
+    on_store_error: OnStoreError,
+    errors: ErrorLog,
 }
 
 impl<E> FailureLimitLayer<E>
@@ -177,6 +193,8 @@ impl<E, St> FailureLimitLayer<E, St> {
                 store,
                 cooldown: policy.cooldown,
                 enforce: policy.enforce,
+                on_store_error: policy.on_store_error,
+                errors: ErrorLog::default(),
             }),
         }
     }
