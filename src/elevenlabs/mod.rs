@@ -42,6 +42,49 @@ pub fn event_id(body: &[u8]) -> Option<String> {
         .filter(|id| !id.is_empty())
 }
 
+/// The key a delivered ElevenLabs event is told apart by, read leniently from the body like
+/// [`event_id`]: `data.request_id` for speech-to-text transcriptions; for conversation events,
+/// `data.conversation_id` and the event's `type` joined by a dot, for a call's transcript
+/// and its audio share one conversation id (`conv_1.post_call_transcription`,
+/// `conv_1.post_call_audio`); `None` when the body carries neither (or no `type` beside a
+/// conversation id).
+///
+/// Every delivery of one event has the same key, whatever its timestamp and signature: the
+/// gateway's sink names an event's file by it, and deduplication
+/// ([`DedupeKey::elevenlabs`](crate::dedupe::DedupeKey::elevenlabs)) claims it.
+///
+/// ```
+/// use hookgate::elevenlabs::event_key;
+///
+/// let stt = br#"{"type":"speech_to_text_transcription","data":{"request_id":"req_123"}}"#;
+/// assert_eq!(event_key(stt).as_deref(), Some("req_123"));
+/// let audio = br#"{"type":"post_call_audio","data":{"conversation_id":"c1","full_audio":"SUQz"}}"#;
+/// assert_eq!(event_key(audio).as_deref(), Some("c1.post_call_audio"));
+/// assert_eq!(event_key(br#"{"data":{"conversation_id":"c1"}}"#), None);
+/// ```
+#[must_use]
+pub fn event_key(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(rename = "type", borrow, default)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+        data: Option<Data>,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        request_id: Option<String>,
+        conversation_id: Option<String>,
+    }
+    let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
+    let data = envelope.data?;
+    if let Some(id) = data.request_id.filter(|id| !id.is_empty()) {
+        return Some(id);
+    }
+    let conversation = data.conversation_id.filter(|id| !id.is_empty())?;
+    let kind = envelope.kind.filter(|kind| !kind.is_empty())?;
+    Some(format!("{conversation}.{kind}"))
+}
+
 /// The static IPv4 addresses ElevenLabs sends webhooks from (US, EU, Asia, EU data residency,
 /// India, Singapore), for an allow-list. Check ElevenLabs' documentation before relying on
 /// them: they can change.
@@ -78,6 +121,30 @@ mod tests {
         assert_eq!(event_id(br#"{"data":{"request_id":42}}"#), None);
         assert_eq!(event_id(b"\xff\xfe"), None);
         assert_eq!(event_id(b""), None);
+    }
+
+    #[test]
+    fn event_keys_tell_a_calls_events_apart_and_ignore_the_rest() {
+        let transcript = br#"{"type":"post_call_transcription","event_timestamp":1,"data":{"conversation_id":"c","agent_id":"a"}}"#;
+        assert_eq!(
+            event_key(transcript).as_deref(),
+            Some("c.post_call_transcription")
+        );
+        let with_request_id = br#"{"type":"x","data":{"conversation_id":"c","request_id":"r"}}"#;
+        assert_eq!(event_key(with_request_id).as_deref(), Some("r"));
+        let escaped = br#"{"type":"post\u005fcall_audio","data":{"conversation_id":"c"}}"#;
+        assert_eq!(event_key(escaped).as_deref(), Some("c.post_call_audio"));
+        assert_eq!(
+            event_key(br#"{"type":"","data":{"conversation_id":"c"}}"#),
+            None
+        );
+        assert_eq!(
+            event_key(br#"{"type":"t","data":{"conversation_id":""}}"#),
+            None
+        );
+        assert_eq!(event_key(br#"{"type":"t","data":{"request_id":""}}"#), None);
+        assert_eq!(event_key(br#"{"type":"t"}"#), None);
+        assert_eq!(event_key(b"[]"), None);
     }
 
     #[test]

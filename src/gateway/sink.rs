@@ -40,7 +40,7 @@ use tower_service::Service;
 use super::{metrics::HealthCheck, Error};
 use crate::{
     body::{ProblemBody, ResponseBody},
-    elevenlabs::event_id,
+    elevenlabs::event_key,
     problem::Problem,
     signature::VerifiedBody,
 };
@@ -75,9 +75,11 @@ pub(crate) struct Stored {
 /// The durable sink: a directory that every verified delivery is stored in *before* it is
 /// answered, as a tower service behind [`VerifySignatureLayer`](crate::VerifySignatureLayer).
 ///
-/// Each call stores the request's exact bytes as `<event id>.json` (`data.request_id`, else
-/// `data.conversation_id`, else a digest of the body; another event under a name already taken
-/// goes to `<id>.<body digest>.json`) durably: temp file, fsync, hard link to the name (never
+/// Each call stores the request's exact bytes as `<event key>.json`, named by
+/// [`event_key`](crate::elevenlabs::event_key): `<request_id>.json` for a transcription,
+/// `<conversation_id>.<type>.json` for a call's events (`c1.post_call_transcription.json`,
+/// `c1.post_call_audio.json`), `body-<body digest>.json` for an event with no id; an event
+/// whose name holds other bytes goes to `<key>.<body digest>.json`. Storing is durable: temp file, fsync, hard link to the name (never
 /// replacing, never following a symlink), then a directory fsync shared by the deliveries
 /// waiting for one. Files are `0600`, whatever the umask. The call answers `200` with
 /// `{"stored": "<file>", "duplicate": <bool>}`, or, when the event could not be stored within
@@ -327,10 +329,9 @@ pub(crate) fn file_name(body: &[u8], id: Option<&str>) -> String {
 
 fn write_event(dir: &Path, body: &VerifiedBody) -> io::Result<Stored> {
     let bytes = body.to_bytes();
-    let name = file_name(&bytes, event_id(&bytes).as_deref());
-    // Different events can share an id (a call's transcript and its audio carry one
-    // `conversation_id`): a name already holding other bytes, or anything but a regular file,
-    // sends the event to a name that adds its digest. A redelivery is byte-identical (the
+    let name = file_name(&bytes, event_key(&bytes).as_deref());
+    // A name already holding other bytes (two events claiming one id), or anything but a
+    // regular file, sends the event to a name that adds its digest. A redelivery is byte-identical (the
     // signature is in a header), so it meets its own copy under one of the two names.
     let stem = name.trim_end_matches(".json");
     let digested = format!("{stem}.{}.json", hex::encode(Sha256::digest(&bytes)));
@@ -581,7 +582,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn different_events_sharing_an_id_are_both_stored() {
+    async fn a_calls_transcript_and_audio_are_named_by_conversation_and_type() {
         let dir = temp_dir("shared-id");
         let sink = Sink::open(&dir).unwrap();
         let transcript = br#"{"type":"post_call_transcription","data":{"conversation_id":"c1"}}"#;
@@ -589,10 +590,16 @@ mod tests {
         let store = |body: &'static [u8]| sink.store(VerifiedBody::from_bytes(body));
 
         let first = store(transcript).await.unwrap();
-        assert_eq!((first.file.as_str(), first.duplicate), ("c1.json", false));
+        assert_eq!(
+            (first.file.as_str(), first.duplicate),
+            ("c1.post_call_transcription.json", false)
+        );
         let second = store(audio).await.unwrap();
-        assert!(!second.duplicate, "another event, not a redelivery");
-        assert!(second.file.starts_with("c1.") && second.file != "c1.json");
+        assert_eq!(
+            (second.file.as_str(), second.duplicate),
+            ("c1.post_call_audio.json", false),
+            "another event, not a redelivery, and no digest-named twin"
+        );
         // Redeliveries of either meet their own copy.
         assert_eq!(
             store(transcript).await.unwrap(),
@@ -603,6 +610,24 @@ mod tests {
         assert_eq!(fs::read(dir.join(&first.file)).unwrap(), transcript);
         assert_eq!(fs::read(dir.join(&second.file)).unwrap(), audio);
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn different_events_claiming_one_name_are_both_stored() {
+        let dir = temp_dir("one-name");
+        let sink = Sink::open(&dir).unwrap();
+        let one = br#"{"type":"t","data":{"request_id":"r1","n":1}}"#;
+        let other = br#"{"type":"t","data":{"request_id":"r1","n":2}}"#;
+        let store = |body: &'static [u8]| sink.store(VerifiedBody::from_bytes(body));
+
+        let first = store(one).await.unwrap();
+        assert_eq!(first.file, "r1.json");
+        let second = store(other).await.unwrap();
+        assert!(!second.duplicate);
+        assert!(second.file.starts_with("r1.") && second.file != "r1.json");
+        assert_eq!(store(other).await.unwrap(), second.clone().redelivered());
+        assert_eq!(fs::read(dir.join(&second.file)).unwrap(), other);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -619,7 +644,8 @@ mod tests {
     async fn concurrent_copies_of_one_event_leave_one_file() {
         let dir = temp_dir("concurrent");
         let sink = Sink::open(&dir).unwrap();
-        let body = Bytes::from_static(br#"{"data":{"conversation_id":"c9"}}"#);
+        let body =
+            Bytes::from_static(br#"{"type":"post_call_audio","data":{"conversation_id":"c9"}}"#);
         let tasks: Vec<_> = (0..16)
             .map(|_| {
                 let sink = sink.clone();
@@ -637,7 +663,7 @@ mod tests {
         }
         assert_eq!(fresh, 1, "exactly one copy wins");
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
-        assert_eq!(fs::read(dir.join("c9.json")).unwrap(), body);
+        assert_eq!(fs::read(dir.join("c9.post_call_audio.json")).unwrap(), body);
         fs::remove_dir_all(&dir).unwrap();
     }
 
