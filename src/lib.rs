@@ -12,15 +12,15 @@
 //! ## The onion (outermost first)
 //!
 //! ```text
-//! request ─▶ NormalizeStatus ─▶ client checks ─▶ FailureLimit ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ handler
-//!             (contract)         (https, ip)      503*, blocked   503*, pre-auth            400/401/413        503 + Retry-After
+//! request ─▶ NormalizeStatus ─▶ client checks ─▶ RateLimit (per client) ─▶ FailureLimit ─▶ VerifySignature ─▶ RateLimit (verified) ─▶ Deduplicate ─▶ handler
+//!             (contract)         (https, ip)      503*, pre-auth            503*, blocked   400/401/413        503 + Retry-After     200 duplicate, 503 in flight
 //! ```
 //!
 //! - `NormalizeStatusLayer` (feature `normalize`), outermost: every outcome, including inner
 //!   errors, panics and deadlines, becomes the sender's contract (`SenderContract`).
 //! - `RequireHttpsLayer` and `AllowIpLayer` (feature `client-checks`): turn away clients that
 //!   are not on HTTPS or not on the allow-list, with a permanent 403.
-//! - `FailureLimitLayer` and `RateLimitLayer::per_client` (feature `rate-limit`): floods and
+//! - `RateLimitLayer::per_client` and `FailureLimitLayer` (feature `rate-limit`): floods and
 //!   clients that keep failing verification get 429 + `Retry-After` before any body is read.
 //!   (*) A genuine delivery can meet these limits (a sender's few egress addresses are shared
 //!   by all its customers), so under a contract that drops 429 (ElevenLabs) the normalization

@@ -25,10 +25,10 @@ const FAILURES_PER_MINUTE: NonZeroU32 = NonZeroU32::new(30).expect("non-zero");
 const FAILURE_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// The service [`ElevenLabsLayer`] wraps a handler in: outermost first, status normalization
-/// to ElevenLabs' contract, the failure limiter, the per-client rate limit, verification.
+/// to ElevenLabs' contract, the per-client rate limit, the failure limiter, verification.
 pub type ElevenLabsService<S> = NormalizeStatus<
-    FailureLimit<
-        RateLimit<VerifySignature<S, ElevenLabs>, ClientIp, MemoryStore<IpAddr>>,
+    RateLimit<
+        FailureLimit<VerifySignature<S, ElevenLabs>, ClientIp, MemoryStore<IpAddr>>,
         ClientIp,
         MemoryStore<IpAddr>,
     >,
@@ -37,10 +37,10 @@ pub type ElevenLabsService<S> = NormalizeStatus<
 /// The recommended hookgate onion for ElevenLabs deliveries, in the right order, as one layer:
 ///
 /// ```text
-/// request ─▶ NormalizeStatus ─▶ FailureLimit ─▶ RateLimit (per client) ─▶ VerifySignature ─▶ handler
-///            (ElevenLabs'        (blocks clients   (floods turned away     (signature, freshness,
-///             contract)           that keep         before any body        size, read deadline)
-///                                 failing)          is read)
+/// request ─▶ NormalizeStatus ─▶ RateLimit (per client) ─▶ FailureLimit ─▶ VerifySignature ─▶ handler
+///            (ElevenLabs'        (floods turned away       (blocks clients  (signature, freshness,
+///             contract)           before any body           that keep        size, read deadline)
+///                                 is read)                  failing)
 /// ```
 ///
 /// The order matters and is easy to get wrong by hand: `ServiceBuilder::layer` lists layers
@@ -166,8 +166,8 @@ impl<S> Layer<S> for ElevenLabsLayer {
 
     fn layer(&self, handler: S) -> Self::Service {
         let verified = self.verify.layer(handler);
-        let limited = self.rate_limit.layer(verified);
-        let guarded = self.failure_limit.layer(limited);
-        NormalizeStatusLayer::elevenlabs().layer(guarded)
+        let guarded = self.failure_limit.layer(verified);
+        let limited = self.rate_limit.layer(guarded);
+        NormalizeStatusLayer::elevenlabs().layer(limited)
     }
 }

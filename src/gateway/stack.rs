@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! request ─▶ Record (metrics) ─▶ Route (POST <path>) ─▶ NormalizeStatus (the sender's contract)
-//!   ─▶ RequireHttps? ─▶ AllowIp? ─▶ FailureLimit? ─▶ RateLimit per client? ─▶ VerifySignature
+//!   ─▶ RequireHttps? ─▶ AllowIp? ─▶ RateLimit per client? ─▶ FailureLimit? ─▶ VerifySignature
 //!   ─▶ TimeDestination ─▶ sink | upstream
 //! ```
 //!
@@ -66,9 +66,9 @@ use crate::{
 /// A layer the settings may leave out (`ServiceBuilder::option_layer`).
 type Optional<L, S> = Either<<L as Layer<S>>::Service, S>;
 type Verify = VerifySignature<TimeDestination<Destination>, ElevenLabs>;
-type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, Verify>;
-type FailureLimited = Optional<FailureLimitLayer<ClientIp>, RateLimited>;
-type Allowed = Optional<AllowIpLayer, FailureLimited>;
+type FailureLimited = Optional<FailureLimitLayer<ClientIp>, Verify>;
+type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, FailureLimited>;
+type Allowed = Optional<AllowIpLayer, RateLimited>;
 type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
 /// The stack inside the request's trace span.
 type Traced = Record<ProblemRequestId<PropagateRequestId<Route<NormalizeStatus<HttpsOnly>>>>>;
@@ -155,8 +155,10 @@ impl StackFactory {
             .layer(NormalizeStatusLayer::elevenlabs())
             .option_layer(self.client.require_https.clone())
             .option_layer(self.client.allow_ip.clone())
-            .option_layer(self.client.failure_limit.clone())
+            // The per-client limiter in front: with a shared store its decision also looks up
+            // the client's block, which the failure limiter then takes (one round trip).
             .option_layer(self.client.rate_limit.clone())
+            .option_layer(self.client.failure_limit.clone())
             .layer(self.verify.clone())
             .layer(TimeDestinationLayer(self.metrics.clone()))
             .service(destination))

@@ -9,8 +9,8 @@
 //! # Two places in the onion, two answers
 //!
 //! ```text
-//! request ─▶ NormalizeStatus ─▶ FailureLimit ─▶ RateLimit::per_client ─▶ VerifySignature ─▶ RateLimit::verified ─▶ handler
-//!                               429 blocked     429 + Retry-After          400/401             503 + Retry-After
+//! request ─▶ NormalizeStatus ─▶ RateLimit::per_client ─▶ FailureLimit ─▶ VerifySignature ─▶ RateLimit::verified ─▶ handler
+//!                               429 + Retry-After       429 blocked      400/401             503 + Retry-After
 //! ```
 //!
 //! - [`RateLimitLayer::per_client`], in front of verification, keyed by client address
@@ -51,8 +51,8 @@
 //!     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
 //! });
 //! let service = ServiceBuilder::new()
-//!     .layer(FailureLimitLayer::new(per_minute(10), FailurePolicy::block_for(Duration::from_secs(600))?, ClientIp::peer()))
 //!     .layer(RateLimitLayer::per_client(per_minute(2), ClientIp::peer()))
+//!     .layer(FailureLimitLayer::new(per_minute(10), FailurePolicy::block_for(Duration::from_secs(600))?, ClientIp::peer()))
 //!     // .layer(VerifySignatureLayer::new(scheme))
 //!     .layer(RateLimitLayer::verified(per_minute(600), GlobalKey).wait_for_token(Duration::from_secs(1))?)
 //!     .service(handler);
