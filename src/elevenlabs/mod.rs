@@ -68,20 +68,39 @@ pub fn event_key(body: &[u8]) -> Option<String> {
     struct Envelope<'a> {
         #[serde(rename = "type", borrow, default)]
         kind: Option<std::borrow::Cow<'a, str>>,
-        data: Option<Data>,
-    }
-    #[derive(Deserialize)]
-    struct Data {
-        request_id: Option<String>,
-        conversation_id: Option<String>,
+        data: Option<KeyData>,
     }
     let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
-    let data = envelope.data?;
+    key_of(envelope.kind.as_deref(), envelope.data?)
+}
+
+/// [`event_key`] of a body read from `body` (one that arrived in several frames), without
+/// joining it into one buffer first.
+#[cfg(feature = "gateway")]
+pub(crate) fn event_key_from_reader(body: impl std::io::Read) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        #[serde(rename = "type", default)]
+        kind: Option<String>,
+        data: Option<KeyData>,
+    }
+    let envelope: Envelope = serde_json::from_reader(body).ok()?;
+    key_of(envelope.kind.as_deref(), envelope.data?)
+}
+
+/// What [`event_key`] reads of `data`.
+#[derive(Deserialize)]
+struct KeyData {
+    request_id: Option<String>,
+    conversation_id: Option<String>,
+}
+
+fn key_of(kind: Option<&str>, data: KeyData) -> Option<String> {
     if let Some(id) = data.request_id.filter(|id| !id.is_empty()) {
         return Some(id);
     }
     let conversation = data.conversation_id.filter(|id| !id.is_empty())?;
-    let kind = envelope.kind.filter(|kind| !kind.is_empty())?;
+    let kind = kind.filter(|kind| !kind.is_empty())?;
     Some(format!("{conversation}.{kind}"))
 }
 
@@ -145,6 +164,34 @@ mod tests {
         assert_eq!(event_key(br#"{"type":"t","data":{"request_id":""}}"#), None);
         assert_eq!(event_key(br#"{"type":"t"}"#), None);
         assert_eq!(event_key(b"[]"), None);
+    }
+
+    /// Read in pieces, a body has the key it has in one buffer.
+    #[cfg(feature = "gateway")]
+    #[test]
+    fn event_keys_read_from_a_reader_are_the_same() {
+        let bodies: [&[u8]; 8] = [
+            br#"{"type":"post_call_transcription","data":{"conversation_id":"c","agent_id":"a"}}"#,
+            br#"{"type":"x","data":{"conversation_id":"c","request_id":"r"}}"#,
+            br#"{"type":"post\u005fcall_audio","data":{"conversation_id":"c"}}"#,
+            br#"{"type":"","data":{"conversation_id":"c"}}"#,
+            br#"{"type":"t","data":{"request_id":""}}"#,
+            br#"{"type":"t"} trailing"#,
+            b"[]",
+            b"",
+        ];
+        for body in bodies {
+            let from_reader = event_key_from_reader(std::io::Read::chain(
+                &body[..body.len() / 2],
+                &body[body.len() / 2..],
+            ));
+            assert_eq!(
+                from_reader,
+                event_key(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

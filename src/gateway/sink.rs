@@ -1,29 +1,22 @@
 //! The embedded default destination: each verified delivery is stored durably in a directory
-//! *before* it is acknowledged, named by its event id, holding exactly the bytes received.
-//!
-//! One event is a temp file (written, fsynced), hard-linked to its final name (atomic, and never
-//! replacing an event already stored), then the directory is fsynced so the name survives a
-//! crash. A name already holding other bytes (two events of one call share a
-//! `conversation_id`) sends the event to `<id>.<sha-256 of the body>.json`; a redelivery, byte
-//! for byte the same, finds its own copy and stores nothing. Directory fsyncs are shared (group commit): every request waiting when a directory
-//! fsync starts is covered by it, and file fsyncs run in parallel on the blocking pool, so the
-//! filesystem can merge their journal commits.
-//!
-//! Transcripts are private: event files are `0600` and a directory the sink creates is `0700`,
-//! whatever the umask. Whatever else sits at an event's name (a symlink, a directory, a FIFO, a
-//! device) is never followed, opened or waited on: it counts as "other bytes". Every store,
-//! and the `/healthz` probe of the directory, is bounded in time.
+//! *before* it is acknowledged, named by its event key, holding exactly the bytes received.
+//! [`Sink`]'s documentation says how (a group committer: concurrent events' files synced
+//! together, then linked to their names, then one directory fsync for the batch) and why a
+//! crash loses no acknowledged event and leaves no name with partial bytes.
 
 use super::codes;
 use std::{
     convert::Infallible,
     fs,
     future::Future,
-    io::{self, Read, Write},
+    io::{self, IoSlice, Read, Write},
     os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        mpsc, Arc, Mutex, PoisonError,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -34,13 +27,13 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tower_service::Service;
 
 use super::{metrics::HealthCheck, Error};
 use crate::{
     body::{ProblemBody, ResponseBody},
-    elevenlabs::event_key,
+    elevenlabs::{event_key, event_key_from_reader},
     problem::Problem,
     signature::VerifiedBody,
 };
@@ -59,6 +52,13 @@ const DIR_MODE: u32 = 0o700;
 const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the `/healthz` probe of the directory may take, waiting for an earlier one included.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many stores have their files written and synced at once: the committer's threads,
+/// started as concurrent stores first need them and kept while the sink is open. Stores beyond
+/// wait in its queue.
+const SYNC_THREADS: usize = 32;
+/// The stack of the committer's threads (they parse an event's key and hash it, no more).
+const THREAD_STACK: usize = 256 * 1024;
 
 // `open(2)` flags std has no name for: never follow a symlink at an event's name, never wait
 // for a FIFO's writer.
@@ -79,15 +79,93 @@ pub(crate) struct Stored {
 /// [`event_key`](crate::elevenlabs::event_key): `<request_id>.json` for a transcription,
 /// `<conversation_id>.<type>.json` for a call's events (`c1.post_call_transcription.json`,
 /// `c1.post_call_audio.json`), `body-<body digest>.json` for an event with no id; an event
-/// whose name holds other bytes goes to `<key>.<body digest>.json`. Storing is durable: temp file, fsync, hard link to the name (never
-/// replacing, never following a symlink), then a directory fsync shared by the deliveries
-/// waiting for one. Files are `0600`, whatever the umask. The call answers `200` with
-/// `{"stored": "<file>", "duplicate": <bool>}`, or, when the event could not be stored within
-/// 10 s (disk full, directory gone, hung filesystem), a retryable `503 sink_unavailable`
-/// problem with `Retry-After`: never a `4xx`. A redelivery of an event already stored answers
-/// `200` and stores nothing.
+/// whose name holds other bytes goes to `<key>.<body digest>.json`. Storing is durable and
+/// grouped: the events of a batch (those waiting when the committer is free) are written to
+/// temp files that are `fdatasync`ed concurrently, then hard-linked to their names (never
+/// replacing, never following a symlink), then the directory is fsynced once for the batch;
+/// see *Durability* below for why a crash at any point loses no acknowledged event and
+/// leaves no name with partial bytes. Files are `0600`, whatever the umask. The call
+/// answers `200` with `{"stored": "<file>", "duplicate": <bool>}`, or, when the event could
+/// not be stored within 10 s (disk full, directory gone, hung filesystem), a retryable
+/// `503 sink_unavailable` problem with `Retry-After`: never a `4xx`. A redelivery of an event
+/// already stored answers `200` and stores nothing.
 ///
-/// Clones share the directory and its directory-fsync committer.
+/// # Storing a batch
+///
+/// Deliveries are stored by a group committer, so that concurrent deliveries share the syncs
+/// that make them durable instead of paying one each. A batch is whatever deliveries are
+/// waiting when the committer is free to take them, never a timer: a lone delivery is a batch
+/// of one and waits for nothing but its own syncs.
+///
+/// 1. **Data**: each store is taken by one of the committer's threads (up to 32, started as
+///    concurrent stores first need them): the event's name is chosen (see *Names*), a temp
+///    file `.tmp-<random>-<name>` is created (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode `0600`),
+///    the frames received are written to it as they are (one vectored write, never joined)
+///    and it is `fdatasync`ed. Concurrent events' syncs are issued together, one thread each,
+///    so the kernel serves them with shared work: on a journaling filesystem one journal
+///    commit covers every file written back while it was forming, and the block layer merges
+///    the disk cache flushes that wait on one another into one.
+/// 2. **Names**: a synced event joins the name stage. The thread that finds no round of it
+///    running leads one: it takes every event waiting (the batch), hard-links each temp file
+///    to its event's name and removes its temp name, then fsyncs the directory **once** for
+///    the whole batch; when it is done, it leads the next round if events are waiting again.
+///    The other threads go back to the queue meanwhile, so the next events' data syncs overlap
+///    the round. (A lone store is served by one thread from end to end, with no handoff.)
+/// 3. Only then is each event of the batch answered, `200`. A failed sync answers every event
+///    it was to cover with the error, a retryable `503`: a file's `fdatasync` fails its event
+///    (whose temp file is removed and never linked), the directory fsync fails the whole batch.
+///
+/// # Durability
+///
+/// The invariant: **a name of the sink only ever refers to a file whose complete bytes are
+/// already on stable storage**, and an event is answered `200` only once its name is too.
+///
+/// - Syncing a file before its name exists: `fdatasync` returns once the file's data and the
+///   metadata needed to read it back (its size and block map) are on stable storage, the
+///   disk's write cache flushed. Only after that is the file linked to its name, atomically
+///   (`link(2)` never replaces what is there and never follows a symlink there), and its bytes
+///   are never written again. So the name, whenever it exists, holds the complete bytes.
+/// - Syncing the name before answering: the directory fsync that follows the batch's links
+///   puts their entries on stable storage; the answers wait for it. An event whose bytes were
+///   already under its name (a redelivery) waits for a directory fsync too, since the copy it
+///   found may be the link of a batch whose directory fsync has not finished.
+///
+/// So a crash (SIGKILL or power loss) leaves, for each event in flight:
+///
+/// - before its link: nothing under its name, at most a temp file (perhaps incomplete) with a
+///   `.tmp-` name, which [`Sink::open`] removes before serving. The event was not answered;
+///   the sender retries.
+/// - between its link and the end of the directory fsync: the name, or not, and if it is
+///   there it holds the complete bytes; the temp name may still be there beside it, a second
+///   link to the same file, which [`Sink::open`] removes (the name keeps the file). The event
+///   was not answered: its retry stores it, or finds this copy and is answered `200`,
+///   `"duplicate": true`.
+/// - after the directory fsync: the name with the complete bytes, durably; only now may the
+///   event have been answered.
+///
+/// There is nothing to replay: removing the temp files is the whole repair. This rests on what
+/// `fdatasync(2)` and a directory `fsync(2)` promise, not on how a filesystem orders its
+/// writes between them. (On a filesystem without a journal, such as ext4 without
+/// `has_journal`, the filesystem's own bookkeeping, bitmaps and link counts, is put right by
+/// `e2fsck` after a power loss, for every program alike.)
+///
+/// Why not one `syncfs(2)` of the filesystem per batch instead of each file's `fdatasync`:
+/// `syncfs` writes back every dirty page of the whole filesystem, so a neighbour writing a
+/// build or a log beside the sink would make every batch wait for its hundreds of megabytes.
+/// A batch's `fdatasync`s write the batch's own files and their directory, whatever else the
+/// disk is doing; only the cache flush is shared with the neighbours, and it is merged.
+///
+/// # Names
+///
+/// A name already holding other bytes (two events of one call share a `conversation_id`)
+/// sends the event to `<key>.<sha-256 of the body>.json`; a redelivery, byte for byte the
+/// same, finds its own copy and stores nothing. Transcripts are private: event files are
+/// `0600` and a directory the sink creates is `0700`, whatever the umask. Whatever else sits
+/// at an event's name (a symlink, a directory, a FIFO, a device) is never followed, opened or
+/// waited on: it counts as "other bytes". Every store, and the `/healthz` probe of the
+/// directory, is bounded in time.
+///
+/// Clones share the directory and its committer.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -109,7 +187,10 @@ pub struct Sink {
 
 struct Shared {
     dir: PathBuf,
-    dir_sync: mpsc::UnboundedSender<oneshot::Sender<Result<(), Arc<io::Error>>>>,
+    /// The committer's queue: each store is one job. Closed when the last clone of the sink
+    /// is dropped, which ends the committer's threads.
+    jobs: mpsc::Sender<Job>,
+    committer: Arc<Committer>,
     /// The bound on one store.
     timeout: Duration,
     /// Held by the running `/healthz` probe: probes take turns, so a hung filesystem pins one
@@ -127,25 +208,25 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     /// Opens the directory (creating it, `0700`, when it is not there), removes the temp files
-    /// a crash left in it, checks that it can be synced and starts its directory-fsync
-    /// committer on the current tokio runtime.
+    /// a crash left in it, checks that it can be synced and starts its committer (a thread, and
+    /// more as concurrent stores need them, 32 at most; they end with the last clone of the
+    /// sink).
     ///
     /// # Errors
     ///
-    /// [`Error::SinkDirectory`] when the directory cannot be created, read, cleaned or synced.
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
+    /// [`Error::SinkDirectory`] when the directory cannot be created, read, cleaned or synced,
+    /// or the committer's threads cannot be started.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, Error> {
         let dir = dir.as_ref();
-        Self::open_bounded(dir, STORE_TIMEOUT).map_err(|source| Error::SinkDirectory {
-            dir: dir.to_owned(),
-            source,
+        Self::open_with(dir, STORE_TIMEOUT, Hooks::default()).map_err(|source| {
+            Error::SinkDirectory {
+                dir: dir.to_owned(),
+                source,
+            }
         })
     }
 
-    fn open_bounded(dir: &Path, timeout: Duration) -> io::Result<Self> {
+    fn open_with(dir: &Path, timeout: Duration, hooks: Hooks) -> io::Result<Self> {
         if !dir.is_dir() {
             fs::DirBuilder::new()
                 .recursive(true)
@@ -157,6 +238,7 @@ impl Sink {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
         }
+        // The whole repair after a crash: a temp file is never an event's only copy.
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
@@ -165,13 +247,14 @@ impl Sink {
                 fs::remove_file(entry.path())?;
             }
         }
-        // Fail now, not on the first delivery, if the directory cannot be synced.
+        // Fail now, not on the first delivery, if the directory cannot be synced; this also
+        // makes the removals above durable before anything new is stored.
         sync_dir(dir)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(commit_directory(dir.to_owned(), rx));
+        let (jobs, committer) = Committer::start(Arc::from(dir), hooks)?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
-            dir_sync: tx,
+            jobs,
+            committer,
             timeout,
             probe: Arc::default(),
         });
@@ -186,31 +269,21 @@ impl Sink {
     /// Stores one event durably; returns once its file and name survive a crash, or with an
     /// error once the bound on a store has passed.
     pub(crate) async fn store(&self, body: VerifiedBody) -> io::Result<Stored> {
-        bounded(
-            self.shared.timeout,
-            "storing the event",
-            self.store_durably(body),
-        )
-        .await
-    }
-
-    async fn store_durably(&self, body: VerifiedBody) -> io::Result<Stored> {
-        let dir = self.shared.dir.clone();
-        let stored = tokio::task::spawn_blocking(move || write_event(&dir, &body))
-            .await
-            .map_err(io::Error::other)??;
-        // The new name (or the name another request is still syncing) must be durable too.
-        let (tx, rx) = oneshot::channel();
+        let (reply, answer) = oneshot::channel();
         self.shared
-            .dir_sync
-            .send(tx)
-            .map_err(|_| io::Error::other("sink committer stopped"))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(stored),
-            Ok(Err(error)) => Err(io::Error::new(error.kind(), error.to_string())),
-            Err(_) => Err(io::Error::other("sink committer stopped")),
-        }
+            .jobs
+            .send(Job { body, reply })
+            .map_err(|_| committer_stopped())?;
+        // Should no thread be free to take it, one more is started (a failure only means
+        // the store waits for a busy one).
+        let _ = self.shared.committer.add_thread();
+        let answer = async { answer.await.unwrap_or_else(|_| Err(committer_stopped())) };
+        bounded(self.shared.timeout, "storing the event", answer).await
     }
+}
+
+fn committer_stopped() -> io::Error {
+    io::Error::other("sink committer stopped")
 }
 
 /// `future`, or a `TimedOut` error once `limit` has passed.
@@ -265,24 +338,238 @@ fn probe(dir: &Path) -> io::Result<()> {
     written.and(removed)
 }
 
-/// Group commit of the directory: each round fsyncs it once for every request queued.
-async fn commit_directory(
-    dir: PathBuf,
-    mut requests: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), Arc<io::Error>>>>,
-) {
-    while let Some(first) = requests.recv().await {
-        let mut waiting = vec![first];
-        while let Ok(more) = requests.try_recv() {
-            waiting.push(more);
+/// One store waiting for the committer.
+struct Job {
+    body: VerifiedBody,
+    reply: Reply,
+}
+
+type Reply = oneshot::Sender<io::Result<Stored>>;
+
+/// An event past the data stage: its temp file synced, or its bytes found under a name.
+struct Written {
+    body: VerifiedBody,
+    reply: Reply,
+    step: NameStep,
+}
+
+/// What the namer does for an event.
+enum NameStep {
+    /// Its bytes were already under this name: nothing to link, but the name may be one a
+    /// batch still in flight linked, so the answer waits for a directory fsync all the same.
+    Found(String),
+    /// Link this synced temp file to the event's name (`second`: to its digest-named twin).
+    Link {
+        temp: PathBuf,
+        names: Names,
+        second: bool,
+    },
+}
+
+/// An event stored, waiting for the directory fsync that makes its name durable.
+struct Linked {
+    reply: Reply,
+    stored: Stored,
+}
+
+/// The group committer: up to [`SYNC_THREADS`] threads, each taking the next store queued,
+/// writing and syncing its temp file, then handing it to the name stage. Whichever thread finds
+/// no round of the name stage running leads one: it takes every event waiting (a batch), links
+/// them, fsyncs the directory once and answers them, and leads the next round if more are
+/// waiting by then; the others go back to the queue meanwhile. A lone store is thus served by
+/// one thread from end to end, with no handoff between threads.
+struct Committer {
+    /// The stores queued; the thread waiting in `recv` holds the lock.
+    queue: Mutex<mpsc::Receiver<Job>>,
+    /// Threads waiting for a store, and all threads started.
+    idle: AtomicUsize,
+    threads: Mutex<usize>,
+    names: Mutex<NameStage>,
+    dir: Arc<Path>,
+    hooks: Hooks,
+}
+
+/// The events waiting for a round of the name stage, and whether one is running.
+#[derive(Default)]
+struct NameStage {
+    waiting: Vec<Written>,
+    leading: bool,
+}
+
+impl Committer {
+    /// The committer of `dir` with its first thread; returns its queue as well.
+    fn start(dir: Arc<Path>, hooks: Hooks) -> io::Result<(mpsc::Sender<Job>, Arc<Self>)> {
+        let (jobs, queue) = mpsc::channel();
+        let committer = Arc::new(Self {
+            queue: Mutex::new(queue),
+            idle: AtomicUsize::new(0),
+            threads: Mutex::new(0),
+            names: Mutex::default(),
+            dir,
+            hooks,
+        });
+        committer.add_thread()?;
+        Ok((jobs, committer))
+    }
+
+    /// Starts one more thread when none is waiting for a store (up to [`SYNC_THREADS`]): as
+    /// many concurrent stores as threads have their data synced at once.
+    fn add_thread(self: &Arc<Self>) -> io::Result<()> {
+        if self.idle.load(Ordering::SeqCst) > 0 {
+            return Ok(());
         }
-        let dir = dir.clone();
-        let result = tokio::task::spawn_blocking(move || sync_dir(&dir))
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)))
-            .map_err(Arc::new);
-        for waiter in waiting {
-            let _ = waiter.send(result.clone());
+        let mut threads = lock(&self.threads);
+        if *threads >= SYNC_THREADS {
+            return Ok(());
         }
+        let committer = self.clone();
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        if let Err(error) = spawn("hookgate-sink", move || committer.serve()) {
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            return Err(error);
+        }
+        *threads += 1;
+        Ok(())
+    }
+
+    /// A committer thread: stores until the sink is dropped (its queue closed).
+    fn serve(&self) {
+        loop {
+            let job = lock(&self.queue).recv();
+            self.idle.fetch_sub(1, Ordering::SeqCst);
+            let Ok(job) = job else { return };
+            // A store that gave up waiting (its bound passed) is not started after all: its
+            // sender retries.
+            if !job.reply.is_closed() {
+                if let Some(written) = write_event(&self.dir, job, &self.hooks) {
+                    self.name(written);
+                }
+            }
+            self.idle.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Hands a synced event to the name stage, leading its rounds if none is running.
+    fn name(&self, written: Written) {
+        {
+            let mut stage = lock(&self.names);
+            stage.waiting.push(written);
+            if stage.leading {
+                return;
+            }
+            stage.leading = true;
+        }
+        loop {
+            let batch = {
+                let mut stage = lock(&self.names);
+                if stage.waiting.is_empty() {
+                    stage.leading = false;
+                    return;
+                }
+                std::mem::take(&mut stage.waiting)
+            };
+            name_batch(&self.dir, batch, &self.hooks);
+        }
+    }
+}
+
+/// `mutex` locked; a thread that panicked holding it left nothing half-done that matters here.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(THREAD_STACK)
+        .spawn(work)
+        .map(drop)
+}
+
+/// The data stage of one event: where it goes, and its temp file written and synced. An event
+/// that fails here is answered at once.
+fn write_event(dir: &Path, job: Job, hooks: &Hooks) -> Option<Written> {
+    let Job { body, reply } = job;
+    match write_temp(dir, &body, hooks) {
+        Ok(step) => Some(Written { body, reply, step }),
+        Err(error) => {
+            let _ = reply.send(Err(error));
+            None
+        }
+    }
+}
+
+/// The name stage of a batch: every event linked, then the directory fsynced once for all of
+/// them, then each answered.
+fn name_batch(dir: &Path, batch: Vec<Written>, hooks: &Hooks) {
+    let _ = hooks.at(SyncPoint::Batch(batch.len()));
+    let mut linked = Vec::with_capacity(batch.len());
+    for Written { body, reply, step } in batch {
+        match link_event(dir, step, &body) {
+            Ok(stored) => linked.push(Linked { reply, stored }),
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+        }
+    }
+    if linked.is_empty() {
+        return;
+    }
+    let synced = hooks
+        .at(SyncPoint::Directory(&linked))
+        .and_then(|()| sync_dir(dir));
+    match synced {
+        Ok(()) => {
+            let _ = hooks.at(SyncPoint::Synced(&linked));
+            for Linked { reply, stored } in linked {
+                let _ = reply.send(Ok(stored));
+            }
+        }
+        // No 200 for an event whose name is not durable: the sender retries, and finds its
+        // copy (complete, as every linked file is) or stores it anew.
+        Err(error) => {
+            for Linked { reply, .. } in linked {
+                let _ = reply.send(Err(io::Error::new(
+                    error.kind(),
+                    format!("syncing the sink directory: {error}"),
+                )));
+            }
+        }
+    }
+}
+
+/// Where the syncs of the committer stand, for tests to count them, order them and fail them;
+/// outside tests a no-op the compiler removes.
+#[cfg_attr(not(test), allow(dead_code))]
+enum SyncPoint<'a> {
+    /// The writer took a batch of this many events.
+    Batch(usize),
+    /// About to `fdatasync` the temp file of the event going to this name.
+    Data(&'a str),
+    /// About to fsync the directory for these events.
+    Directory(&'a [Linked]),
+    /// The directory fsync for these events succeeded; they are answered next.
+    Synced(&'a [Linked]),
+}
+
+/// The test hook called at each [`SyncPoint`]: an error it returns replaces the sync.
+#[cfg(test)]
+type Hook = dyn Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync;
+
+#[derive(Clone, Default)]
+struct Hooks {
+    #[cfg(test)]
+    hook: Option<Arc<Hook>>,
+}
+
+impl Hooks {
+    #[cfg_attr(not(test), allow(clippy::unused_self, unused_variables))]
+    fn at(&self, point: SyncPoint<'_>) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(hook) = &self.hook {
+            return hook(point);
+        }
+        Ok(())
     }
 }
 
@@ -305,13 +592,22 @@ fn create_private(path: &Path) -> io::Result<fs::File> {
         .custom_flags(O_NOFOLLOW)
         .open(path)?;
     // The umask can only take bits away; this puts back any it took.
-    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    if let Err(error) = file.set_permissions(fs::Permissions::from_mode(FILE_MODE)) {
+        let _ = fs::remove_file(path);
+        return Err(error);
+    }
     Ok(file)
 }
 
 /// The file name of an event: its id when the id is a safe file name, otherwise a digest of
 /// the id (so redeliveries still meet), or of the body when there is no id.
-pub(crate) fn file_name(body: &[u8], id: Option<&str>) -> String {
+#[cfg(test)]
+fn file_name(body: &[u8], id: Option<&str>) -> String {
+    key_file_name(id, || Sha256::digest(body).into())
+}
+
+/// [`file_name`], with the body's digest computed only when the name needs it.
+fn key_file_name(id: Option<&str>, body_digest: impl FnOnce() -> [u8; 32]) -> String {
     match id {
         Some(id)
             if id.len() <= 128
@@ -323,30 +619,184 @@ pub(crate) fn file_name(body: &[u8], id: Option<&str>) -> String {
             format!("{id}.json")
         }
         Some(id) => format!("id-{}.json", hex::encode(Sha256::digest(id.as_bytes()))),
-        None => format!("body-{}.json", hex::encode(Sha256::digest(body))),
+        None => format!("body-{}.json", hex::encode(body_digest())),
     }
 }
 
-fn write_event(dir: &Path, body: &VerifiedBody) -> io::Result<Stored> {
-    let bytes = body.to_bytes();
-    let name = file_name(&bytes, event_key(&bytes).as_deref());
-    // A name already holding other bytes (two events claiming one id), or anything but a
-    // regular file, sends the event to a name that adds its digest. A redelivery is byte-identical (the
-    // signature is in a header), so it meets its own copy under one of the two names.
-    let stem = name.trim_end_matches(".json");
-    let digested = format!("{stem}.{}.json", hex::encode(Sha256::digest(&bytes)));
-    for name in [name.clone(), digested] {
-        if let Some(duplicate) = store_as(dir, &name, body, &bytes)? {
-            return Ok(Stored {
-                file: name,
-                duplicate,
-            });
+/// The SHA-256 of a body, frame by frame.
+fn body_digest(body: &VerifiedBody) -> [u8; 32] {
+    let mut digest = Sha256::new();
+    body.frames().for_each(|frame| digest.update(frame));
+    digest.finalize().into()
+}
+
+/// The event key of a body, read in place: a body of several frames is parsed through a
+/// reader over them, never joined into one buffer.
+fn body_key(body: &VerifiedBody) -> Option<String> {
+    let mut frames = body.frames();
+    match (frames.next(), frames.next()) {
+        (None, _) => event_key(b""),
+        (Some(only), None) => event_key(only),
+        _ => event_key_from_reader(io::BufReader::new(FramesReader {
+            frames: body.frames(),
+            current: &[],
+        })),
+    }
+}
+
+/// Reads a body's frames one after the other.
+struct FramesReader<'a, I> {
+    frames: I,
+    current: &'a [u8],
+}
+
+impl<'a, I: Iterator<Item = &'a Bytes>> Read for FramesReader<'a, I> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.frames.next() {
+                Some(frame) => self.current = frame,
+                None => return Ok(0),
+            }
+        }
+        let n = self.current.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = &self.current[n..];
+        Ok(n)
+    }
+}
+
+/// An event's two possible names: its key's, and the twin adding its body's digest, made
+/// when first needed.
+struct Names {
+    key: String,
+    digested: Option<String>,
+}
+
+impl Names {
+    fn of(body: &VerifiedBody) -> Self {
+        Self {
+            key: key_file_name(body_key(body).as_deref(), || body_digest(body)),
+            digested: None,
         }
     }
-    // Both names are taken: by a SHA-256 collision, or by something put there on purpose.
-    Err(io::Error::other(format!(
-        "{name} and its digest-named twin are both taken by other content"
-    )))
+
+    /// The key's name, or (`second`) the digest-named twin.
+    fn get(&mut self, second: bool, body: &VerifiedBody) -> &str {
+        if !second {
+            return &self.key;
+        }
+        let key = &self.key;
+        self.digested.get_or_insert_with(|| {
+            let stem = key.trim_end_matches(".json");
+            format!("{stem}.{}.json", hex::encode(body_digest(body)))
+        })
+    }
+
+    fn both_taken(&self) -> io::Error {
+        // By a SHA-256 collision, or by something put there on purpose.
+        io::Error::other(format!(
+            "{} and its digest-named twin are both taken by other content",
+            self.key
+        ))
+    }
+}
+
+/// The data stage: where the event goes (its key's name, unless that holds other bytes, or is
+/// anything but a regular file: then its digest-named twin), and a temp file holding its bytes,
+/// synced. A redelivery is byte-identical (the signature is in a header), so it meets its own
+/// copy under one of the two names, and nothing is written.
+fn write_temp(dir: &Path, body: &VerifiedBody, hooks: &Hooks) -> io::Result<NameStep> {
+    let mut names = Names::of(body);
+    let mut second = false;
+    loop {
+        let name = names.get(second, body);
+        match occupant(&dir.join(name), body)? {
+            Occupant::Nothing => break,
+            Occupant::Same => return Ok(NameStep::Found(name.to_owned())),
+            Occupant::Other if !second => second = true,
+            Occupant::Other => return Err(names.both_taken()),
+        }
+    }
+    let name = names.get(second, body);
+    let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", fastrand::u64(..)));
+    let mut file = create_private(&temp)?;
+    let synced = write_frames(&mut file, body)
+        .and_then(|()| hooks.at(SyncPoint::Data(name)))
+        .and_then(|()| file.sync_data());
+    match synced {
+        Ok(()) => Ok(NameStep::Link {
+            temp,
+            names,
+            second,
+        }),
+        Err(error) => {
+            let _ = fs::remove_file(&temp);
+            Err(error)
+        }
+    }
+}
+
+/// Writes the body's frames as they are, vectored.
+fn write_frames(file: &mut fs::File, body: &VerifiedBody) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = body.frames().map(|frame| IoSlice::new(frame)).collect();
+    let mut slices = &mut slices[..];
+    IoSlice::advance_slices(&mut slices, 0); // skips empty frames
+    while !slices.is_empty() {
+        match file.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The name stage of one event: its synced temp file linked to its name (atomically, never
+/// replacing anything there; a name taken meanwhile by other bytes sends it to its twin, by
+/// the same bytes makes it a duplicate), then the temp name removed.
+fn link_event(dir: &Path, step: NameStep, body: &VerifiedBody) -> io::Result<Stored> {
+    let (temp, mut names, mut second) = match step {
+        NameStep::Found(file) => {
+            return Ok(Stored {
+                file,
+                duplicate: true,
+            })
+        }
+        NameStep::Link {
+            temp,
+            names,
+            second,
+        } => (temp, names, second),
+    };
+    let linked = loop {
+        let name = names.get(second, body);
+        let target = dir.join(name);
+        let duplicate = match fs::hard_link(&temp, &target) {
+            Ok(()) => false,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match occupant(&target, body) {
+                Ok(Occupant::Same) => true,
+                Ok(Occupant::Other) if !second => {
+                    second = true;
+                    continue;
+                }
+                Ok(Occupant::Other) => break Err(names.both_taken()),
+                Ok(Occupant::Nothing) => {
+                    break Err(io::Error::other(format!(
+                        "{name} was removed while the event was being stored"
+                    )))
+                }
+                Err(e) => break Err(e),
+            },
+            Err(e) => break Err(e),
+        };
+        break Ok(Stored {
+            file: name.to_owned(),
+            duplicate,
+        });
+    };
+    let _ = fs::remove_file(&temp);
+    linked
 }
 
 /// What an event's name holds.
@@ -359,15 +809,15 @@ enum Occupant {
     Other,
 }
 
-/// What `path` holds compared with `bytes`, found without following a symlink, opening
-/// anything but a regular file, waiting on a FIFO or reading more than `bytes.len() + 1` bytes.
-fn occupant(path: &Path, bytes: &[u8]) -> io::Result<Occupant> {
+/// What `path` holds compared with `body`, found without following a symlink, opening
+/// anything but a regular file, waiting on a FIFO or reading more than `body.len() + 1` bytes.
+fn occupant(path: &Path, body: &VerifiedBody) -> io::Result<Occupant> {
     let seen = match fs::symlink_metadata(path) {
         Ok(seen) => seen,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Occupant::Nothing),
         Err(e) => return Err(e),
     };
-    if !seen.file_type().is_file() || seen.len() != bytes.len() as u64 {
+    if !seen.file_type().is_file() || seen.len() != body.len() as u64 {
         return Ok(Occupant::Other);
     }
     let file = match fs::OpenOptions::new()
@@ -390,47 +840,25 @@ fn occupant(path: &Path, bytes: &[u8]) -> io::Result<Occupant> {
     if !opened.file_type().is_file() || (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
         return Ok(Occupant::Other);
     }
-    let mut held = Vec::with_capacity(bytes.len() + 1);
-    file.take(bytes.len() as u64 + 1).read_to_end(&mut held)?;
-    Ok(if held == bytes {
+    let mut held = Vec::with_capacity(body.len() + 1);
+    file.take(body.len() as u64 + 1).read_to_end(&mut held)?;
+    Ok(if holds(&held, body) {
         Occupant::Same
     } else {
         Occupant::Other
     })
 }
 
-/// Stores the event as `name` unless that name is taken: `Some(false)` stored now, `Some(true)`
-/// already there with these very bytes, `None` taken by anything else.
-fn store_as(dir: &Path, name: &str, body: &VerifiedBody, bytes: &[u8]) -> io::Result<Option<bool>> {
-    let target = dir.join(name);
-    let taken = |held| match held {
-        Occupant::Same => Ok(Some(true)),
-        Occupant::Other => Ok(None),
-        Occupant::Nothing => Err(io::Error::other(format!(
-            "{name} was removed while the event was being stored"
-        ))),
-    };
-    match occupant(&target, bytes)? {
-        Occupant::Nothing => {}
-        held => return taken(held),
+/// Whether `held` is exactly the body's bytes.
+fn holds(held: &[u8], body: &VerifiedBody) -> bool {
+    let mut rest = held;
+    for frame in body.frames() {
+        match rest.strip_prefix(&frame[..]) {
+            Some(after) => rest = after,
+            None => return false,
+        }
     }
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", fastrand::u64(..)));
-    let result = (|| {
-        let mut file = create_private(&temp)?;
-        for frame in body.frames() {
-            file.write_all(frame)?;
-        }
-        file.sync_all()?;
-        // A hard link never replaces, nor follows a symlink at the name: the first copy of an
-        // event wins, atomically.
-        match fs::hard_link(&temp, &target) {
-            Ok(()) => Ok(Some(false)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => taken(occupant(&target, bytes)?),
-            Err(e) => Err(e),
-        }
-    })();
-    let _ = fs::remove_file(&temp);
-    result
+    rest.is_empty()
 }
 
 impl Service<Request<VerifiedBody>> for Sink {
@@ -529,6 +957,7 @@ impl std::fmt::Debug for SinkBody {
 mod tests {
     use super::*;
     use crate::problem::ProblemCode;
+    use std::collections::HashMap;
 
     #[test]
     fn safe_ids_name_files_and_unsafe_ones_are_digested() {
@@ -743,30 +1172,20 @@ mod tests {
         fs::remove_dir_all(&outside).unwrap();
     }
 
-    /// The committer lives on the runtime that opened the sink: holding that runtime's only
-    /// thread stalls every directory fsync, as a hung filesystem would.
+    /// A hook stalling the directory fsync until released, as a hung filesystem would.
     #[tokio::test]
     async fn a_store_that_outlasts_its_bound_is_a_retryable_503() {
         let dir = temp_dir("stalled");
-        let (opened, sink) = std::sync::mpsc::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
-        let stalled = {
-            let dir = dir.clone();
-            std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async move {
-                    let bound = Duration::from_millis(200);
-                    opened
-                        .send(Sink::open_bounded(&dir, bound).unwrap())
-                        .unwrap();
-                    let _ = released.recv();
-                });
-            })
-        };
-        let mut sink = sink.recv().unwrap();
+        let released = Mutex::new(released);
+        let hooks = hooks(move |point| {
+            if let SyncPoint::Directory(_) = point {
+                let _ = released.lock().unwrap().recv();
+            }
+            Ok(())
+        });
+        let bound = Duration::from_millis(200);
+        let mut sink = Sink::open_with(&dir, bound, hooks).unwrap();
         let started = std::time::Instant::now();
         let response = tokio::time::timeout(
             Duration::from_secs(5),
@@ -783,7 +1202,7 @@ mod tests {
         );
         assert!(response.headers().contains_key(header::RETRY_AFTER));
         release.send(()).unwrap();
-        stalled.join().unwrap();
+        drop(sink);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -820,5 +1239,378 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    fn hooks(hook: impl Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync + 'static) -> Hooks {
+        Hooks {
+            hook: Some(Arc::new(hook)),
+        }
+    }
+
+    fn transcription(id: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"type":"speech_to_text_transcription","data":{{"request_id":"{id}"}}}}"#
+        ))
+    }
+
+    /// Shut until opened; the committer's thread waits at it in a hook.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: std::sync::Condvar,
+    }
+
+    impl Gate {
+        fn wait(&self) {
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+
+        fn open(&self) {
+            *self.open.lock().unwrap() = true;
+            self.opened.notify_all();
+        }
+    }
+
+    /// Waits (5 s at most) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let started = std::time::Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(5), "{what}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// What the hook saw, numbered on one clock with the moments the stores returned.
+    #[derive(Default)]
+    struct Trace {
+        clock: std::sync::atomic::AtomicU64,
+        batches: Mutex<Vec<usize>>,
+        /// When each file's data sync was about to run.
+        data: Mutex<HashMap<String, u64>>,
+        /// Each directory fsync about to run: when, for which files, and whether it failed.
+        directory: Mutex<Vec<(u64, Vec<String>)>>,
+        /// When the directory fsync covering each file had succeeded.
+        synced: Mutex<HashMap<String, u64>>,
+    }
+
+    impl Trace {
+        fn tick(&self) -> u64 {
+            self.clock.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        }
+
+        fn record(&self, point: &SyncPoint<'_>) {
+            let files = |linked: &[Linked]| -> Vec<String> {
+                linked.iter().map(|l| l.stored.file.clone()).collect()
+            };
+            match point {
+                SyncPoint::Batch(size) => self.batches.lock().unwrap().push(*size),
+                SyncPoint::Data(name) => {
+                    let at = self.tick();
+                    self.data.lock().unwrap().insert((*name).to_owned(), at);
+                }
+                SyncPoint::Directory(linked) => {
+                    let at = self.tick();
+                    self.directory.lock().unwrap().push((at, files(linked)));
+                }
+                SyncPoint::Synced(linked) => {
+                    let at = self.tick();
+                    let mut synced = self.synced.lock().unwrap();
+                    for file in files(linked) {
+                        synced.insert(file, at);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A sink whose first round of the name stage waits at the gate before its directory
+    /// fsync: meanwhile the test queues the other events, which then make the next batch.
+    fn gated_sink(
+        dir: &Path,
+        fail: impl Fn(&SyncPoint<'_>) -> io::Result<()> + Send + Sync + 'static,
+    ) -> (Sink, Arc<Trace>, Arc<Gate>) {
+        let trace = Arc::new(Trace::default());
+        let gate = Arc::new(Gate::default());
+        let (seen, held) = (trace.clone(), gate.clone());
+        let first = std::sync::atomic::AtomicBool::new(true);
+        let hook = hooks(move |point| {
+            seen.record(&point);
+            if matches!(point, SyncPoint::Directory(_))
+                && first.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                held.wait();
+            }
+            fail(&point)
+        });
+        let sink = Sink::open_with(dir, STORE_TIMEOUT, hook).unwrap();
+        (sink, trace, gate)
+    }
+
+    /// Stores `first` (its round held at the gate), then `count` more events concurrently,
+    /// waits until `named` of them are synced and waiting for the name stage, opens the gate
+    /// and returns every outcome with the tick at which its store returned.
+    async fn store_gated(
+        sink: &Sink,
+        trace: &Arc<Trace>,
+        gate: &Gate,
+        first: &'static str,
+        (count, named): (usize, usize),
+    ) -> Vec<(String, io::Result<Stored>, u64)> {
+        let spawn = |id: String| {
+            let (sink, trace) = (sink.clone(), trace.clone());
+            tokio::spawn(async move {
+                let stored = sink
+                    .store(VerifiedBody::from_bytes(transcription(&id)))
+                    .await;
+                (id, stored, trace.tick())
+            })
+        };
+        let mut tasks = vec![spawn(first.to_owned())];
+        until("the first round reaches its directory fsync", || {
+            !trace.directory.lock().unwrap().is_empty()
+        })
+        .await;
+        tasks.extend((0..count).map(|i| spawn(format!("{first}-{i}"))));
+        until("the others wait for the name stage", || {
+            lock(&sink.shared.committer.names).waiting.len() == named
+        })
+        .await;
+        gate.open();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_events_share_their_syncs_and_are_answered_only_after_them() {
+        let dir = temp_dir("batch");
+        let (sink, trace, gate) = gated_sink(&dir, |_| Ok(()));
+        let outcomes = store_gated(&sink, &trace, &gate, "b", (63, 63)).await;
+
+        let batches = trace.batches.lock().unwrap().clone();
+        let rounds = trace.directory.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 64, "{batches:?}");
+        assert_eq!(
+            batches,
+            [1, 63],
+            "the first alone, then all that queued behind it"
+        );
+        assert!(
+            rounds.len() <= 2,
+            "64 stores cost {} directory fsyncs: {rounds:?}",
+            rounds.len()
+        );
+        let data = trace.data.lock().unwrap().clone();
+        let synced = trace.synced.lock().unwrap().clone();
+        assert_eq!(data.len(), 64, "one data sync per file");
+        for (id, stored, returned) in outcomes {
+            let stored = stored.unwrap_or_else(|e| panic!("{id}: {e}"));
+            let file = format!("{id}.json");
+            assert_eq!(
+                stored,
+                Stored {
+                    file: file.clone(),
+                    duplicate: false
+                }
+            );
+            assert_eq!(fs::read(dir.join(&file)).unwrap(), transcription(&id));
+            let (directory, _) = rounds
+                .iter()
+                .find(|(_, files)| files.contains(&file))
+                .unwrap_or_else(|| panic!("{file}: in no directory fsync"));
+            assert!(
+                data[&file] < *directory,
+                "{file}: data synced before the link"
+            );
+            assert!(
+                synced[&file] < returned,
+                "{file}: answered only after the directory fsync covering it"
+            );
+        }
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 64, "no temp file left");
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_directory_fsync_fails_every_event_it_covers() {
+        let dir = temp_dir("batch-fails");
+        // The round holding many events fails its directory fsync, once.
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failing = failed.clone();
+        let (sink, trace, gate) = gated_sink(&dir, move |point| match point {
+            SyncPoint::Directory(linked)
+                if linked.len() > 1 && !failing.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Err(io::Error::other("injected: the disk failed the flush"))
+            }
+            _ => Ok(()),
+        });
+        let outcomes = store_gated(&sink, &trace, &gate, "f", (31, 31)).await;
+        assert!(failed.load(std::sync::atomic::Ordering::SeqCst));
+
+        let rounds = trace.directory.lock().unwrap().clone();
+        let synced = trace.synced.lock().unwrap().clone();
+        let failed_round: Vec<String> = rounds
+            .iter()
+            .flat_map(|(_, files)| files)
+            .filter(|file| !synced.contains_key(*file))
+            .cloned()
+            .collect();
+        assert!(failed_round.len() > 1, "{rounds:?}");
+        let mut mock = sink.clone();
+        for (id, stored, _) in outcomes {
+            let file = format!("{id}.json");
+            if failed_round.contains(&file) {
+                let error = stored.expect_err("no 200 for an event whose fsync failed");
+                assert!(error.to_string().contains("injected"), "{error}");
+                // The sender's retry: a retryable 503 first, then stored.
+                let response = mock
+                    .call(Request::new(VerifiedBody::from_bytes(transcription(&id))))
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK, "{id}");
+            } else {
+                assert!(synced.contains_key(&file), "{file}");
+                assert!(!stored.unwrap().duplicate);
+            }
+            assert_eq!(fs::read(dir.join(&file)).unwrap(), transcription(&id));
+        }
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 32);
+        drop((sink, mock));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_data_sync_fails_its_event_and_names_nothing() {
+        let dir = temp_dir("data-fails");
+        // The data sync of `d-3` fails, once.
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let (mut sink, trace, gate) = gated_sink(&dir, move |point| match point {
+            SyncPoint::Data("d-3.json")
+                if !failed.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Err(io::Error::other("injected: EIO"))
+            }
+            _ => Ok(()),
+        });
+        let outcomes = store_gated(&sink, &trace, &gate, "d", (7, 6)).await;
+        for (id, stored, _) in outcomes {
+            if id == "d-3" {
+                assert!(stored.is_err());
+                assert!(!dir.join("d-3.json").exists(), "never linked");
+            } else {
+                assert!(!stored.unwrap().duplicate, "{id}");
+            }
+        }
+        let names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 7, "{names:?}");
+        assert!(
+            !names.iter().any(|name| name.starts_with(TEMP_PREFIX)),
+            "{names:?}"
+        );
+        let response = sink
+            .call(Request::new(VerifiedBody::from_bytes(transcription("d-3"))))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "the retry is stored");
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// What a crash leaves (a temp file written in part; a temp name still linked beside the
+    /// event's name it was linked to) is repaired by opening the sink: the temp names go, every
+    /// event's name keeps its complete bytes.
+    #[tokio::test]
+    async fn open_repairs_what_a_crash_left() {
+        let dir = temp_dir("crashed");
+        fs::create_dir_all(&dir).unwrap();
+        let linked = transcription("linked");
+        fs::write(dir.join("linked.json"), &linked).unwrap();
+        fs::hard_link(dir.join("linked.json"), dir.join(".tmp-123-linked.json")).unwrap();
+        let partial = transcription("partial");
+        fs::write(dir.join(".tmp-456-partial.json"), &partial[..10]).unwrap();
+
+        let sink = Sink::open(&dir).unwrap();
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["linked.json"]);
+        assert_eq!(fs::read(dir.join("linked.json")).unwrap(), linked);
+        assert_eq!(fs::metadata(dir.join("linked.json")).unwrap().nlink(), 1);
+
+        // The sender's retries: one finds its copy, the other is stored.
+        let again = sink.store(VerifiedBody::from_bytes(linked)).await.unwrap();
+        assert!(again.duplicate);
+        let stored = sink
+            .store(VerifiedBody::from_bytes(partial.clone()))
+            .await
+            .unwrap();
+        assert_eq!(
+            (stored.file.as_str(), stored.duplicate),
+            ("partial.json", false)
+        );
+        assert_eq!(fs::read(dir.join("partial.json")).unwrap(), partial);
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A body in several frames is named, compared and written frame by frame, never joined.
+    #[tokio::test]
+    async fn a_body_in_several_frames_is_stored_as_one() {
+        let dir = temp_dir("frames");
+        let sink = Sink::open(&dir).unwrap();
+        let parts: [&'static [u8]; 3] = [
+            br#"{"type":"post_call_audio","#,
+            br#""data":{"conversation_id":"c7"}"#,
+            b"}",
+        ];
+        let framed = || VerifiedBody::from_frames(parts.map(Bytes::from_static));
+        let whole: Vec<u8> = parts.concat();
+        let stored = sink.store(framed()).await.unwrap();
+        assert_eq!(
+            (stored.file.as_str(), stored.duplicate),
+            ("c7.post_call_audio.json", false)
+        );
+        assert_eq!(fs::read(dir.join(&stored.file)).unwrap(), whole);
+        // The same bytes framed otherwise are the same event.
+        let again = sink
+            .store(VerifiedBody::from_bytes(whole.clone()))
+            .await
+            .unwrap();
+        assert_eq!(again, stored.clone().redelivered());
+        assert!(sink.store(framed()).await.unwrap().duplicate);
+
+        // Other bytes claiming the name: the framed event's twin is named by its digest.
+        let other = temp_dir("frames-other");
+        let sink = Sink::open(&other).unwrap();
+        fs::write(other.join("c7.post_call_audio.json"), b"other").unwrap();
+        let twin = sink.store(framed()).await.unwrap();
+        assert_eq!(
+            twin.file,
+            format!(
+                "c7.post_call_audio.{}.json",
+                hex::encode(Sha256::digest(&whole))
+            )
+        );
+        assert_eq!(fs::read(other.join(&twin.file)).unwrap(), whole);
+        // No key at all: named by the digest of the whole body.
+        let keyless =
+            VerifiedBody::from_frames([Bytes::from_static(b"{\"a\":"), Bytes::from_static(b"1}")]);
+        let stored = sink.store(keyless).await.unwrap();
+        assert_eq!(stored.file, file_name(b"{\"a\":1}", None));
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+        fs::remove_dir_all(&other).unwrap();
     }
 }

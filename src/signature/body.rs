@@ -57,6 +57,23 @@ impl VerifiedBody {
         }
     }
 
+    /// A verified body in these frames (tests of a consumer of bodies in several frames).
+    #[cfg(test)]
+    pub(crate) fn from_frames(frames: impl IntoIterator<Item = Bytes>) -> Self {
+        let mut all = Frames::default();
+        let mut len = 0;
+        for frame in frames {
+            len += frame.len();
+            all.push(frame);
+        }
+        Self {
+            frames: all,
+            remaining: len,
+            trailers: None,
+            _permit: None,
+        }
+    }
+
     /// The number of body bytes not yet polled out.
     #[must_use]
     pub fn len(&self) -> usize {
