@@ -270,13 +270,8 @@ impl Sink {
     /// error once the bound on a store has passed.
     pub(crate) async fn store(&self, body: VerifiedBody) -> io::Result<Stored> {
         let (reply, answer) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(Job { body, reply })
-            .map_err(|_| committer_stopped())?;
-        // Should no thread be free to take it, one more is started (a failure only means
-        // the store waits for a busy one).
-        let _ = self.shared.committer.add_thread();
+        let job = Job { body, reply };
+        self.shared.committer.submit(&self.shared.jobs, job)?;
         let answer = async { answer.await.unwrap_or_else(|_| Err(committer_stopped())) };
         bounded(self.shared.timeout, "storing the event", answer).await
     }
@@ -353,7 +348,7 @@ struct Written {
     step: NameStep,
 }
 
-/// What the namer does for an event.
+/// What the name stage does for an event.
 enum NameStep {
     /// Its bytes were already under this name: nothing to link, but the name may be one a
     /// batch still in flight linked, so the answer waits for a directory fsync all the same.
@@ -381,7 +376,8 @@ struct Linked {
 struct Committer {
     /// The stores queued; the thread waiting in `recv` holds the lock.
     queue: Mutex<mpsc::Receiver<Job>>,
-    /// Threads waiting for a store, and all threads started.
+    /// Stores queued and not yet taken, threads waiting for one, and all threads started.
+    queued: AtomicUsize,
     idle: AtomicUsize,
     threads: Mutex<usize>,
     names: Mutex<NameStage>,
@@ -402,22 +398,41 @@ impl Committer {
         let (jobs, queue) = mpsc::channel();
         let committer = Arc::new(Self {
             queue: Mutex::new(queue),
+            queued: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             threads: Mutex::new(0),
             names: Mutex::default(),
             dir,
             hooks,
         });
-        committer.add_thread()?;
+        // The first thread, started whatever is queued: a sink that cannot start one fails
+        // to open.
+        committer.spawn_thread()?;
         Ok((jobs, committer))
     }
 
-    /// Starts one more thread when none is waiting for a store (up to [`SYNC_THREADS`]): as
-    /// many concurrent stores as threads have their data synced at once.
+    /// Queues a store, starting one more thread when more stores are queued than threads wait
+    /// for them (up to [`SYNC_THREADS`]): as many concurrent stores as threads have their data
+    /// synced at once.
+    fn submit(self: &Arc<Self>, jobs: &mpsc::Sender<Job>, job: Job) -> io::Result<()> {
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if jobs.send(job).is_err() {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return Err(committer_stopped());
+        }
+        // Should it fail, the store waits for a thread that is busy now.
+        let _ = self.add_thread();
+        Ok(())
+    }
+
     fn add_thread(self: &Arc<Self>) -> io::Result<()> {
-        if self.idle.load(Ordering::SeqCst) > 0 {
+        if self.idle.load(Ordering::SeqCst) >= self.queued.load(Ordering::SeqCst) {
             return Ok(());
         }
+        self.spawn_thread()
+    }
+
+    fn spawn_thread(self: &Arc<Self>) -> io::Result<()> {
         let mut threads = lock(&self.threads);
         if *threads >= SYNC_THREADS {
             return Ok(());
@@ -438,6 +453,7 @@ impl Committer {
             let job = lock(&self.queue).recv();
             self.idle.fetch_sub(1, Ordering::SeqCst);
             let Ok(job) = job else { return };
+            self.queued.fetch_sub(1, Ordering::SeqCst);
             // A store that gave up waiting (its bound passed) is not started after all: its
             // sender retries.
             if !job.reply.is_closed() {
@@ -542,10 +558,12 @@ fn name_batch(dir: &Path, batch: Vec<Written>, hooks: &Hooks) {
 /// outside tests a no-op the compiler removes.
 #[cfg_attr(not(test), allow(dead_code))]
 enum SyncPoint<'a> {
-    /// The writer took a batch of this many events.
+    /// A round of the name stage took a batch of this many events.
     Batch(usize),
     /// About to `fdatasync` the temp file of the event going to this name.
     Data(&'a str),
+    /// That `fdatasync` succeeded.
+    DataSynced(&'a str),
     /// About to fsync the directory for these events.
     Directory(&'a [Linked]),
     /// The directory fsync for these events succeeded; they are answered next.
@@ -722,7 +740,8 @@ fn write_temp(dir: &Path, body: &VerifiedBody, hooks: &Hooks) -> io::Result<Name
     let mut file = create_private(&temp)?;
     let synced = write_frames(&mut file, body)
         .and_then(|()| hooks.at(SyncPoint::Data(name)))
-        .and_then(|()| file.sync_data());
+        .and_then(|()| file.sync_data())
+        .inspect(|()| drop(hooks.at(SyncPoint::DataSynced(name))));
     match synced {
         Ok(()) => Ok(NameStep::Link {
             temp,
@@ -1283,14 +1302,45 @@ mod tests {
         }
     }
 
+    /// The first `TOGETHER` threads to arrive wait (5 s at most) until they all have: only
+    /// syncs issued together pass it promptly.
+    #[derive(Default)]
+    struct Rendezvous {
+        arrived: Mutex<usize>,
+        all: std::sync::Condvar,
+    }
+
+    const TOGETHER: usize = 8;
+
+    impl Rendezvous {
+        fn arrive(&self) {
+            let mut arrived = self.arrived.lock().unwrap();
+            *arrived += 1;
+            if *arrived >= TOGETHER {
+                self.all.notify_all();
+                return;
+            }
+            let _ = self
+                .all
+                .wait_timeout_while(arrived, Duration::from_secs(5), |n| *n < TOGETHER)
+                .unwrap();
+        }
+
+        fn met(&self) -> bool {
+            *self.arrived.lock().unwrap() >= TOGETHER
+        }
+    }
+
     /// What the hook saw, numbered on one clock with the moments the stores returned.
     #[derive(Default)]
     struct Trace {
         clock: std::sync::atomic::AtomicU64,
         batches: Mutex<Vec<usize>>,
-        /// When each file's data sync was about to run.
+        /// When each file's data sync had succeeded.
         data: Mutex<HashMap<String, u64>>,
-        /// Each directory fsync about to run: when, for which files, and whether it failed.
+        /// The first data syncs of events named `b-*` wait here for one another.
+        together: Rendezvous,
+        /// Each directory fsync about to run: when, and for which files.
         directory: Mutex<Vec<(u64, Vec<String>)>>,
         /// When the directory fsync covering each file had succeeded.
         synced: Mutex<HashMap<String, u64>>,
@@ -1308,6 +1358,11 @@ mod tests {
             match point {
                 SyncPoint::Batch(size) => self.batches.lock().unwrap().push(*size),
                 SyncPoint::Data(name) => {
+                    if name.starts_with("b-") {
+                        self.together.arrive();
+                    }
+                }
+                SyncPoint::DataSynced(name) => {
                     let at = self.tick();
                     self.data.lock().unwrap().insert((*name).to_owned(), at);
                 }
@@ -1407,7 +1462,11 @@ mod tests {
         );
         let data = trace.data.lock().unwrap().clone();
         let synced = trace.synced.lock().unwrap().clone();
-        assert_eq!(data.len(), 64, "one data sync per file");
+        assert_eq!(data.len(), 64, "each file's data synced");
+        assert!(
+            trace.together.met(),
+            "the data syncs of the batch issued together ({TOGETHER} at once at least)"
+        );
         for (id, stored, returned) in outcomes {
             let stored = stored.unwrap_or_else(|e| panic!("{id}: {e}"));
             let file = format!("{id}.json");
@@ -1425,7 +1484,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("{file}: in no directory fsync"));
             assert!(
                 data[&file] < *directory,
-                "{file}: data synced before the link"
+                "{file}: data synced before its name's round"
             );
             assert!(
                 synced[&file] < returned,
