@@ -14,8 +14,11 @@
 //! printed, what creating an empty file costs here, shows it; so does a build's churn in
 //! `target/`).
 //!
-//! Durable commits dominate on a real disk and vary with whatever else writes to it: compare
-//! builds by alternating their runs and repeating them.
+//! Concurrency 1 is bound by the latency of two syncs (the file's, the directory's), which
+//! varies with whatever else the disk serves; concurrency 64 by the CPU the kernel spends on each
+//! file (create, write, writeback, link, unlink) once the syncs are shared: the `cpu` column
+//! (all threads, per event) tells which. Compare builds by alternating their runs and repeating
+//! them, with `SINK_BENCH_KEEP=1` (and removing `target/sink-bench-*` afterwards).
 
 use std::{
     fs,
