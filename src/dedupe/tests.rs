@@ -1,0 +1,1 @@
+//! Unit tests of the layer (in progress).
