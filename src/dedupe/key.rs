@@ -277,9 +277,7 @@ impl DedupeKey {
                     .message_id()
                     .and_then(|id| id.to_str().ok())
                     .map(Cow::Borrowed),
-                Source::Signature => {
-                    Some(Cow::Owned(format!("sig-{}", verified.signature().to_hex())))
-                }
+                Source::Signature => return Some(signature_key(verified)),
                 Source::Fn(key) => key(verified, body).map(Cow::Owned),
             };
             if let Some(text) = text.filter(|text| !text.is_empty()) {
@@ -311,6 +309,19 @@ impl fmt::Debug for DedupeKey {
         }
         list.finish()
     }
+}
+
+/// `sig-<hex>` of the matched signature, written in place (at most 132 bytes: never
+/// bounded).
+fn signature_key(verified: &Verified) -> EventKey {
+    const PREFIX: &[u8] = b"sig-";
+    let digest = verified.signature().as_bytes();
+    let mut text = [0_u8; PREFIX.len() + 2 * crate::scheme::SignatureDigest::MAX_LEN];
+    let len = PREFIX.len() + 2 * digest.len();
+    text[..PREFIX.len()].copy_from_slice(PREFIX);
+    // The buffer holds twice the longest digest: encoding cannot fail.
+    let _ = hex::encode_to_slice(digest, &mut text[PREFIX.len()..len]);
+    EventKey::new(std::str::from_utf8(&text[..len]).unwrap_or_default())
 }
 
 /// The values at `pointers`, joined with `.`; `None` when one misses.
@@ -525,6 +536,12 @@ mod tests {
     #[test]
     fn signature_keys_are_prefixed_hex() {
         assert_eq!(key(&DedupeKey::signature(), "anything"), Some(sig()));
+        for digest in [&[0x01_u8, 0xef][..], &[0xff; 20], &[0x0a; 64]] {
+            let verified =
+                Verified::new(1, 0, crate::scheme::SignatureDigest::new(digest).unwrap());
+            let key = DedupeKey::signature().event_key(&verified, b"").unwrap();
+            assert_eq!(key.as_str(), format!("sig-{}", hex::encode(digest)));
+        }
         assert!(!DedupeKey::signature().reads_body());
         assert!(DedupeKey::elevenlabs().reads_body());
         assert!(DedupeKey::json_pointer("/a").reads_body());

@@ -29,11 +29,11 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 ///   answers with a retryable `503` `dedupe_unavailable`: an event that cannot be recorded is
 ///   never answered `200`. Keys already held keep working. The cap may be exceeded by at most
 ///   one key per concurrently running claim.
-/// - A key costs about 130 bytes for an ElevenLabs request id (a 36-byte UUID) or
-///   conversation key, map overhead included, measured by
-///   `cargo run --release --example dedupe_memory --features dedupe`: the default cap holds
-///   about 130 MiB at most. At 24 hours of done marks that is over 11 deliveries a second
-///   around the clock; size the cap from your traffic times
+/// - A key costs about 180 bytes, map overhead included: 175 for an ElevenLabs request id
+///   (a 36-byte UUID), 183 for a conversation key (55 bytes), measured with a million done
+///   marks by `cargo run --release --example dedupe_memory --features dedupe`. The default
+///   cap therefore holds about 175 MiB at most; at 24 hours of done marks it is reached by
+///   11.6 deliveries a second around the clock. Size the cap from your traffic times
 ///   [`keep_done`](super::DeduplicateLayer::keep_done).
 ///
 /// # Time
@@ -47,11 +47,13 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 ///
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() {
+/// fn answer<F, T>(check: Check<F, T>) -> T {
+///     match check {
+///         Check::Ready(answer) => answer.unwrap(),
+///         Check::Pending(_) => unreachable!("the memory store answers at once"),
+///     }
+/// }
 /// let store = MemoryDedupeStore::new();
-/// let answer = |check: Check<_, _>| match check {
-///     Check::Ready(answer) => answer.unwrap(),
-///     Check::Pending(_) => unreachable!("the memory store answers at once"),
-/// };
 /// let key = EventKey::new("req_1");
 /// let (first, second) = (LeaseToken::random(), LeaseToken::random());
 /// let lease = Duration::from_secs(60);

@@ -128,8 +128,8 @@
 //! # Memory
 //!
 //! [`MemoryDedupeStore`] (the default) holds at most `max_keys` keys (1 000 000 by default,
-//! about 130 bytes each) and sweeps expired ones itself. It serves one instance: several
-//! instances behind a load balancer need a store they share.
+//! about 180 bytes each, map included) and sweeps expired ones itself. It serves one
+//! instance: several instances behind a load balancer need a store they share.
 //!
 //! [`VerifySignatureLayer`]: crate::VerifySignatureLayer
 
