@@ -153,6 +153,9 @@ pub use normalize::NormalizeStatusLayer;
 #[cfg(feature = "client-checks")]
 pub use client_checks::{AllowIpLayer, RequireHttpsLayer};
 
+#[cfg(feature = "dedupe")]
+pub use dedupe::DeduplicateLayer;
+
 #[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
 pub use elevenlabs::ElevenLabsLayer;
 

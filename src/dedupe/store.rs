@@ -115,3 +115,32 @@ pub trait DedupeStore {
     /// Frees `key` if `token` still holds its claim, so that a retry goes through.
     fn release(&self, key: &EventKey, token: LeaseToken) -> Check<Self::SettleFuture, Settled>;
 }
+
+/// A shared store: one store behind several layers (several routes deduplicating against the
+/// same keys), or kept at hand to watch it.
+impl<T: DedupeStore + ?Sized> DedupeStore for std::sync::Arc<T> {
+    type ClaimFuture = T::ClaimFuture;
+    type SettleFuture = T::SettleFuture;
+
+    fn claim(
+        &self,
+        key: &EventKey,
+        token: LeaseToken,
+        lease: Duration,
+    ) -> Check<Self::ClaimFuture, Claim> {
+        (**self).claim(key, token, lease)
+    }
+
+    fn complete(
+        &self,
+        key: &EventKey,
+        token: LeaseToken,
+        keep: Duration,
+    ) -> Check<Self::SettleFuture, Settled> {
+        (**self).complete(key, token, keep)
+    }
+
+    fn release(&self, key: &EventKey, token: LeaseToken) -> Check<Self::SettleFuture, Settled> {
+        (**self).release(key, token)
+    }
+}
