@@ -97,8 +97,12 @@ pub trait DedupeStore {
     type SettleFuture: Future<Output = Result<Settled, StoreError>>;
 
     /// Claims `key` for one delivery, with `token`, for `lease`; see [`Claim`].
-    fn claim(&self, key: &EventKey, token: LeaseToken, lease: Duration)
-        -> Check<Self::ClaimFuture, Claim>;
+    fn claim(
+        &self,
+        key: &EventKey,
+        token: LeaseToken,
+        lease: Duration,
+    ) -> Check<Self::ClaimFuture, Claim>;
 
     /// Marks `key` done for `keep` if `token` still holds its claim.
     fn complete(

@@ -10,8 +10,8 @@ use std::{
 };
 
 pub use self::memory::MemoryStore;
-pub use crate::store::{Check, StoreError};
 use super::Rate;
+pub use crate::store::{Check, StoreError};
 
 /// The answer of a store for one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
