@@ -11,6 +11,9 @@
 
 use std::{borrow::Cow, error::Error, fmt};
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 /// A store could not decide (e.g. a shared store is unreachable or too slow).
 ///
 /// What a layer does then is its documented failure policy: the rate limiter fails open or
