@@ -260,6 +260,7 @@ where
             on_missing_key: self.on_missing_key,
             on_store_error: self.on_store_error,
             errors: Arc::clone(&self.errors),
+            reads_block_list: self.store.reads_block_list(),
             // Digits, letters, quotes, `;` and `=` only: always a valid header value.
             policy: HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("")),
         };

@@ -13,7 +13,7 @@ use tower_service::Service;
 use super::{
     future::{Deferred, Kind, ResponseFuture},
     layer::Placement,
-    store::BlockLookup,
+    store::{BlockListId, BlockLookup},
     Check, Decision, KeyExtractor, OnMissingKey, OnStoreError, RateLimitStore, StoreError,
 };
 use crate::{
@@ -59,6 +59,8 @@ pub(crate) struct Shared<St> {
     pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_store_error: OnStoreError,
     pub(crate) errors: Arc<ErrorLog>,
+    /// The block list the store's checks look up ([`RateLimitStore::reads_block_list`]).
+    pub(crate) reads_block_list: Option<BlockListId>,
     pub(crate) policy: HeaderValue,
 }
 
@@ -157,7 +159,11 @@ impl<St> Shared<St> {
                     OnStoreError::Allow => Verdict::Pass {
                         headers: None,
                         exceeded: None,
-                        block: None,
+                        block: self.reads_block_list.map(|list| BlockLookup {
+                            list,
+                            blocked: None,
+                            failed: true,
+                        }),
                     },
                 };
             }

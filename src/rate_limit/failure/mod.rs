@@ -200,6 +200,15 @@ impl<E, St> FailureLimitLayer<E, St> {
     }
 }
 
+impl<E, St> FailureLimitLayer<E, St> {
+    /// The store holding the failure counts and blocks, shared with every service made by
+    /// this layer.
+    #[must_use]
+    pub fn store(&self) -> &St {
+        &self.shared.store
+    }
+}
+
 impl<E, K> FailureLimitLayer<E, MemoryStore<K>>
 where
     K: Hash + Eq + Clone,

@@ -229,6 +229,10 @@ impl<K: StoreKey> RateLimitStore<K> for RedisRateLimitStore<K> {
     fn block_list(&self) -> Option<BlockListId> {
         self.keeps
     }
+
+    fn reads_block_list(&self) -> Option<BlockListId> {
+        self.reads
+    }
 }
 
 /// The GCRA parameters of a rate, in nanoseconds (see
