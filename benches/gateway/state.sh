@@ -63,17 +63,28 @@ HOOKGATE_REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
 pids+=("$memory" "$redis")
 sleep 1
 
-load() { # name url concurrency
+# CPU time (user + system, clock ticks) used so far by a process.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+REDIS_PID=$(cat "$WORK/redis.pid")
+
+load() { # name url concurrency gateway-pid
   echo "### $1, concurrency $3"
+  local gateway_before redis_before
+  gateway_before=$(cpu_ticks "$4")
+  redis_before=$(cpu_ticks "$REDIS_PID")
   "$HOOKGATE" send --url "$2" --count "$COUNT" --concurrency "$3" --body-bytes 4096 2>&1 |
     grep -v '^\s*$' | tail -8
+  # Where the CPU goes: the gateway's own, and the Redis server's, per delivery.
+  echo "gateway CPU: $(( ($(cpu_ticks "$4") - gateway_before) * TICK_US / COUNT )) µs/delivery," \
+    "redis-server CPU: $(( ($(cpu_ticks "$REDIS_PID") - redis_before) * TICK_US / COUNT )) µs/delivery"
   echo
 }
 
 echo "## upstream mode, state in memory and on Redis ($COUNT events of 4 KiB each)"
 for c in 1 16; do
-  load "hookgate, state in memory" "http://$MEMORY_GATEWAY/webhooks/elevenlabs" $c
-  load "hookgate, state on Redis" "http://$REDIS_GATEWAY/webhooks/elevenlabs" $c
+  load "hookgate, state in memory" "http://$MEMORY_GATEWAY/webhooks/elevenlabs" $c $memory
+  load "hookgate, state on Redis" "http://$REDIS_GATEWAY/webhooks/elevenlabs" $c $redis
 done
 echo "## Redis commands the Redis gateway sent"
 redis-cli -p $REDIS_PORT info commandstats | grep -E 'cmdstat_(evalsha|eval|script)' || true
