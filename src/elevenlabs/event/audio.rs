@@ -99,10 +99,14 @@ impl<'a> Base64Audio<'a> {
     /// [`DecodeError`] when the text is not base64.
     pub fn decode(&self) -> Result<Vec<u8>, DecodeError> {
         let mut bytes = Vec::with_capacity(self.decoded_len_estimate());
-        decode_chunks(&self.0, |chunk| {
-            bytes.extend_from_slice(chunk);
-            Ok::<_, DecodeError>(())
-        }, |error| error)?;
+        decode_chunks(
+            &self.0,
+            |chunk| {
+                bytes.extend_from_slice(chunk);
+                Ok::<_, DecodeError>(())
+            },
+            |error| error,
+        )?;
         Ok(bytes)
     }
 

@@ -9,9 +9,9 @@ use serde::{
 };
 use serde_json::{Map, Number, Value};
 
-pub(crate) mod lenient;
 mod audio;
 mod call_initiation;
+pub(crate) mod lenient;
 mod post_call;
 mod speech_to_text;
 mod voice_removal;
@@ -163,7 +163,20 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
     if !(1..=12).contains(&month)
         || day < 1
         || day > month_days[(month - 1) as usize]
@@ -437,9 +450,9 @@ impl Data<'_> {
             Kind::PostCallTranscription => Data::PostCallTranscription(Default::default()),
             Kind::PostCallAudio => Data::PostCallAudio(Default::default()),
             Kind::CallInitiationFailure => Data::CallInitiationFailure(Default::default()),
-            Kind::VoiceRemovalNotice
-            | Kind::VoiceRemovalNoticeWithdrawn
-            | Kind::VoiceRemoved => Data::VoiceRemoval(Default::default()),
+            Kind::VoiceRemovalNotice | Kind::VoiceRemovalNoticeWithdrawn | Kind::VoiceRemoved => {
+                Data::VoiceRemoval(Default::default())
+            }
             Kind::Unknown => Data::Unknown(None),
         }
     }
@@ -528,17 +541,21 @@ impl<'de: 'a, 'a> de::Visitor<'de> for EnvelopeSeed<'a> {
                     Ok(value) => event_type = value,
                     Err(_) => return Err(de::Error::custom("`type` is not a string")),
                 },
-                "event_timestamp" => match map.next_value_seed(Seed::<Option<Timestamp<'a>>>::new())? {
-                    Ok(value) => event_timestamp = value,
-                    Err(raw) => {
-                        extra.insert(key.into_owned(), raw);
+                "event_timestamp" => {
+                    match map.next_value_seed(Seed::<Option<Timestamp<'a>>>::new())? {
+                        Ok(value) => event_timestamp = value,
+                        Err(raw) => {
+                            extra.insert(key.into_owned(), raw);
+                        }
                     }
-                },
+                }
                 "data" => {
                     let kind = event_type.as_deref().map(Kind::of).or(self.hint);
                     (buffered, skipped) = (None, false);
                     match (kind, self.data_first) {
-                        (Some(kind), _) => data = Some(map.next_value_seed(DataSeed(kind, PhantomData))?),
+                        (Some(kind), _) => {
+                            data = Some(map.next_value_seed(DataSeed(kind, PhantomData))?)
+                        }
                         (None, DataFirst::Buffer) => buffered = Some(map.next_value()?),
                         (None, DataFirst::Skip) => {
                             map.next_value::<IgnoredAny>()?;
@@ -588,7 +605,13 @@ impl<'de: 'a, 'a> de::Visitor<'de> for EnvelopeSeed<'a> {
                 .map_err(de::Error::custom)?,
             (None, None) => Data::default_for(kind),
         };
-        Ok(Outcome::Event(assemble(kind, event_type, event_timestamp, data, extra)))
+        Ok(Outcome::Event(assemble(
+            kind,
+            event_type,
+            event_timestamp,
+            data,
+            extra,
+        )))
     }
 }
 
@@ -620,7 +643,9 @@ fn assemble<'a>(
         (_, Data::PostCallTranscription(d)) => Event::PostCallTranscription(envelope!(d)),
         (_, Data::PostCallAudio(d)) => Event::PostCallAudio(envelope!(d)),
         (_, Data::CallInitiationFailure(d)) => Event::CallInitiationFailure(envelope!(d)),
-        (Kind::VoiceRemovalNotice, Data::VoiceRemoval(d)) => Event::VoiceRemovalNotice(envelope!(d)),
+        (Kind::VoiceRemovalNotice, Data::VoiceRemoval(d)) => {
+            Event::VoiceRemovalNotice(envelope!(d))
+        }
         (Kind::VoiceRemovalNoticeWithdrawn, Data::VoiceRemoval(d)) => {
             Event::VoiceRemovalNoticeWithdrawn(envelope!(d))
         }
@@ -667,7 +692,10 @@ impl Serialize for Event<'_> {
             if let Some(timestamp) = &envelope.event_timestamp {
                 map.serialize_entry("event_timestamp", timestamp)?;
             }
-            map.serialize_entry("data", &envelope.data)?;
+            // A `data` that was not an object is in `extra`, and written from there.
+            if !envelope.extra.contains_key("data") {
+                map.serialize_entry("data", &envelope.data)?;
+            }
             for (key, value) in &envelope.extra {
                 map.serialize_entry(key, value)?;
             }
