@@ -731,6 +731,24 @@ fn what_is_not_an_event_is_an_error() {
 }
 
 #[test]
+fn keys_are_matched_after_their_escapes_and_kept_only_when_utf8() {
+    // `\u0074ext` is `text`, `d\u0061ta` is `data`.
+    let body = br#"{"type":"speech_to_text_transcription","d\u0061ta":{"transcription":
+        {"words":[{"\u0074ext":"Hi","type":"word","caf\u00e9":1}]}}}"#;
+    let event = Event::from_slice(body).unwrap();
+    let word = &single(&event).words()[0];
+    assert_eq!(word.text.as_deref(), Some("Hi"));
+    assert_eq!(word.extra["café"], 1);
+
+    // A key that is not UTF-8 cannot be kept: an error, as serde_json's own.
+    let mut body = br#"{"type":"x","data":{},"k?":1}"#.to_vec();
+    let at = body.iter().position(|&b| b == b'?').unwrap();
+    body[at] = 0xff;
+    assert!(Event::from_slice(&body).is_err());
+    assert!(serde_json::from_slice::<Value>(&body).is_err());
+}
+
+#[test]
 fn a_data_of_another_json_type_is_kept_in_the_envelope() {
     let body = br#"{"type":"post_call_audio","event_timestamp":{"at":1},"data":"later"}"#;
     let event = Event::from_slice(body).unwrap();

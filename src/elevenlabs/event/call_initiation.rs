@@ -136,22 +136,23 @@ impl<'de: 'a, 'a> Accept<'de> for FailureMetadata<'a> {
         // The body as received when it came before the type.
         let mut early_body = None;
         while let Some(key) = next_key(&mut map)? {
-            match &*key {
-                "type" => match map.next_value_seed(Seed::<Option<Cow<'a, str>>>::new())? {
+            match key.bytes() {
+                b"type" => match map.next_value_seed(Seed::<Option<Cow<'a, str>>>::new())? {
                     Ok(kind) => out.kind = kind,
                     Err(raw) => {
-                        out.extra.insert(key.into_owned(), raw);
+                        out.extra.insert("type".to_owned(), raw);
                     }
                 },
-                "body" if out.kind.is_some() => {
+                b"body" if out.kind.is_some() => {
                     let provider = Provider::of(out.kind.as_deref());
                     out.body = map.next_value_seed(BodySeed(provider, Default::default()))?;
                     early_body = None;
                 }
-                "body" => early_body = Some(map.next_value::<Value>()?),
+                b"body" => early_body = Some(map.next_value::<Value>()?),
                 _ => {
+                    let key = key.into_string()?;
                     let value: Value = map.next_value()?;
-                    out.extra.insert(key.into_owned(), value);
+                    out.extra.insert(key, value);
                 }
             }
         }

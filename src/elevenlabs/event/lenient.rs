@@ -46,40 +46,72 @@ impl<'de, T: FieldDe<'de>> DeserializeSeed<'de> for Seed<T> {
     }
 }
 
-/// The next key of an object, borrowed from the input when it has no escape sequence.
-pub(crate) fn next_key<'de, A: MapAccess<'de>>(
-    map: &mut A,
-) -> Result<Option<Cow<'de, str>>, A::Error> {
+/// The next key of an object.
+pub(crate) fn next_key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Key<'de>>, A::Error> {
     map.next_key_seed(KeySeed)
+}
+
+/// An object key as the bytes of its JSON string, escapes resolved, borrowed from the input when
+/// it has none. serde_json does not check a key read as bytes for UTF-8, which is a good part
+/// of a parse made of many small objects; only a key that is kept (in `extra`) is checked.
+pub(crate) struct Key<'de>(Cow<'de, [u8]>);
+
+impl Key<'_> {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The key as a `String`, to keep it.
+    pub(crate) fn into_string<E: de::Error>(self) -> Result<String, E> {
+        let text = match self.0 {
+            Cow::Borrowed(bytes) => std::str::from_utf8(bytes).map(str::to_owned).ok(),
+            Cow::Owned(bytes) => String::from_utf8(bytes).ok(),
+        };
+        text.ok_or_else(|| E::custom("an object key is not valid UTF-8"))
+    }
 }
 
 struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
+    type Value = Key<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-        deserializer.deserialize_str(KeySeed)
+        // serde_json's keys read as bytes; other deserializers (a `Value`'s) hand them over as
+        // strings.
+        deserializer.deserialize_bytes(KeySeed)
     }
 }
 
 impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
+    type Value = Key<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a string key")
     }
 
+    fn visit_borrowed_bytes<E: de::Error>(self, v: &'de [u8]) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Borrowed(v)))
+    }
+
+    fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Self::Value, E> {
+        Ok(Key(Cow::Owned(v)))
+    }
+
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
+        Ok(Key(Cow::Borrowed(v.as_bytes())))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_owned()))
+        Ok(Key(Cow::Owned(v.as_bytes().to_owned())))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
+        Ok(Key(Cow::Owned(v.into_bytes())))
     }
 }
 
@@ -464,9 +496,9 @@ macro_rules! lenient_struct {
                 #[allow(unused_mut)]
                 let mut out = Self::default();
                 while let Some(key) = $crate::elevenlabs::event::lenient::next_key(&mut map)? {
-                    match &*key {
-                        $(
-                            $json => match map.next_value_seed(
+                    $(
+                        if key.bytes() == $json.as_bytes() {
+                            match map.next_value_seed(
                                 $crate::elevenlabs::event::lenient::Seed::<$ty>::new(),
                             )? {
                                 Ok(value) => {
@@ -477,15 +509,15 @@ macro_rules! lenient_struct {
                                 }
                                 Err(raw) => {
                                     out.$field = None;
-                                    out.extra.insert(key.into_owned(), raw);
+                                    out.extra.insert($json.to_owned(), raw);
                                 }
-                            },
-                        )*
-                        _ => {
-                            let value: serde_json::Value = map.next_value()?;
-                            out.extra.insert(key.into_owned(), value);
+                            }
+                            continue;
                         }
-                    }
+                    )*
+                    let key = key.into_string()?;
+                    let value: serde_json::Value = map.next_value()?;
+                    out.extra.insert(key, value);
                 }
                 Ok(Ok(out))
             }

@@ -536,20 +536,20 @@ impl<'de: 'a, 'a> de::Visitor<'de> for EnvelopeSeed<'a> {
         let mut skipped = false;
         let mut extra = Map::new();
         while let Some(key) = next_key(&mut map)? {
-            match &*key {
-                "type" => match map.next_value_seed(Seed::<Option<Cow<'a, str>>>::new())? {
+            match key.bytes() {
+                b"type" => match map.next_value_seed(Seed::<Option<Cow<'a, str>>>::new())? {
                     Ok(value) => event_type = value,
                     Err(_) => return Err(de::Error::custom("`type` is not a string")),
                 },
-                "event_timestamp" => {
+                b"event_timestamp" => {
                     match map.next_value_seed(Seed::<Option<Timestamp<'a>>>::new())? {
                         Ok(value) => event_timestamp = value,
                         Err(raw) => {
-                            extra.insert(key.into_owned(), raw);
+                            extra.insert("event_timestamp".to_owned(), raw);
                         }
                     }
                 }
-                "data" => {
+                b"data" => {
                     let kind = event_type.as_deref().map(Kind::of).or(self.hint);
                     (buffered, skipped) = (None, false);
                     match (kind, self.data_first) {
@@ -564,8 +564,9 @@ impl<'de: 'a, 'a> de::Visitor<'de> for EnvelopeSeed<'a> {
                     }
                 }
                 _ => {
+                    let key = key.into_string()?;
                     let value: Value = map.next_value()?;
-                    extra.insert(key.into_owned(), value);
+                    extra.insert(key, value);
                 }
             }
         }

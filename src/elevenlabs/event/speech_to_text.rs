@@ -278,11 +278,9 @@ lenient_struct! {
 }
 
 impl AdditionalFormat<'_> {
-    /// Writes the content's bytes to `out`: decoded when `is_base64_encoded`, as the text
-    /// otherwise, in chunks, with the fixed buffers of [`Base64Audio::decode_to`]
-    /// (`crate::elevenlabs::Base64Audio`). Returns how many bytes were written (0 without content).
-    ///
-    /// [`Base64Audio::decode_to`]: super::Base64Audio::decode_to
+    /// Writes the content's bytes to `out`: decoded when `is_base64_encoded` (in chunks, with
+    /// the fixed buffers of [`Base64Audio::decode_to`](super::Base64Audio::decode_to)), the
+    /// text as it is otherwise. Returns how many bytes were written (0 without content).
     ///
     /// # Errors
     /// `InvalidData` (with a [`DecodeError`](super::DecodeError) inside) when the content is
