@@ -130,6 +130,17 @@
 //! contiguous: `VerifiedBody::to_bytes` joins the frames of a body that arrived in several (a
 //! copy, while the `VerifiedBody` still holds the frames: drop it before parsing). Mind the
 //! verification layer's body cap too: an hour of 64 kbit/s MP3 is 28 MiB, 38 MiB as base64.
+//! Measured on a 32 MiB body (`tests/elevenlabs_audio_memory.rs`): parsing raises the peak
+//! resident set by under a megabyte (no copy), `decode_to` by 40 KiB, `decode` by the decoded
+//! audio's size, and `into_owned` by the base64's size.
+//!
+//! ## Speed
+//!
+//! On an hour-long transcript (5 MiB: 10k words, as many spacings, 65k characters, all with
+//! their timing) the typed parse runs about five times as fast as parsing the same bytes into a
+//! `serde_json::Value`, in about 2.2 times the instructions serde_json needs to only scan them;
+//! copying its strings (`into_owned`) costs another half. Most of the rest is serde_json's own
+//! reading of numbers and strings (`benches/events.rs`).
 
 use serde::Deserialize;
 

@@ -328,27 +328,47 @@ impl<'a> Event<'a> {
         }
     }
 
-    /// What identifies the event, as [`event_id`](super::event_id) reads it from the bytes:
-    /// `request_id` for a transcription, `conversation_id` for conversation events (combine it
-    /// with the type: a call's transcript and audio share it), and for unknown types whichever
-    /// of the two the data has. `None` for the voice removal events and when absent or empty.
+    /// What identifies the event, the same as [`event_id`](super::event_id) reads from the
+    /// bytes: the data's `request_id` (a transcription's), or else its `conversation_id`
+    /// (conversation events: combine it with the type, a call's transcript and audio share it).
+    /// `None` when the first present is empty, or neither is there (the voice removal events).
     #[must_use]
     pub fn event_id(&self) -> Option<&str> {
-        let id = match self {
-            Event::SpeechToTextTranscription(e) => e.data.request_id.as_deref(),
-            Event::PostCallTranscription(e) => e.data.conversation_id.as_deref(),
-            Event::PostCallAudio(e) => e.data.conversation_id.as_deref(),
-            Event::CallInitiationFailure(e) => e.data.conversation_id.as_deref(),
-            Event::VoiceRemovalNotice(_)
-            | Event::VoiceRemovalNoticeWithdrawn(_)
-            | Event::VoiceRemoved(_) => None,
-            Event::Unknown(e) => e.data.as_ref().and_then(|data| {
-                data.get("request_id")
-                    .and_then(Value::as_str)
-                    .or_else(|| data.get("conversation_id").and_then(Value::as_str))
-            }),
+        fn in_extra<'e>(extra: &'e Map<String, Value>, key: &str) -> Option<&'e str> {
+            extra.get(key).and_then(Value::as_str)
+        }
+        let (request_id, conversation_id) = match self {
+            Event::SpeechToTextTranscription(e) => (
+                e.data.request_id.as_deref(),
+                in_extra(&e.data.extra, "conversation_id"),
+            ),
+            Event::PostCallTranscription(e) => (
+                in_extra(&e.data.extra, "request_id"),
+                e.data.conversation_id.as_deref(),
+            ),
+            Event::PostCallAudio(e) => (
+                in_extra(&e.data.extra, "request_id"),
+                e.data.conversation_id.as_deref(),
+            ),
+            Event::CallInitiationFailure(e) => (
+                in_extra(&e.data.extra, "request_id"),
+                e.data.conversation_id.as_deref(),
+            ),
+            Event::VoiceRemovalNotice(e)
+            | Event::VoiceRemovalNoticeWithdrawn(e)
+            | Event::VoiceRemoved(e) => (
+                in_extra(&e.data.extra, "request_id"),
+                in_extra(&e.data.extra, "conversation_id"),
+            ),
+            Event::Unknown(e) => match e.data.as_ref().and_then(Value::as_object) {
+                Some(data) => (
+                    in_extra(data, "request_id"),
+                    in_extra(data, "conversation_id"),
+                ),
+                None => (None, None),
+            },
         };
-        id.filter(|id| !id.is_empty())
+        request_id.or(conversation_id).filter(|id| !id.is_empty())
     }
 
     /// The same event owning all its strings, no longer tied to the input's lifetime (to keep
