@@ -129,7 +129,8 @@
 //! `Base64Audio::decode` returns the bytes in one `Vec`, sized once. serde_json needs the body
 //! contiguous: `VerifiedBody::to_bytes` joins the frames of a body that arrived in several (a
 //! copy, while the `VerifiedBody` still holds the frames: drop it before parsing). Mind the
-//! verification layer's body cap too: an hour of 64 kbit/s MP3 is 28 MiB, 38 MiB as base64.
+//! verification layer's body cap too (64 MiB by default): an hour of 64 kbit/s MP3 is 28 MiB,
+//! 38 MiB as base64.
 //! Measured on a 32 MiB body (`tests/elevenlabs_audio_memory.rs`): parsing raises the peak
 //! resident set by under a megabyte (no copy), `decode_to` by 40 KiB, `decode` by the decoded
 //! audio's size, and `into_owned` by the base64's size.
