@@ -838,3 +838,28 @@ async fn debug_output_names_the_settings_and_the_inner_service() {
         r#"ResponseFuture { state: "answered" }"#
     );
 }
+
+/// An inner service that is never ready.
+#[derive(Clone, Debug)]
+struct Overloaded;
+
+impl Service<Request<VerifiedBody>> for Overloaded {
+    type Response = Response<Full<Bytes>>;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Err("overloaded".into()))
+    }
+
+    fn call(&mut self, _: Request<VerifiedBody>) -> Self::Future {
+        unreachable!("never ready")
+    }
+}
+
+#[tokio::test]
+async fn readiness_is_the_inner_services() {
+    let mut service = DeduplicateLayer::new(DedupeKey::elevenlabs()).layer(Overloaded);
+    let error = service.ready().await.unwrap_err();
+    assert_eq!(error.to_string(), "overloaded");
+}
