@@ -391,10 +391,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
                 Ok(Lenient(Some(Cow::Owned(text.to_owned()))))
             }
 
-            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(text))))
-            }
-
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
                 Ok(Lenient(None))
             }
@@ -530,7 +526,10 @@ mod tests {
         );
         assert_eq!(key(&chain, r#"{"a":true,"d":null}"#), None);
         assert_eq!(key(&chain, "not json"), None);
-        assert_eq!(key(&chain.or_signature(), "not json"), Some(sig()));
+        let chain = chain.or_signature();
+        assert_eq!(key(&chain, "not json"), Some(sig()));
+        assert_eq!(key(&chain, r#"{"a":"x"}"#).as_deref(), Some("x"));
+        assert_eq!(key(&chain, r#"{"d":"y"}"#).as_deref(), Some("y"));
     }
 
     #[test]
@@ -575,6 +574,9 @@ mod tests {
         let empty = DedupeKey::from_fn(|_, _| Some(String::new()));
         assert_eq!(key(&empty, "abc"), None);
         assert_eq!(key(&empty.or_signature(), "abc"), Some(sig()));
+        let named = DedupeKey::from_fn(|_, body| Some(String::from_utf8_lossy(body).into()));
+        let body = r#"{"data":{"request_id":"r"}}"#;
+        assert_eq!(key(&named.or_signature(), body).as_deref(), Some(body));
     }
 
     #[test]

@@ -16,7 +16,10 @@ use crate::ConfigError;
 ///
 /// Put it **inside** [`VerifySignatureLayer`](crate::VerifySignatureLayer): its service takes
 /// a `Request<VerifiedBody>`, so a stack without verification in front does not compile, and
-/// its keys are made from what the signature covers.
+/// its keys are made from what the signature covers. A key read from the body (the
+/// ElevenLabs key, JSON pointers, [`DedupeKey::from_fn`]) needs it in one piece: a body that
+/// arrived in several frames is gathered into one, once, before the key is read, and the
+/// handler gets that one frame (its `VerifiedBody::to_bytes` is then free).
 ///
 /// ```
 /// use std::time::Duration;
