@@ -5,11 +5,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::{
-    log::LogGate,
     service::{Deduplicate, Shared},
     DedupeKey, MemoryDedupeStore,
 };
-use crate::ConfigError;
+use crate::{store::LogGate, ConfigError};
 
 /// Handles every event once, however often it is delivered; see the [module docs](super) for
 /// the states, the answers and the failure policy.

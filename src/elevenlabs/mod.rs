@@ -143,7 +143,9 @@
 //! copying its strings (`into_owned`) costs another half. Most of the rest is serde_json's own
 //! reading of numbers and strings (`benches/events.rs`).
 
-use serde::Deserialize;
+use std::{borrow::Cow, fmt};
+
+use serde::{de, Deserialize, Deserializer};
 
 #[cfg(feature = "elevenlabs")]
 mod event;
@@ -217,25 +219,97 @@ pub fn event_id(body: &[u8]) -> Option<String> {
 /// ```
 #[must_use]
 pub fn event_key(body: &[u8]) -> Option<String> {
+    event_key_text(body).map(Cow::into_owned)
+}
+
+/// [`event_key`], borrowed from the body where the JSON has no escapes: read with a borrowed
+/// struct (no JSON tree, no copy of the strings), each field leniently (a field of another
+/// type reads as missing and never fails the rest).
+pub(crate) fn event_key_text(body: &[u8]) -> Option<Cow<'_, str>> {
     #[derive(Deserialize)]
     struct Envelope<'a> {
         #[serde(rename = "type", borrow, default)]
-        kind: Option<std::borrow::Cow<'a, str>>,
-        data: Option<Data>,
+        kind: Lenient<'a>,
+        #[serde(borrow, default)]
+        data: Option<Data<'a>>,
     }
     #[derive(Deserialize)]
-    struct Data {
-        request_id: Option<String>,
-        conversation_id: Option<String>,
+    struct Data<'a> {
+        #[serde(borrow, default)]
+        request_id: Lenient<'a>,
+        #[serde(borrow, default)]
+        conversation_id: Lenient<'a>,
     }
     let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
     let data = envelope.data?;
-    if let Some(id) = data.request_id.filter(|id| !id.is_empty()) {
-        return Some(id);
+    if let Some(request_id) = data.request_id.0.filter(|id| !id.is_empty()) {
+        return Some(request_id);
     }
-    let conversation = data.conversation_id.filter(|id| !id.is_empty())?;
-    let kind = envelope.kind.filter(|kind| !kind.is_empty())?;
-    Some(format!("{conversation}.{kind}"))
+    let conversation = data.conversation_id.0.filter(|id| !id.is_empty())?;
+    let kind = envelope.kind.0.filter(|kind| !kind.is_empty())?;
+    Some(Cow::Owned(format!("{conversation}.{kind}")))
+}
+
+/// A string field read leniently: any other JSON value is skipped and reads as `None`, so an
+/// unexpected type does not fail the whole envelope.
+#[derive(Default)]
+struct Lenient<'a>(Option<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> de::Visitor<'de> for Visitor {
+            type Value = Lenient<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
+                Ok(Lenient(Some(Cow::Borrowed(text))))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Lenient(Some(Cow::Owned(text.to_owned()))))
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Lenient(None))
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                Ok(Lenient(None))
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Lenient(None))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// The static IPv4 addresses ElevenLabs sends webhooks from (US, EU, Asia, EU data residency,
