@@ -164,5 +164,25 @@ fn audio(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, verify_and_parse, audio);
+/// With `HOOKGATE_FIXTURE_DIR` set, writes the generated bodies there first, to measure other
+/// parsers on the same bytes (the official Python SDK's `construct_event`, for one):
+///
+/// ```text
+/// HOOKGATE_FIXTURE_DIR=/tmp/fixtures cargo bench --bench events --features elevenlabs,signature
+/// ```
+fn write_fixtures(_: &mut Criterion) {
+    let Some(dir) = std::env::var_os("HOOKGATE_FIXTURE_DIR") else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hour = fixtures::hour_transcript(7);
+    std::fs::write(dir.join("hour_transcript.json"), &hour.body).unwrap();
+    let multi = fixtures::multichannel_transcript(11, 3, 600.0);
+    std::fs::write(dir.join("multichannel_transcript.json"), &multi.body).unwrap();
+    let (audio, _) = fixtures::post_call_audio(3, 12 << 20);
+    std::fs::write(dir.join("post_call_audio.json"), &audio).unwrap();
+}
+
+criterion_group!(benches, write_fixtures, parse, verify_and_parse, audio);
 criterion_main!(benches);

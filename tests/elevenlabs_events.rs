@@ -1078,26 +1078,3 @@ proptest! {
         }
     }
 }
-
-/// Writes the generated bodies to `$HOOKGATE_FIXTURE_DIR`, to measure other parsers on the same
-/// bytes (the official Python SDK's `construct_event`, for one):
-///
-/// ```text
-/// HOOKGATE_FIXTURE_DIR=/tmp/fixtures cargo test --features elevenlabs --test elevenlabs_events \
-///     -- --ignored write_generated_fixtures
-/// ```
-#[test]
-#[ignore = "writes files; run by hand"]
-fn write_generated_fixtures() {
-    let Some(dir) = std::env::var_os("HOOKGATE_FIXTURE_DIR") else {
-        panic!("set HOOKGATE_FIXTURE_DIR");
-    };
-    let dir = std::path::PathBuf::from(dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let hour = fixtures::hour_transcript(7);
-    std::fs::write(dir.join("hour_transcript.json"), &hour.body).unwrap();
-    let multi = fixtures::multichannel_transcript(11, 3, 600.0);
-    std::fs::write(dir.join("multichannel_transcript.json"), &multi.body).unwrap();
-    let (audio, _) = fixtures::post_call_audio(3, 12 << 20);
-    std::fs::write(dir.join("post_call_audio.json"), &audio).unwrap();
-}
