@@ -118,6 +118,22 @@ impl ProblemCode {
     pub const LIMITER_UNAVAILABLE: Self =
         Self::new("limiter_unavailable", "Rate limiter store unavailable");
 
+    // --- deduplication ---
+    /// 503: another delivery of the same event is being handled right now; retry after its
+    /// lease (`Retry-After`).
+    pub const DELIVERY_IN_FLIGHT: Self = Self::new(
+        "delivery_in_flight",
+        "Another delivery of this event is being handled",
+    );
+    /// 503: the deduplication store cannot decide (unreachable, or full); retry later.
+    pub const DEDUPE_UNAVAILABLE: Self =
+        Self::new("dedupe_unavailable", "Deduplication store unavailable");
+    /// 500: no deduplication key could be made for a delivery: it reached the deduplication
+    /// layer unverified (the verification layer is missing in front of it), or its body has
+    /// none of the fields the key is made from.
+    pub const DEDUPE_KEY_MISSING: Self =
+        Self::new("dedupe_key_missing", "Deduplication key could not be made");
+
     // --- status normalization ---
     /// 500: the inner service returned an error.
     pub const HANDLER_ERROR: Self = Self::new("handler_error", "Handler failed");

@@ -1,7 +1,7 @@
-#![cfg(feature = "cli")]
 //! End to end, operations: where the gateway's settings come from (only the working directory's
 //! `.env`, or `--env-file`, each setting attributed in the log without its value), and
 //! rejections in the log (at info, with their problem code and client, aggregated per interval).
+#![cfg(feature = "cli")]
 
 mod common;
 

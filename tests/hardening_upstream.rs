@@ -1,8 +1,8 @@
-#![cfg(feature = "cli")]
 //! End to end: upstream mode answers the sender only once the upstream's whole answer has
 //! arrived. An upstream that sends its head and then dies, stalls, never ends its chunked body
 //! or answers too much reaches the sender as a retryable 502/504 problem, never as a `200` with
 //! a truncated or stalled body. Each upstream here is raw TCP, so the bytes are exactly these.
+#![cfg(feature = "cli")]
 
 mod common;
 

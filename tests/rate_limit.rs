@@ -641,11 +641,13 @@ impl RateLimitStore<()> for FailureHalf {
     }
 }
 
-/// The per-client limiter's half: its decisions look the block up too, in list `list`.
+/// The per-client limiter's half: its decisions look the block up too, in list `list` (or
+/// fail, when `down`).
 struct RequestHalf {
     memory: MemoryStore<()>,
     failures: Arc<MemoryStore<()>>,
     list: BlockListId,
+    down: bool,
 }
 
 impl RateLimitStore<()> for RequestHalf {
@@ -653,6 +655,9 @@ impl RateLimitStore<()> for RequestHalf {
     type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
     fn check(&self, key: &()) -> Check<Self::CheckFuture, Decision> {
+        if self.down {
+            return Check::Pending(ready(Err(StoreError::new("timed out"))));
+        }
         let Check::Ready(Ok(blocked)) = self.failures.blocked(key) else {
             unreachable!("the memory store answers at once")
         };
@@ -673,6 +678,10 @@ impl RateLimitStore<()> for RequestHalf {
     fn rate(&self) -> Rate {
         self.memory.rate()
     }
+
+    fn reads_block_list(&self) -> Option<BlockListId> {
+        Some(self.list)
+    }
 }
 
 /// A per-client limiter in front of a failure limiter, their stores paired on `list` (the
@@ -680,6 +689,21 @@ impl RateLimitStore<()> for RequestHalf {
 fn paired(
     list: BlockListId,
     failure_list: Option<BlockListId>,
+    calls: Arc<AtomicUsize>,
+) -> (
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+    Arc<AtomicUsize>,
+) {
+    paired_with(list, failure_list, false, block_for(60), calls)
+}
+
+/// [`paired`], the per-client store failing every decision when `down`, the failure limiter
+/// under `policy`.
+fn paired_with(
+    list: BlockListId,
+    failure_list: Option<BlockListId>,
+    down: bool,
+    policy: FailurePolicy,
     calls: Arc<AtomicUsize>,
 ) -> (
     impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
@@ -694,6 +718,7 @@ fn paired(
         memory: MemoryStore::with_clock(Rate::per_hour(nz(100)), FakeRelativeClock::default()),
         failures: failures.clone(),
         list,
+        down,
     };
     let failure_half = FailureHalf {
         memory: failures,
@@ -704,7 +729,7 @@ fn paired(
         .layer(RateLimitLayer::per_client_with_store(requests, GlobalKey))
         .layer(FailureLimitLayer::with_store(
             failure_half,
-            block_for(60),
+            policy,
             GlobalKey,
         ))
         .service(verifier(calls));
@@ -739,6 +764,31 @@ async fn a_block_looked_up_with_the_rate_decision_is_not_looked_up_again() {
         lookups.load(Ordering::SeqCst),
         0,
         "every block came with the rate decision: no second round trip"
+    );
+}
+
+#[tokio::test]
+async fn when_the_paired_decision_fails_the_failure_limiter_applies_its_policy_without_asking() {
+    let list = BlockListId::unique();
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Fail open (the default): through, unchecked, and no second call to a failing store.
+    let (open, lookups) = paired_with(list, Some(list), true, block_for(60), calls.clone());
+    assert_eq!(
+        status(&open, valid(from([1, 1, 1, 1]))).await,
+        StatusCode::OK
+    );
+    assert_eq!(lookups.load(Ordering::SeqCst), 0);
+    // Fail closed: a retryable 503, at once.
+    let policy = block_for(60).on_store_error(OnStoreError::Reject);
+    let (closed, lookups) = paired_with(list, Some(list), true, policy, calls.clone());
+    let response = closed.oneshot(valid(from([1, 1, 1, 1]))).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(response).await["code"], "limiter_unavailable");
+    assert_eq!(lookups.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "only the fail-open request was handled"
     );
 }
 

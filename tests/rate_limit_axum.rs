@@ -1,6 +1,6 @@
 //! RateLimitLayer under an axum Router served on a real loopback socket, keyed by the peer
 //! address axum records with `into_make_service_with_connect_info::<SocketAddr>()`.
-#![cfg(feature = "rate-limit")]
+#![cfg(all(feature = "rate-limit", feature = "axum"))]
 
 use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
 

@@ -1,4 +1,5 @@
 //! VerifySignatureLayer on an axum Router served on a real loopback socket.
+#![cfg(all(feature = "signature", feature = "axum"))]
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,5 @@
 //! VerifySignatureLayer in front of a real tonic gRPC server, called by a real tonic client.
+#![cfg(all(feature = "signature", feature = "tonic"))]
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -115,3 +115,55 @@ pub trait DedupeStore {
     /// Frees `key` if `token` still holds its claim, so that a retry goes through.
     fn release(&self, key: &EventKey, token: LeaseToken) -> Check<Self::SettleFuture, Settled>;
 }
+
+/// A shared store: one store behind several layers (several routes deduplicating against the
+/// same keys), or kept at hand to watch it.
+impl<T: DedupeStore + ?Sized> DedupeStore for std::sync::Arc<T> {
+    type ClaimFuture = T::ClaimFuture;
+    type SettleFuture = T::SettleFuture;
+
+    fn claim(
+        &self,
+        key: &EventKey,
+        token: LeaseToken,
+        lease: Duration,
+    ) -> Check<Self::ClaimFuture, Claim> {
+        (**self).claim(key, token, lease)
+    }
+
+    fn complete(
+        &self,
+        key: &EventKey,
+        token: LeaseToken,
+        keep: Duration,
+    ) -> Check<Self::SettleFuture, Settled> {
+        (**self).complete(key, token, keep)
+    }
+
+    fn release(&self, key: &EventKey, token: LeaseToken) -> Check<Self::SettleFuture, Settled> {
+        (**self).release(key, token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_its_bits_and_shows_them_in_hex() {
+        let token = LeaseToken::from_u128(0x2a);
+        assert_eq!(token.as_u128(), 0x2a);
+        assert_eq!(LeaseToken::from_u128(u128::MAX).as_u128(), u128::MAX);
+        assert_eq!(
+            format!("{token:?}"),
+            "LeaseToken(0000000000000000000000000000002a)"
+        );
+    }
+
+    #[test]
+    fn random_tokens_differ() {
+        let tokens: std::collections::HashSet<LeaseToken> =
+            (0..1000).map(|_| LeaseToken::random()).collect();
+        assert_eq!(tokens.len(), 1000);
+    }
+}

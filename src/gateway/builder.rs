@@ -7,14 +7,16 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{
     connections::{self, ConnectionLimits},
-    metrics::{GaugeSource, Metrics},
+    metrics::{GaugeSource, Metrics, RedisHealth, StoreMetrics},
     stack::{self, ClientLayers},
+    state::EventStore,
     tls,
     upstream::UpstreamBuilder,
     Error,
 };
 use crate::{
-    client_ip::ClientIp, scheme::ElevenLabs, signature::BufferBudget, VerifySignatureLayer,
+    client_ip::ClientIp, dedupe::DeduplicateLayer, scheme::ElevenLabs, signature::BufferBudget,
+    store::redis::RedisStore, VerifySignatureLayer,
 };
 
 /// Descriptors kept free of connections: sink files, upstream connections, the admin port,
@@ -65,6 +67,9 @@ pub struct GatewayBuilder {
     pub(crate) request_head_timeout: Duration,
     pub(crate) idle_timeout: Duration,
     pub(crate) rejection_log_interval: Duration,
+    pub(crate) redis: Option<RedisStore>,
+    pub(crate) dedupe: Option<bool>,
+    pub(crate) dedupe_ttl: Duration,
 }
 
 impl GatewayBuilder {
@@ -75,7 +80,7 @@ impl GatewayBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: None,
             destination: DestinationSetting::Sink(PathBuf::from("./events")),
-            max_body_bytes: 32 << 20,
+            max_body_bytes: VerifySignatureLayer::<()>::DEFAULT_MAX_BODY_SIZE,
             body_timeout: Duration::from_secs(30),
             client_rate: 50,
             client_burst: 100,
@@ -95,6 +100,9 @@ impl GatewayBuilder {
             request_head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             rejection_log_interval: Duration::from_secs(10),
+            redis: None,
+            dedupe: None,
+            dedupe_ttl: DeduplicateLayer::<()>::DEFAULT_KEEP_DONE,
         }
     }
 
@@ -133,7 +141,8 @@ impl GatewayBuilder {
         self
     }
 
-    /// The largest body accepted (32 MiB); larger ones are answered `413`.
+    /// The largest body accepted (64 MiB: an hour-long call's `post_call_audio` is about 38
+    /// MiB); larger ones are answered `413`, which the sender never retries.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self
@@ -280,6 +289,39 @@ impl GatewayBuilder {
         self
     }
 
+    /// Keeps all state on this Redis (or Valkey) server, shared by every instance given the
+    /// same server and prefix: the per-client limits, the failure counts and blocks, and
+    /// deduplication (which this turns on in sink mode too). In memory by default (one
+    /// instance). See [`RedisStore`] for the connection, its timeouts and the key layout.
+    ///
+    /// Each store's failure policy, while the server is unreachable: the per-client limiter and
+    /// the failure limiter fail open (a delivery is let through unlimited; logged once per
+    /// 10 s, counted in `/metrics`), deduplication answers a retryable `503` (never a `200`
+    /// for an event neither stored nor handled). `/healthz` fails while the server does not
+    /// answer.
+    pub fn redis(mut self, redis: impl Into<Option<RedisStore>>) -> Self {
+        self.redis = redis.into();
+        self
+    }
+
+    /// Whether every event is handled once however often it is delivered (a
+    /// [`DeduplicateLayer`] in front of the destination, keyed by
+    /// [`event_key`](crate::elevenlabs::event_key), else the signature). By default on in
+    /// upstream mode and whenever [`redis`](Self::redis) is set; in sink mode without Redis
+    /// the sink's file names already keep one copy of each event.
+    pub fn dedupe(mut self, yes: bool) -> Self {
+        self.dedupe = Some(yes);
+        self
+    }
+
+    /// How long a handled event is remembered (24 h): a redelivery or replay within it is
+    /// answered `200` without reaching the destination. At least the scheme's tolerance, so
+    /// that a captured delivery cannot be replayed once it is forgotten.
+    pub fn dedupe_ttl(mut self, ttl: Duration) -> Self {
+        self.dedupe_ttl = ttl;
+        self
+    }
+
     /// Checks the settings and makes what they describe: the layers, the TLS configuration
     /// (reading its files), the connection caps, the metrics. Nothing is bound or written yet:
     /// that is [`Gateway::serve`].
@@ -315,8 +357,11 @@ impl GatewayBuilder {
             .max_body_size(self.max_body_bytes)
             .body_timeout(self.body_timeout)
             .shared_buffer_budget(budget);
+        let store_metrics = StoreMetrics::default();
+        let redis = self.redis.clone().map(|redis| store_metrics.observe(redis));
         let client_ip = stack::client_ip(&self)?;
-        let client = ClientLayers::new(&self, &client_ip, &mut gauges)?;
+        let client = ClientLayers::new(&self, redis.as_ref(), &client_ip, &mut gauges)?;
+        let dedupe = stack::dedupe_layer(&self, redis.as_ref(), &mut gauges)?;
         let limits = connection_limits(&self, &client_ip);
         let open_connections = Arc::clone(&limits);
         gauges.push(GaugeSource {
@@ -324,7 +369,10 @@ impl GatewayBuilder {
             help: "Client connections held (lingering closes included)",
             read: Box::new(move || open_connections.open() as i64),
         });
-        let metrics = Metrics::new(gauges);
+        let metrics = Metrics::new(gauges, store_metrics);
+        if let Some(redis) = &redis {
+            metrics.add_health_check(Arc::new(RedisHealth(redis.clone())));
+        }
         let workers = self
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -335,6 +383,7 @@ impl GatewayBuilder {
             admin_listen: self.admin_listen,
             verify,
             client,
+            dedupe,
             client_ip,
             rejection_log_interval: self.rejection_log_interval,
             destination: self.destination,
@@ -396,6 +445,7 @@ pub struct Gateway {
     pub(crate) admin_listen: Option<SocketAddr>,
     pub(crate) verify: VerifySignatureLayer<ElevenLabs>,
     pub(crate) client: ClientLayers,
+    pub(crate) dedupe: Option<DeduplicateLayer<EventStore>>,
     pub(crate) client_ip: ClientIp,
     pub(crate) rejection_log_interval: Duration,
     pub(crate) destination: DestinationSetting,

@@ -101,6 +101,8 @@ pub enum Setting {
     /// [`max_failures_per_minute`](super::GatewayBuilder::max_failures_per_minute) and
     /// [`failure_cooldown`](super::GatewayBuilder::failure_cooldown).
     FailureLimit,
+    /// [`dedupe_ttl`](super::GatewayBuilder::dedupe_ttl).
+    DedupeTtl,
 }
 
 impl fmt::Display for Setting {
@@ -110,6 +112,7 @@ impl fmt::Display for Setting {
             Self::KnownSenders => "known sender",
             Self::AllowIps => "allow-list",
             Self::FailureLimit => "failure limit",
+            Self::DedupeTtl => "dedupe TTL",
         })
     }
 }

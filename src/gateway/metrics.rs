@@ -12,7 +12,11 @@ use std::{
     time::Instant,
 };
 
-use crate::problem::ProblemCode;
+use crate::{
+    dedupe::DedupeOutcome,
+    problem::ProblemCode,
+    store::redis::{RedisStore, StoreCall},
+};
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -39,6 +43,94 @@ struct Outcome {
     status: u16,
 }
 
+/// Labels of a Redis call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreCallLabels {
+    op: &'static str,
+    outcome: &'static str,
+}
+
+/// Labels of the Redis latency histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreOpLabels {
+    op: &'static str,
+}
+
+/// Labels of the deduplication counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DedupeLabels {
+    outcome: &'static str,
+}
+
+/// What the gateway counts of its Redis calls: made before the stores (which report to it),
+/// registered with the other metrics.
+#[derive(Clone)]
+pub(crate) struct StoreMetrics {
+    calls: Family<StoreCallLabels, Counter>,
+    seconds: Family<StoreOpLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for StoreMetrics {
+    fn default() -> Self {
+        Self {
+            calls: Family::default(),
+            seconds: Family::new_with_constructor(store_histogram),
+        }
+    }
+}
+
+/// Redis calls take from tens of microseconds (loopback) to their timeout: 50 µs up to ~1.6 s.
+fn store_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl StoreMetrics {
+    /// `redis`, reporting every call of the stores made from it to these metrics.
+    pub(crate) fn observe(&self, redis: RedisStore) -> RedisStore {
+        let metrics = self.clone();
+        redis.observe(move |call: StoreCall| {
+            metrics
+                .calls
+                .get_or_create(&StoreCallLabels {
+                    op: call.op,
+                    outcome: call.outcome.as_str(),
+                })
+                .inc();
+            metrics
+                .seconds
+                .get_or_create(&StoreOpLabels { op: call.op })
+                .observe(call.elapsed.as_secs_f64());
+        })
+    }
+
+    fn register(self, registry: &mut Registry) {
+        registry.register(
+            "store_calls",
+            "Calls to the Redis stores, by operation and outcome (ok, error, timeout)",
+            self.calls,
+        );
+        registry.register(
+            "store_seconds",
+            "Time a Redis store call took, by operation (until its answer, error or timeout)",
+            self.seconds,
+        );
+    }
+}
+
+/// `/healthz` asks whether the Redis server answers a `PING` (within the store's timeout).
+pub(crate) struct RedisHealth(pub(crate) RedisStore);
+
+impl HealthCheck for RedisHealth {
+    fn check(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+        let ping = self.0.ping();
+        Box::pin(async move {
+            ping.await
+                .map(|_| ())
+                .map_err(|error| format!("redis unreachable: {error}"))
+        })
+    }
+}
+
 /// A gauge read from its source at every scrape (limiter keys, buffered bytes, ...).
 pub(crate) struct GaugeSource {
     pub(crate) name: &'static str,
@@ -53,6 +145,8 @@ pub(crate) struct Metrics {
     /// The `accepted`/200 series of `requests`, resolved once: the common case skips the
     /// family's lock and hash.
     accepted: Counter,
+    /// Deduplication's decisions, by outcome.
+    dedupe: Family<DedupeLabels, Counter>,
     request_seconds: Histogram,
     verification_seconds: Histogram,
     destination_seconds: Histogram,
@@ -74,8 +168,16 @@ fn latency_histogram() -> Histogram {
 }
 
 impl Metrics {
-    pub(crate) fn new(sources: Vec<GaugeSource>) -> Arc<Self> {
+    pub(crate) fn new(sources: Vec<GaugeSource>, store: StoreMetrics) -> Arc<Self> {
         let mut registry = Registry::with_prefix("hookgate");
+        store.register(&mut registry);
+        let dedupe = Family::<DedupeLabels, Counter>::default();
+        registry.register(
+            "dedupe",
+            "Deliveries seen by deduplication, by outcome (handled, duplicate, in_flight, \
+             store_unavailable, released, lease_lost, settle_failed, ...)",
+            dedupe.clone(),
+        );
         let requests = Family::<Outcome, Counter>::default();
         registry.register(
             "requests",
@@ -118,6 +220,7 @@ impl Metrics {
             registry,
             requests,
             accepted,
+            dedupe,
             request_seconds,
             verification_seconds,
             destination_seconds,
@@ -146,8 +249,17 @@ impl Metrics {
         let status = response.status();
         // Static labels: counting an answer allocates nothing.
         let code = response.extensions().get::<ProblemCode>().copied();
+        let dedupe = response.extensions().get::<DedupeOutcome>().copied();
+        if let Some(outcome) = dedupe {
+            self.dedupe
+                .get_or_create(&DedupeLabels {
+                    outcome: outcome.as_str(),
+                })
+                .inc();
+        }
         match code {
             Some(code) => self.count(code.as_str(), status),
+            None if dedupe == Some(DedupeOutcome::Duplicate) => self.count(DUPLICATE, status),
             None if status == StatusCode::OK => self.accepted.inc(),
             None => self.count("handler", status),
         };
@@ -168,6 +280,8 @@ impl Metrics {
 
 /// The outcome label of a 200 the handler (sink or upstream) gave.
 const ACCEPTED: &str = "accepted";
+/// The outcome label of a 200 deduplication gave for an event already handled.
+const DUPLICATE: &str = "duplicate";
 
 /// When the request arrived (a request extension set by [`Record`]).
 #[derive(Clone, Copy, Debug)]
@@ -412,11 +526,14 @@ mod tests {
 
     #[test]
     fn outcomes_are_counted_by_problem_code_or_status() {
-        let metrics = Metrics::new(vec![GaugeSource {
-            name: "limiter_keys",
-            help: "Keys tracked",
-            read: Box::new(|| 42),
-        }]);
+        let metrics = Metrics::new(
+            vec![GaugeSource {
+                name: "limiter_keys",
+                help: "Keys tracked",
+                read: Box::new(|| 42),
+            }],
+            StoreMetrics::default(),
+        );
         let started = Instant::now();
         metrics.record(&Response::new(()), started);
         let mut rejected = Response::new(());

@@ -77,6 +77,7 @@ mod request_id;
 mod serve;
 mod sink;
 mod stack;
+mod state;
 mod tls;
 mod upstream;
 

@@ -82,6 +82,7 @@ impl Gateway {
             path: self.path.clone(),
             verify: self.verify,
             client: self.client,
+            dedupe: self.dedupe,
             rejections,
             destination,
             metrics: self.metrics.clone(),

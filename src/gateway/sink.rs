@@ -49,7 +49,7 @@ const DIR_MODE: u32 = 0o700;
 /// How long storing one event may take: a hung filesystem answers the sender a retryable 503
 /// instead of holding its request forever. The blocked thread is left to finish; should it
 /// store the event after all, the sender's retry finds it there.
-const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the `/healthz` probe of the directory may take, waiting for an earlier one included.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

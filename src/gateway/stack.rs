@@ -14,11 +14,11 @@ use super::codes;
 use std::{
     convert::Infallible,
     future::Future,
-    net::IpAddr,
     num::NonZeroU32,
     pin::Pin,
     sync::Arc,
     task::{ready, Context, Poll},
+    time::Duration,
 };
 
 use bytes::Bytes;
@@ -46,6 +46,7 @@ use super::{
         accept_client_id, span, MakeId, ProblemRequestId, ProblemRequestIdLayer, X_REQUEST_ID,
     },
     sink::{Sink, SinkBody},
+    state::{EventStore, LimiterStore},
     upstream::{Upstream, UpstreamBody},
     Error,
 };
@@ -53,6 +54,7 @@ use crate::{
     body::ProblemBody,
     client_checks::{AllowIpLayer, RequireHttpsLayer},
     client_ip::{ClientIp, ForwardedHeader},
+    dedupe::{DedupeKey, DeduplicateLayer, MemoryDedupeStore},
     elevenlabs::EGRESS_IPS,
     future::ResponseFuture,
     normalize::NormalizeStatus,
@@ -60,14 +62,16 @@ use crate::{
     rate_limit::{FailurePolicy, MemoryStore, Rate},
     scheme::ElevenLabs,
     signature::{VerifiedBody, VerifySignature},
-    FailureLimitLayer, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
+    store::redis::RedisStore,
+    ConfigError, FailureLimitLayer, NormalizeStatusLayer, RateLimitLayer, VerifySignatureLayer,
 };
 
 /// A layer the settings may leave out (`ServiceBuilder::option_layer`).
 type Optional<L, S> = Either<<L as Layer<S>>::Service, S>;
-type Verify = VerifySignature<TimeDestination<Destination>, ElevenLabs>;
-type FailureLimited = Optional<FailureLimitLayer<ClientIp>, Verify>;
-type RateLimited = Optional<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>, FailureLimited>;
+type Deduplicated = Optional<DeduplicateLayer<EventStore>, TimeDestination<Destination>>;
+type Verify = VerifySignature<Deduplicated, ElevenLabs>;
+type FailureLimited = Optional<FailureLimitLayer<ClientIp, LimiterStore>, Verify>;
+type RateLimited = Optional<RateLimitLayer<ClientIp, LimiterStore>, FailureLimited>;
 type Allowed = Optional<AllowIpLayer, RateLimited>;
 type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
 /// The stack inside the request's trace span.
@@ -107,6 +111,7 @@ pub(crate) struct StackFactory {
     pub(crate) path: Arc<str>,
     pub(crate) verify: VerifySignatureLayer<ElevenLabs>,
     pub(crate) client: ClientLayers,
+    pub(crate) dedupe: Option<DeduplicateLayer<EventStore>>,
     pub(crate) rejections: Arc<RejectionLog>,
     pub(crate) destination: DestinationConfig,
     pub(crate) metrics: Arc<Metrics>,
@@ -160,17 +165,77 @@ impl StackFactory {
             .option_layer(self.client.rate_limit.clone())
             .option_layer(self.client.failure_limit.clone())
             .layer(self.verify.clone())
+            .option_layer(self.dedupe.clone())
             .layer(TimeDestinationLayer(self.metrics.clone()))
             .service(destination))
     }
+}
+
+/// The name of the per-client limiters' store on Redis (`{prefix}:clients:{address}`).
+const CLIENT_STORE: &str = "clients";
+/// The name of deduplication's store on Redis (`{prefix}:events:{event key}`).
+const EVENT_STORE: &str = "events";
+/// How much longer than the destination's own deadline a delivery's claim lasts: a claim
+/// must outlive the handling it covers, or a redelivery could be handled beside it.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Deduplication in front of the destination, as the settings ask (`None`: left out): on by
+/// default in upstream mode and with Redis; keyed by the event key (the sink's file name),
+/// else the signature, so a captured delivery replayed within the tolerance is answered `200`
+/// without reaching the destination.
+pub(crate) fn dedupe_layer(
+    settings: &GatewayBuilder,
+    redis: Option<&RedisStore>,
+    gauges: &mut Vec<GaugeSource>,
+) -> Result<Option<DeduplicateLayer<EventStore>>, Error> {
+    let upstream = matches!(settings.destination, DestinationSetting::Upstream(_));
+    if !settings.dedupe.unwrap_or(upstream || redis.is_some()) {
+        return Ok(None);
+    }
+    let invalid = |source| Error::InvalidSetting {
+        setting: Setting::DedupeTtl,
+        source,
+    };
+    let window = settings.scheme.replay_window();
+    if settings.dedupe_ttl < window {
+        return Err(invalid(ConfigError::new(format!(
+            "dedupe TTL: {} s is shorter than the time a signed delivery stays acceptable \
+             ({} s: the tolerance plus the future skew): a captured delivery could be \
+             replayed once its event is forgotten",
+            settings.dedupe_ttl.as_secs(),
+            window.as_secs()
+        ))));
+    }
+    let store = match redis {
+        Some(redis) => EventStore::Redis(redis.dedupe_store(EVENT_STORE)),
+        None => {
+            let store = Arc::new(MemoryDedupeStore::new());
+            let probe = store.clone();
+            gauges.push(GaugeSource {
+                name: "dedupe_keys",
+                help: "Events remembered (claimed or done) by deduplication in memory",
+                read: Box::new(move || probe.len() as i64),
+            });
+            EventStore::Memory(store)
+        }
+    };
+    let deadline = match &settings.destination {
+        DestinationSetting::Upstream(upstream) => upstream.deadline(),
+        DestinationSetting::Sink(_) => super::sink::STORE_TIMEOUT,
+    };
+    let layer = DeduplicateLayer::with_store(store, DedupeKey::elevenlabs())
+        .lease((deadline + LEASE_MARGIN).max(DeduplicateLayer::<()>::DEFAULT_LEASE))
+        .and_then(|layer| layer.keep_done(settings.dedupe_ttl))
+        .map_err(invalid)?;
+    Ok(Some(layer))
 }
 
 /// The client checks and limits, as the settings ask (`None`: left out).
 pub(crate) struct ClientLayers {
     require_https: Option<RequireHttpsLayer>,
     allow_ip: Option<AllowIpLayer>,
-    failure_limit: Option<FailureLimitLayer<ClientIp>>,
-    rate_limit: Option<RateLimitLayer<ClientIp, MemoryStore<IpAddr>>>,
+    failure_limit: Option<FailureLimitLayer<ClientIp, LimiterStore>>,
+    rate_limit: Option<RateLimitLayer<ClientIp, LimiterStore>>,
 }
 
 /// Who the client is, per the settings: the peer, or what trusted proxies say; and which
@@ -193,47 +258,69 @@ pub(crate) fn client_ip(settings: &GatewayBuilder) -> Result<ClientIp, Error> {
 }
 
 impl ClientLayers {
-    /// The layers the settings ask for; registers a gauge for each layer that keeps
-    /// per-client state.
+    /// The layers the settings ask for, their state in memory or on `redis`; registers a gauge
+    /// for each layer that keeps per-client state in memory.
     pub(crate) fn new(
         settings: &GatewayBuilder,
+        redis: Option<&RedisStore>,
         client_ip: &ClientIp,
         gauges: &mut Vec<GaugeSource>,
     ) -> Result<Self, Error> {
         let invalid = |setting| move |source| Error::InvalidSetting { setting, source };
-        let rate_limit = match NonZeroU32::new(settings.client_rate) {
-            Some(rate) => {
-                let burst = NonZeroU32::new(settings.client_burst).unwrap_or(rate);
-                let layer = RateLimitLayer::per_client(
-                    Rate::per_second(rate).burst(burst),
-                    client_ip.clone(),
-                );
+        let request_rate = NonZeroU32::new(settings.client_rate).map(|rate| {
+            let burst = NonZeroU32::new(settings.client_burst).unwrap_or(rate);
+            Rate::per_second(rate).burst(burst)
+        });
+        let failure_rate = NonZeroU32::new(settings.max_failures_per_minute)
+            .map(|failures| Rate::per_minute(failures).burst(failures));
+        let (requests, failures) = match (redis, request_rate, failure_rate) {
+            (None, requests, failures) => (
+                requests.map(|rate| LimiterStore::Memory(MemoryStore::new(rate))),
+                failures.map(|rate| LimiterStore::Memory(MemoryStore::new(rate))),
+            ),
+            // One hash per client for both limiters: one round trip per request.
+            (Some(redis), Some(requests), Some(failures)) => {
+                let (requests, failures) = redis.client_stores(CLIENT_STORE, requests, failures);
+                (
+                    Some(LimiterStore::Redis(requests)),
+                    Some(LimiterStore::Redis(failures)),
+                )
+            }
+            (Some(redis), requests, failures) => (
+                requests
+                    .map(|rate| LimiterStore::Redis(redis.rate_limit_store(CLIENT_STORE, rate))),
+                failures
+                    .map(|rate| LimiterStore::Redis(redis.rate_limit_store(CLIENT_STORE, rate))),
+            ),
+        };
+
+        let rate_limit = requests.map(|store| {
+            let layer = RateLimitLayer::per_client_with_store(store, client_ip.clone());
+            if layer.store().tracked().is_some() {
                 let probe = layer.clone();
                 gauges.push(GaugeSource {
                     name: "limiter_clients",
                     help: "Clients tracked by the per-client rate limiter",
-                    read: Box::new(move || probe.store().len() as i64),
+                    read: Box::new(move || probe.store().tracked().unwrap_or(0) as i64),
                 });
-                Some(layer)
             }
-            None => None,
-        };
+            layer
+        });
 
-        let failure_limit = match NonZeroU32::new(settings.max_failures_per_minute) {
-            Some(failures) => {
+        let failure_limit = match failures {
+            Some(store) => {
                 let policy = FailurePolicy::block_for(settings.failure_cooldown)
                     .map_err(invalid(Setting::FailureLimit))?;
-                let layer = FailureLimitLayer::new(
-                    Rate::per_minute(failures).burst(failures),
-                    policy,
-                    client_ip.clone(),
-                );
-                let blocked = layer.clone();
-                gauges.push(GaugeSource {
-                    name: "blocked_clients",
-                    help: "Clients blocked after failing verification too often",
-                    read: Box::new(move || blocked.blocked_clients() as i64),
-                });
+                let memory = store.blocked().is_some();
+                let layer = FailureLimitLayer::with_store(store, policy, client_ip.clone());
+                if memory {
+                    let blocked = layer.clone();
+                    gauges.push(GaugeSource {
+                        name: "blocked_clients",
+                        help: "Clients blocked after failing verification too often",
+                        read: Box::new(move || blocked.store().blocked().unwrap_or(0) as i64),
+                    });
+                }
                 Some(layer)
             }
             None => None,

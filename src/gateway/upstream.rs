@@ -458,6 +458,11 @@ impl UpstreamBuilder {
     }
 
     /// The URL deliveries are forwarded to.
+    /// The longest a forwarded delivery may take: connecting, then the answer.
+    pub(crate) fn deadline(&self) -> Duration {
+        self.connect_timeout + self.response_timeout
+    }
+
     pub(crate) fn url(&self) -> &str {
         &self.url
     }

@@ -13,14 +13,14 @@ use tower_service::Service;
 use super::{
     future::{Deferred, Kind, ResponseFuture},
     layer::Placement,
-    store::BlockLookup,
+    store::{BlockListId, BlockLookup},
     Check, Decision, KeyExtractor, OnMissingKey, OnStoreError, RateLimitStore, StoreError,
 };
 use crate::{
     body::ProblemBody,
     client_ip::Unidentified,
     problem::{retry_after_secs, Problem, ProblemCode, ResponseForm},
-    store::ErrorLog,
+    store::LogGate,
 };
 
 /// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers-10).
@@ -58,7 +58,9 @@ pub(crate) struct Shared<St> {
     pub(crate) max_wait: Duration,
     pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_store_error: OnStoreError,
-    pub(crate) errors: Arc<ErrorLog>,
+    pub(crate) errors: Arc<LogGate>,
+    /// The block list the store's checks look up ([`RateLimitStore::reads_block_list`]).
+    pub(crate) reads_block_list: Option<BlockListId>,
     pub(crate) policy: HeaderValue,
 }
 
@@ -134,12 +136,12 @@ impl<St> Shared<St> {
         let decision = match result {
             Ok(decision) => decision,
             Err(error) => {
-                if let Some(failures) = self.errors.record() {
+                if let Some(suppressed) = self.errors.admit() {
                     tracing::warn!(
                         target: "hookgate::rate_limit",
                         policy = self.placement.policy_name(),
                         %error,
-                        failures,
+                        suppressed,
                         fail_closed = self.on_store_error == OnStoreError::Reject,
                         "rate limit store failed"
                     );
@@ -157,7 +159,11 @@ impl<St> Shared<St> {
                     OnStoreError::Allow => Verdict::Pass {
                         headers: None,
                         exceeded: None,
-                        block: None,
+                        block: self.reads_block_list.map(|list| BlockLookup {
+                            list,
+                            blocked: None,
+                            failed: true,
+                        }),
                     },
                 };
             }

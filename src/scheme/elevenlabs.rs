@@ -90,6 +90,23 @@ impl ElevenLabs {
         self
     }
 
+    /// How long one signed delivery stays acceptable: from [`future_skew`](Self::future_skew)
+    /// before its timestamp to [`tolerance`](Self::tolerance) after it. A deduplication
+    /// store that remembers handled events at least this long answers every replay of a
+    /// captured delivery as a duplicate.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hookgate::scheme::ElevenLabs;
+    ///
+    /// let scheme = ElevenLabs::new("secret").unwrap();
+    /// assert_eq!(scheme.replay_window(), Duration::from_secs(35 * 60));
+    /// ```
+    #[must_use]
+    pub fn replay_window(&self) -> Duration {
+        self.tolerance.saturating_add(self.future_skew)
+    }
+
     /// The `ElevenLabs-Signature` value for `body` signed at `unix_secs` with the first secret:
     /// `t=<unix_secs>,v0=<hex>`. For tests, and for playing the sender.
     #[must_use]

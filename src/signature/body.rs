@@ -110,6 +110,18 @@ impl VerifiedBody {
             }
         }
     }
+
+    /// The remaining bytes as one `Bytes`, kept as the body's one frame: a body that arrived
+    /// in several frames is copied once, here, and every later [`to_bytes`](Self::to_bytes)
+    /// is free. The budget permit and the trailers stay.
+    #[cfg(feature = "dedupe")]
+    pub(crate) fn make_contiguous(&mut self) -> Bytes {
+        if let Frames::Many(_) = self.frames {
+            // `Many` holds at least two non-empty frames: `One` is what it becomes.
+            self.frames = Frames::One(self.to_bytes());
+        }
+        self.to_bytes()
+    }
 }
 
 impl Body for VerifiedBody {
@@ -334,5 +346,42 @@ mod tests {
         assert!(body.is_empty());
         assert!(body.is_end_stream());
         assert_eq!(body.collect().await.unwrap().to_bytes(), "");
+    }
+}
+
+#[cfg(all(test, feature = "dedupe"))]
+mod contiguous_tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn several_frames_become_one_and_the_rest_stays() {
+        let mut frames = Frames::default();
+        frames.push(Bytes::from_static(b"hello "));
+        frames.push(Bytes::from_static(b"world"));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-t", "1".parse().unwrap());
+        let budget = super::super::BufferBudget::new(11);
+        let mut permit = budget.permit();
+        assert!(permit.cover(11));
+        let mut body = VerifiedBody::new(frames, 11, Some(trailers), permit);
+        let all = body.make_contiguous();
+        assert_eq!(all, "hello world");
+        assert_eq!(body.frames().count(), 1);
+        assert_eq!(body.to_bytes().as_ptr(), all.as_ptr(), "no second copy");
+        assert_eq!(body.len(), 11);
+        assert_eq!(budget.in_use(), 11, "the permit is kept");
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-t"], "1");
+        assert_eq!(collected.to_bytes(), "hello world");
+        assert_eq!(budget.in_use(), 0, "given back with the body");
+    }
+
+    #[test]
+    fn one_frame_is_left_as_it_is() {
+        let data = Bytes::from_static(b"x");
+        let mut body = VerifiedBody::from_bytes(data.clone());
+        assert_eq!(body.make_contiguous().as_ptr(), data.as_ptr());
+        assert_eq!(VerifiedBody::from_bytes(Bytes::new()).make_contiguous(), "");
     }
 }

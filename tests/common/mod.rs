@@ -1,4 +1,5 @@
-//! Helpers shared by the `hookgate` binary's end-to-end tests.
+//! Helpers shared by the `hookgate` binary's end-to-end tests, and Redis servers for the Redis
+//! stores' tests (`redis`, feature `redis`).
 #![allow(dead_code, unreachable_pub)] // each test file uses a part
 
 use std::{
@@ -33,6 +34,7 @@ pub fn scratch_dir() -> PathBuf {
 
 /// `hookgate` with a clean environment holding only `secrets` (comma-separated), run in a
 /// scratch directory.
+#[cfg(feature = "cli")]
 pub fn hookgate(secrets: Option<&str>) -> std::process::Command {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"));
     command.env_clear().current_dir(scratch_dir());
@@ -43,6 +45,7 @@ pub fn hookgate(secrets: Option<&str>) -> std::process::Command {
 }
 
 /// The same, for tests running receivers on a tokio runtime.
+#[cfg(feature = "cli")]
 pub fn hookgate_async(secrets: Option<&str>) -> tokio::process::Command {
     let mut command = tokio::process::Command::from(hookgate(secrets));
     command.kill_on_drop(true);
@@ -62,3 +65,6 @@ pub fn texts(output: &Output, secrets: &[&str]) -> (String, String) {
 
 #[cfg(feature = "cli")]
 pub mod gateway;
+
+#[cfg(feature = "redis")]
+pub mod redis;

@@ -10,6 +10,7 @@ use clap::{parser::ValueSource, ArgMatches, Args, CommandFactory, Parser, Subcom
 use hookgate::{
     gateway::{Gateway, GatewayBuilder, Upstream},
     scheme::ElevenLabs,
+    store::redis::RedisStore,
 };
 
 /// Receive signed webhooks safely, and test receivers by playing the sender.
@@ -101,11 +102,43 @@ pub(crate) struct ServeArgs {
         value_parser = positive_seconds
     )]
     pub(crate) upstream_timeout: f64,
+    /// Keep all state (per-client limits, failure blocks, deduplication) on this Redis or
+    /// Valkey server, shared by every instance using it: redis://host:port[/db] or
+    /// redis+unix:///path. A URL holding a password must come from the environment
+    /// (HOOKGATE_REDIS_URL, or the .env file), never from the command line, where every local
+    /// user can read it.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "HOOKGATE_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub(crate) redis_url: Option<String>,
+    /// The namespace of hookgate's Redis keys: instances sharing state need the same one.
+    #[arg(long, default_value = "hookgate", env = "HOOKGATE_REDIS_PREFIX")]
+    pub(crate) redis_prefix: String,
+    /// Seconds a Redis call may take before the store's failure policy applies (deduplication:
+    /// retryable 503; limiters: let through).
+    #[arg(
+        long,
+        default_value_t = 0.25,
+        env = "HOOKGATE_REDIS_TIMEOUT",
+        value_parser = positive_seconds
+    )]
+    pub(crate) redis_timeout: f64,
+    /// Seconds a handled event is remembered: a redelivery or replay within it is answered 200
+    /// without reaching the destination (at least the tolerance plus 5 minutes of skew).
+    #[arg(long, default_value_t = 86_400, env = "HOOKGATE_DEDUPE_TTL")]
+    pub(crate) dedupe_ttl: u64,
+    /// Turn deduplication off (on by default in upstream mode and with --redis-url; in sink
+    /// mode without Redis the sink's file names keep one copy of each event).
+    #[arg(long, env = "HOOKGATE_NO_DEDUPE")]
+    pub(crate) no_dedupe: bool,
     /// Directory verified deliveries are stored in (when no --upstream is given).
     #[arg(long, default_value = "./events", env = "HOOKGATE_SINK_DIR")]
     pub(crate) sink_dir: PathBuf,
     /// Largest body accepted, in bytes.
-    #[arg(long, default_value_t = 32 << 20, env = "HOOKGATE_MAX_BODY_BYTES")]
+    #[arg(long, default_value_t = 64 << 20, env = "HOOKGATE_MAX_BODY_BYTES")]
     pub(crate) max_body_bytes: usize,
     /// Seconds a delivery's whole body has to arrive (then a retryable 503 `body_timeout`).
     #[arg(
@@ -219,7 +252,12 @@ pub(crate) struct ServeArgs {
 impl ServeArgs {
     /// The gateway's settings, per these flags, checking deliveries with `scheme` (which
     /// carries the secrets; its tolerance is set here).
-    pub(crate) fn gateway(&self, scheme: ElevenLabs) -> GatewayBuilder {
+    ///
+    /// # Errors
+    ///
+    /// A Redis URL that does not parse, or that holds credentials but came from the command
+    /// line.
+    pub(crate) fn gateway(&self, scheme: ElevenLabs) -> Result<GatewayBuilder, String> {
         let seconds = Duration::from_secs_f64;
         let scheme = scheme.tolerance(Duration::from_secs(self.tolerance));
         let mut builder = Gateway::builder(scheme)
@@ -243,7 +281,11 @@ impl ServeArgs {
             .max_connections_per_client(self.max_connections_per_client)
             .request_head_timeout(seconds(self.request_head_timeout))
             .idle_timeout(seconds(self.idle_timeout))
-            .rejection_log_interval(seconds(self.rejection_log_interval));
+            .rejection_log_interval(seconds(self.rejection_log_interval))
+            .dedupe_ttl(Duration::from_secs(self.dedupe_ttl));
+        if self.no_dedupe {
+            builder = builder.dedupe(false);
+        }
         if let Some(url) = &self.upstream {
             builder = builder.upstream(
                 Upstream::builder(url)
@@ -260,7 +302,21 @@ impl ServeArgs {
         if let Some(connections) = self.max_connections {
             builder = builder.max_connections(connections);
         }
-        builder
+        if let Some(url) = &self.redis_url {
+            let from_environment = std::env::var(REDIS_URL_ENV).is_ok_and(|env| env == *url);
+            if has_credentials(url) && !from_environment {
+                return Err(format!(
+                    "--redis-url holds a password, and the command line is visible to every \
+                     local user: set {REDIS_URL_ENV} in the environment or the .env file instead"
+                ));
+            }
+            let redis = RedisStore::new(url)
+                .map_err(|error| format!("--redis-url: {error}"))?
+                .prefix(self.redis_prefix.as_str())
+                .timeout(seconds(self.redis_timeout));
+            builder = builder.redis(redis);
+        }
+        Ok(builder)
     }
 }
 
@@ -365,6 +421,16 @@ fn non_negative_seconds(text: &str) -> Result<f64, String> {
     } else {
         Err("expected a number from 0 to 1000000".into())
     }
+}
+
+/// The variable `--redis-url` is read from.
+const REDIS_URL_ENV: &str = "HOOKGATE_REDIS_URL";
+
+/// Whether a URL carries a user or a password (`scheme://user:password@host`).
+fn has_credentials(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.contains('@')
 }
 
 fn positive_seconds(text: &str) -> Result<f64, String> {

@@ -34,7 +34,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         tracing::info!(secrets = secrets.len(), source = %secrets.source, "webhook secrets loaded");
     }
     let gateway = args
-        .gateway(secrets.scheme()?)
+        .gateway(secrets.scheme()?)?
         .build()
         .map_err(|e| e.to_string())?
         .serve()

@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 pub use self::{future::FailureResponseFuture, service::FailureLimit};
 use super::{KeyExtractor, MemoryStore, OnStoreError, Rate};
-use crate::store::ErrorLog;
+use crate::store::LogGate;
 use crate::{problem::ProblemCode, ConfigError};
 
 /// The policy name of failure-only limiting, in [`RateLimitExceeded::policy`].
@@ -168,7 +168,7 @@ struct Shared<St> {
     cooldown: Duration,
     enforce: bool,
     on_store_error: OnStoreError,
-    errors: ErrorLog,
+    errors: LogGate,
 }
 
 impl<E> FailureLimitLayer<E>
@@ -194,9 +194,18 @@ impl<E, St> FailureLimitLayer<E, St> {
                 cooldown: policy.cooldown,
                 enforce: policy.enforce,
                 on_store_error: policy.on_store_error,
-                errors: ErrorLog::default(),
+                errors: LogGate::new(),
             }),
         }
+    }
+}
+
+impl<E, St> FailureLimitLayer<E, St> {
+    /// The store holding the failure counts and blocks, shared with every service made by
+    /// this layer.
+    #[must_use]
+    pub fn store(&self) -> &St {
+        &self.shared.store
     }
 }
 

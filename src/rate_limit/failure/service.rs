@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     body::ProblemBody,
-    rate_limit::{service::LookedUpBlock, Check, KeyExtractor, RateLimitStore},
+    rate_limit::{service::LookedUpBlock, Check, KeyExtractor, RateLimitStore, StoreError},
 };
 
 /// The service made by [`FailureLimitLayer`](super::FailureLimitLayer).
@@ -96,7 +96,13 @@ where
         // decision on the same store (one round trip instead of two).
         let looked_up = self.shared.store.block_list().and_then(|list| {
             let block = request.extensions().get::<LookedUpBlock<E::Key>>()?;
-            (block.lookup.list == list && block.key == key).then_some(block.lookup.blocked)
+            (block.lookup.list == list && block.key == key).then_some(if block.lookup.failed {
+                Err(StoreError::new(
+                    "the store failed the per-client limiter's decision, which looks up blocks",
+                ))
+            } else {
+                Ok(block.lookup.blocked)
+            })
         });
         if let Some(blocked) = looked_up {
             return FailureResponseFuture::admit(
@@ -104,7 +110,7 @@ where
                 request,
                 key,
                 &self.shared,
-                Ok(blocked),
+                blocked,
             );
         }
         match self.shared.store.blocked(&key) {

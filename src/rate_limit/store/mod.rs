@@ -44,6 +44,9 @@ impl BlockListId {
 pub(crate) struct BlockLookup {
     pub(crate) list: BlockListId,
     pub(crate) blocked: Option<Duration>,
+    /// The decision failed: the block is unknown, and asking the same store again for it
+    /// would most likely fail too (after another timeout).
+    pub(crate) failed: bool,
 }
 
 impl Decision {
@@ -90,7 +93,11 @@ impl Decision {
     /// state of a client share one key (a Redis hash, say).
     #[must_use]
     pub const fn with_block(mut self, list: BlockListId, blocked: Option<Duration>) -> Self {
-        self.block = Some(BlockLookup { list, blocked });
+        self.block = Some(BlockLookup {
+            list,
+            blocked,
+            failed: false,
+        });
         self
     }
 
@@ -209,6 +216,15 @@ pub trait RateLimitStore<K> {
     /// that list for the same key, taken in front of it for the same request, instead of
     /// asking [`blocked`](RateLimitStore::blocked).
     fn block_list(&self) -> Option<BlockListId> {
+        None
+    }
+
+    /// The block list this store's [`check`](RateLimitStore::check) looks up with its
+    /// decisions ([`Decision::with_block`]), if any; `None` by default. When such a check
+    /// fails, the per-client limiter tells the failure limiter behind it that the block is
+    /// unknown, and the failure limiter applies its store-error policy at once instead of
+    /// asking a store that just failed (and waiting for it to fail again).
+    fn reads_block_list(&self) -> Option<BlockListId> {
         None
     }
 }
