@@ -96,6 +96,7 @@
 //! |---|---|
 //! | `signature` (default) | [`VerifySignatureLayer`]; the [`scheme::ElevenLabs`] scheme is always available |
 //! | `standard-webhooks` | `scheme::StandardWebhooks` |
+//! | `auth` | `RequireTokenLayer`: a static bearer token or header value, for senders that do not sign |
 //! | `client-ip` | `client_ip::ClientIp`: who the client is (enabled by the two below) |
 //! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, the key extractors and stores |
 //! | `client-checks` | `RequireHttpsLayer`, `AllowIpLayer` |
@@ -107,6 +108,8 @@
 //! | `cli` | the `hookgate` gateway binary |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod body;
 pub mod elevenlabs;
 mod error;
@@ -152,6 +155,9 @@ pub use normalize::NormalizeStatusLayer;
 
 #[cfg(feature = "client-checks")]
 pub use client_checks::{AllowIpLayer, RequireHttpsLayer};
+
+#[cfg(feature = "auth")]
+pub use auth::RequireTokenLayer;
 
 #[cfg(feature = "dedupe")]
 pub use dedupe::DeduplicateLayer;
