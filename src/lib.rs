@@ -95,7 +95,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `signature` (default) | [`VerifySignatureLayer`]; the [`scheme::ElevenLabs`] scheme is always available |
-//! | `standard-webhooks` | `scheme::StandardWebhooks` |
+//! | `standard-webhooks` | `scheme::StandardWebhooks`: symmetric `v1` and asymmetric `v1a` (ed25519) signatures |
 //! | `auth` | `RequireTokenLayer`: a static bearer token or header value, for senders that do not sign |
 //! | `client-ip` | `client_ip::ClientIp`: who the client is (enabled by the two below) |
 //! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, the key extractors and stores |

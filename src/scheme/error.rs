@@ -154,7 +154,8 @@ pub enum Malformed {
         /// Which element.
         position: usize,
     },
-    /// A signature that is not valid base64 of 32 bytes.
+    /// A signature that is not valid base64 of a signature of its version (32 bytes for
+    /// Standard Webhooks' `v1`, 64 for `v1a`).
     SignatureNotBase64 {
         /// Which element.
         position: usize,
@@ -198,7 +199,10 @@ impl fmt::Display for Malformed {
                 write!(f, "signature element {position} is not hexadecimal")
             }
             Self::SignatureNotBase64 { position } => {
-                write!(f, "signature element {position} is not base64 of 32 bytes")
+                write!(
+                    f,
+                    "signature element {position} is not base64 of a signature of its version's length"
+                )
             }
             Self::TooManySignatures { max } => {
                 write!(f, "it carries more than {max} signatures")
