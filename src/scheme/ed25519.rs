@@ -13,7 +13,8 @@
 //! the body's size, and one SHA-512 pass over the body.
 //!
 //! That pass cannot be shared between pairs (the hash starts with the pair's own `R` and `A`),
-//! so the number of pairs is bounded: at most [`MAX_PASSES`] per request.
+//! so the number of pairs is bounded: at most [`MAX_PASSES`] per request, or
+//! [`ROTATION_SIGNATURES`] signatures per key when more keys are configured.
 
 use std::time::SystemTime;
 
@@ -28,8 +29,14 @@ pub(crate) const SIGNATURE_LEN: usize = 64;
 pub(crate) const PUBLIC_KEY_LEN: usize = 32;
 
 /// Most ed25519 verifications of one request (its `v1a` signatures times the configured public
-/// keys): each one is a SHA-512 pass over the whole body.
-pub(crate) const MAX_PASSES: usize = 16;
+/// keys), as many as the HMAC passes of the most secrets a scheme takes: each one is a SHA-512
+/// pass over the whole body, so they bound what a forged request can cost. A request may carry
+/// [`ROTATION_SIGNATURES`] even beyond it.
+pub(crate) const MAX_PASSES: usize = 8;
+
+/// The `v1a` signatures a request may always carry, however many keys are configured: the old
+/// and the new key's during a sender's rotation.
+pub(crate) const ROTATION_SIGNATURES: usize = 2;
 
 /// Why a public key is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +86,7 @@ impl PublicKeys {
 
     /// A verification per pair of a live key and one of `signatures`, each already fed
     /// `prefix`; key by key in configuration order, so the first pair that verifies is the
-    /// first configured key that matches. The caller bounds the pairs to [`MAX_PASSES`].
+    /// first configured key that matches. The caller bounds the pairs (see [`MAX_PASSES`]).
     pub(crate) fn begin(
         &self,
         signatures: &[[u8; SIGNATURE_LEN]],
@@ -271,5 +278,11 @@ mod tests {
         let mut off = [0; 32];
         off[0] = 2;
         assert_eq!(public_key(&off).unwrap_err(), KeyError::NotAPoint);
+    }
+
+    #[test]
+    fn a_pair_costs_about_six_hundred_bytes() {
+        // What the docs promise: about 0.6 KiB per (signature, key) pair, whatever the body.
+        assert!(std::mem::size_of::<Stream>() <= 640);
     }
 }
