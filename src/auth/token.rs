@@ -570,6 +570,28 @@ mod tests {
         expect(got, unauthorized("missing_credentials"), "another header");
     }
 
+    #[test]
+    fn readiness_is_the_inner_services() {
+        /// Never ready; never called.
+        struct NotReady;
+        impl Service<Request<()>> for NotReady {
+            type Response = Response<String>;
+            type Error = Infallible;
+            type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Pending
+            }
+            fn call(&mut self, _: Request<()>) -> Self::Future {
+                unreachable!("never ready")
+            }
+        }
+        let mut service = bearer().layer(NotReady);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(service.poll_ready(&mut cx).is_pending());
+        let mut ready = bearer().layer(ok());
+        assert!(matches!(ready.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    }
+
     #[tokio::test]
     async fn grpc_requests_get_unauthenticated() {
         let service = bearer().layer(ok());

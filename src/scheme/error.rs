@@ -217,6 +217,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn malformed_texts_say_what_is_wrong() {
+        let error = |reason| {
+            VerifyError::Malformed {
+                header: "webhook-signature",
+                reason,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            error(Malformed::SignatureNotBase64 { position: 2 }),
+            "the webhook-signature header is malformed: signature element 2 is not base64 of a signature of its version's length"
+        );
+        assert_eq!(
+            error(Malformed::TooManySignatures { max: 4 }),
+            "the webhook-signature header is malformed: it carries more than 4 signatures"
+        );
+        assert_eq!(
+            error(Malformed::MissingSignature),
+            "the webhook-signature header is malformed: it has no signature of a supported version"
+        );
+    }
+
+    #[test]
     fn error_texts_name_the_cause() {
         let stale = VerifyError::TimestampStale {
             age: Duration::from_secs(3605),

@@ -397,15 +397,11 @@ impl Verifier for StandardWebhooksVerifier {
             .streams
             .finish()
             .map(|(index, signature)| (index, SignatureDigest::from(signature)));
-        // The first configured key that matched, whatever its kind.
-        let matched = match (symmetric, asymmetric) {
-            (Some(symmetric), Some(asymmetric)) => Some(if asymmetric.0 < symmetric.0 {
-                asymmetric
-            } else {
-                symmetric
-            }),
-            (symmetric, asymmetric) => symmetric.or(asymmetric),
-        };
+        // The first configured key that matched, whatever its kind (indexes are distinct).
+        let matched = [symmetric, asymmetric]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(index, _)| *index);
         match matched {
             Some((index, signature)) => {
                 let verified = Verified::new(self.timestamp, index, signature);
