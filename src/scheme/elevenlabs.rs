@@ -412,6 +412,15 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_window_spans_the_skew_and_the_tolerance() {
+        assert_eq!(scheme().replay_window(), Duration::from_secs(35 * 60));
+        let custom = scheme()
+            .tolerance(Duration::from_secs(60))
+            .future_skew(Duration::from_secs(5));
+        assert_eq!(custom.replay_window(), Duration::from_secs(65));
+    }
+
+    #[test]
     fn an_expiring_secret_verifies_until_its_expiry_and_never_after() {
         let until = at(T + 600);
         let old = ElevenLabs::new("old").unwrap();
