@@ -1,6 +1,6 @@
 //! Deduplication costs: what `DeduplicateLayer` adds to a delivery with the in-memory store
 //! (a claim and a completion, or a duplicate's answer) over the bare handler, and the key
-//! extraction alone for ElevenLabs bodies of 4 KiB and 1 MiB.
+//! extraction alone for ElevenLabs bodies of 4 KiB and 1 MiB, and the store alone.
 //!
 //! Run: `cargo bench --bench dedupe --features dedupe`
 
@@ -9,7 +9,7 @@ use std::{convert::Infallible, future::ready, hint::black_box, time::Duration};
 use bytes::Bytes;
 use criterion::{criterion_main, BenchmarkId, Criterion, Throughput};
 use hookgate::{
-    dedupe::{DedupeKey, DeduplicateLayer},
+    dedupe::{DedupeKey, DedupeStore, DeduplicateLayer, EventKey, LeaseToken, MemoryDedupeStore},
     signature::VerifiedBody,
     Verified,
 };
@@ -132,6 +132,36 @@ fn layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// The memory store alone, and what it is made of.
+fn store(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _runtime = rt.enter(); // tokio's clock, as inside a server
+    let mut group = c.benchmark_group("store");
+    group.throughput(Throughput::Elements(1));
+    let store = MemoryDedupeStore::new();
+    let key = EventKey::new("req_8f2c1d");
+    let (lease, keep) = (Duration::from_secs(60), Duration::from_nanos(1));
+    group.bench_function("memory/claim_complete", |b| {
+        b.iter(|| {
+            let token = LeaseToken::random();
+            black_box(store.claim(&key, token, lease));
+            black_box(store.complete(&key, token, keep))
+        })
+    });
+    group.bench_function("baseline/tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    let verified = Verified::new(1_739_537_297, 0, [0x5a; 32]);
+    let signature = DedupeKey::signature();
+    group.bench_function("baseline/signature_key", |b| {
+        b.iter(|| black_box(signature.event_key(&verified, b"")))
+    });
+    group.finish();
+}
+
 fn key_extraction(c: &mut Criterion) {
     let mut group = c.benchmark_group("key");
     let verified = Verified::new(1_739_537_297, 0, [0x5a; 32]);
@@ -166,7 +196,7 @@ fn key_extraction(c: &mut Criterion) {
 /// The criterion group (the macro writes an undocumented function).
 #[allow(missing_docs)]
 mod group {
-    use super::{key_extraction, layer};
-    criterion::criterion_group!(benches, layer, key_extraction);
+    use super::{key_extraction, layer, store};
+    criterion::criterion_group!(benches, layer, store, key_extraction);
 }
 criterion_main!(group::benches);

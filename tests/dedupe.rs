@@ -168,6 +168,14 @@ where
         .service(handler.clone())
 }
 
+/// Runs a test on paused time, failing it (rather than hanging) when every task is stuck:
+/// paused time jumps to the deadline as soon as nothing else can run.
+async fn bounded<T>(test: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(30 * 24 * 3600), test)
+        .await
+        .expect("stuck: a delivery or the handler never finished")
+}
+
 fn outcome<B>(response: &Response<B>) -> Option<DedupeOutcome> {
     response.extensions().get::<DedupeOutcome>().copied()
 }
@@ -356,62 +364,68 @@ async fn a_handler_answering_500_or_failing_releases_the_claim() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_lease_lets_a_new_delivery_claim_and_the_late_answer_marks_nothing() {
-    let gate = Arc::new(Notify::new());
-    let handler = Handler::gated(&gate);
-    let lease = Duration::from_secs(30);
-    let service = stack(elevenlabs().lease(lease).unwrap(), &handler);
-    let t = now();
+    bounded(async {
+        let gate = Arc::new(Notify::new());
+        let handler = Handler::gated(&gate);
+        let lease = Duration::from_secs(30);
+        let service = stack(elevenlabs().lease(lease).unwrap(), &handler);
+        let t = now();
 
-    let slow = tokio::spawn(service.clone().oneshot(signed(STT, t)));
-    handler.entered.notified().await;
-    let during = service.clone().oneshot(signed(STT, t)).await.unwrap();
-    assert_eq!(outcome(&during), Some(DedupeOutcome::InFlight));
-    assert_eq!(during.headers()[header::RETRY_AFTER], "30");
+        let slow = tokio::spawn(service.clone().oneshot(signed(STT, t)));
+        handler.entered.notified().await;
+        let during = service.clone().oneshot(signed(STT, t)).await.unwrap();
+        assert_eq!(outcome(&during), Some(DedupeOutcome::InFlight));
+        assert_eq!(during.headers()[header::RETRY_AFTER], "30");
 
-    advance(lease).await;
-    let newer = tokio::spawn(service.clone().oneshot(signed(STT, t + 1)));
-    handler.entered.notified().await;
-    assert_eq!(
-        handler.calls(),
-        2,
-        "the newer delivery claimed the expired key"
-    );
+        advance(lease).await;
+        let newer = tokio::spawn(service.clone().oneshot(signed(STT, t + 1)));
+        handler.entered.notified().await;
+        assert_eq!(
+            handler.calls(),
+            2,
+            "the newer delivery claimed the expired key"
+        );
 
-    // The slow handler answers at last: its answer goes out, but it marks nothing done.
-    gate.notify_one();
-    let late = slow.await.unwrap().unwrap();
-    assert_eq!(late.status(), StatusCode::OK);
-    assert_eq!(outcome(&late), Some(DedupeOutcome::LeaseLost));
-    let meanwhile = service.clone().oneshot(signed(STT, t + 2)).await.unwrap();
-    assert_eq!(meanwhile.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(outcome(&meanwhile), Some(DedupeOutcome::InFlight));
+        // The slow handler answers at last: its answer goes out, but it marks nothing done.
+        gate.notify_one();
+        let late = slow.await.unwrap().unwrap();
+        assert_eq!(late.status(), StatusCode::OK);
+        assert_eq!(outcome(&late), Some(DedupeOutcome::LeaseLost));
+        let meanwhile = service.clone().oneshot(signed(STT, t + 2)).await.unwrap();
+        assert_eq!(meanwhile.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(outcome(&meanwhile), Some(DedupeOutcome::InFlight));
 
-    // The newer delivery's completion does.
-    gate.notify_one();
-    let newer = newer.await.unwrap().unwrap();
-    assert_eq!(outcome(&newer), Some(DedupeOutcome::Handled));
-    let after = service.oneshot(signed(STT, t + 3)).await.unwrap();
-    assert_eq!(outcome(&after), Some(DedupeOutcome::Duplicate));
-    assert_eq!(handler.calls(), 2);
+        // The newer delivery's completion does.
+        gate.notify_one();
+        let newer = newer.await.unwrap().unwrap();
+        assert_eq!(outcome(&newer), Some(DedupeOutcome::Handled));
+        let after = service.oneshot(signed(STT, t + 3)).await.unwrap();
+        assert_eq!(outcome(&after), Some(DedupeOutcome::Duplicate));
+        assert_eq!(handler.calls(), 2);
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_done_mark_goes_after_keep_done() {
-    let handler = Handler::default();
-    let keep = Duration::from_secs(30 * 60);
-    let service = stack(elevenlabs().keep_done(keep).unwrap(), &handler);
-    let t = now();
-    let first = service.clone().oneshot(signed(STT, t)).await.unwrap();
-    assert_eq!(outcome(&first), Some(DedupeOutcome::Handled));
+    bounded(async {
+        let handler = Handler::default();
+        let keep = Duration::from_secs(30 * 60);
+        let service = stack(elevenlabs().keep_done(keep).unwrap(), &handler);
+        let t = now();
+        let first = service.clone().oneshot(signed(STT, t)).await.unwrap();
+        assert_eq!(outcome(&first), Some(DedupeOutcome::Handled));
 
-    advance(keep - Duration::from_secs(1)).await;
-    let kept = service.clone().oneshot(signed(STT, t)).await.unwrap();
-    assert_eq!(outcome(&kept), Some(DedupeOutcome::Duplicate));
+        advance(keep - Duration::from_secs(1)).await;
+        let kept = service.clone().oneshot(signed(STT, t)).await.unwrap();
+        assert_eq!(outcome(&kept), Some(DedupeOutcome::Duplicate));
 
-    advance(Duration::from_secs(1)).await;
-    let forgotten = service.oneshot(signed(STT, t)).await.unwrap();
-    assert_eq!(outcome(&forgotten), Some(DedupeOutcome::Handled));
-    assert_eq!(handler.calls(), 2);
+        advance(Duration::from_secs(1)).await;
+        let forgotten = service.oneshot(signed(STT, t)).await.unwrap();
+        assert_eq!(outcome(&forgotten), Some(DedupeOutcome::Handled));
+        assert_eq!(handler.calls(), 2);
+    })
+    .await;
 }
 
 /// A store whose every answer is an error: the layer's collaborator, failing.

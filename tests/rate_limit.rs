@@ -808,7 +808,7 @@ async fn a_block_lookup_of_another_list_is_not_trusted() {
 }
 
 /// An inner service that is never ready: its readiness error must come through the layer.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct Unready;
 
 impl Service<Request<Body>> for Unready {
@@ -834,6 +834,34 @@ async fn poll_ready_passes_through_to_the_inner_service() {
     let mut service = per_client(Rate::per_hour(nz(1)), ClientIp::peer(), &clock).layer(Unready);
     let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
     assert_eq!(ready.unwrap_err().to_string(), "inner overloaded");
+}
+
+#[tokio::test]
+async fn the_failure_limiters_readiness_is_the_inner_services_and_its_debug_names_it() {
+    let layer = FailureLimitLayer::new(Rate::per_hour(nz(1)), block_for(60), ClientIp::peer());
+    let mut service = layer.layer(Unready);
+    let ready = std::future::poll_fn(|cx| service.poll_ready(cx)).await;
+    assert_eq!(ready.unwrap_err().to_string(), "inner overloaded");
+    let debug = format!("{service:?}");
+    assert!(
+        debug.starts_with("FailureLimit {") && debug.contains("inner: Unready"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn a_decision_says_which_block_list_it_looked_up_and_what_it_found() {
+    let list = BlockListId::unique();
+    let allowed = Decision::allowed(3, Duration::from_secs(1));
+    assert_eq!(allowed.block(), None, "no lookup unless the store made one");
+    let blocked = allowed.with_block(list, Some(Duration::from_secs(5)));
+    assert_eq!(blocked.block(), Some((list, Some(Duration::from_secs(5)))));
+    assert!(
+        blocked.is_allowed(),
+        "the rate decision itself is unchanged"
+    );
+    let denied = Decision::denied(Duration::from_secs(2)).with_block(list, None);
+    assert_eq!(denied.block(), Some((list, None)));
 }
 
 /// The stand-in for the verification layer: 401 unless the request says `x-valid`.

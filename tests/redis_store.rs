@@ -106,6 +106,13 @@ async fn set_field(con: &mut MultiplexedConnection, key: &str, field: &str, nano
         .query_async(con)
         .await
         .unwrap();
+    // Gone in a minute even if no script writes it (an external server is shared).
+    let _: i64 = redis::cmd("PEXPIRE")
+        .arg(key)
+        .arg(60_000)
+        .query_async(con)
+        .await
+        .unwrap();
 }
 
 fn ip(last: u8) -> IpAddr {
@@ -617,6 +624,8 @@ async fn a_key_of_another_type_is_an_error_not_a_panic() {
     let () = redis::cmd("SET")
         .arg(format!("{}:rates:global", redis.prefix))
         .arg("not a hash")
+        .arg("PX")
+        .arg(60_000)
         .query_async(&mut con)
         .await
         .unwrap();
@@ -791,5 +800,77 @@ async fn a_server_that_never_answers_fails_calls_at_the_timeout() {
             .iter()
             .any(|call| call.outcome == CallOutcome::Timeout),
         "{calls:?}"
+    );
+}
+
+/// The pair under the layers: the per-client limiter's check reads the block, the failure
+/// limiter inside takes it, so a request costs one call for both (and a failed verification
+/// one more, counting it); a blocked client is turned away without reaching verification.
+#[tokio::test]
+async fn under_the_layers_the_pair_costs_one_call_per_request() {
+    use std::{convert::Infallible, net::SocketAddr};
+
+    use bytes::Bytes;
+    use hookgate::{
+        client_ip::ClientIp,
+        problem::{Problem, ProblemCode},
+        rate_limit::{FailureLimitLayer, FailurePolicy, RateLimitLayer},
+    };
+    use http::{Request, StatusCode};
+    use http_body_util::{Empty, Full};
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    let Some(redis) = redis_for("under_the_layers_the_pair_costs_one_call_per_request") else {
+        return;
+    };
+    let (handle, calls) = observed(store(&redis));
+    let (requests, failures) =
+        handle.client_stores::<IpAddr>("clients", Rate::per_minute(nz(100)), Rate::per_hour(nz(2)));
+    // Stands in for verification: every request fails with 401.
+    let verify = service_fn(|_request: Request<Empty<Bytes>>| async {
+        let problem = Problem::new(StatusCode::UNAUTHORIZED, ProblemCode::SIGNATURE_MISMATCH);
+        Ok::<_, Infallible>(problem.into_response::<Full<Bytes>>())
+    });
+    let service = ServiceBuilder::new()
+        .layer(RateLimitLayer::per_client_with_store(
+            requests,
+            ClientIp::peer(),
+        ))
+        .layer(FailureLimitLayer::with_store(
+            failures,
+            FailurePolicy::block_for(Duration::from_secs(60)).unwrap(),
+            ClientIp::peer(),
+        ))
+        .service(verify);
+    let request = || {
+        let mut request = Request::new(Empty::<Bytes>::new());
+        request
+            .extensions_mut()
+            .insert(SocketAddr::from(([203, 0, 113, 7], 5000)));
+        request
+    };
+    for _ in 0..3 {
+        let response = service.clone().oneshot(request()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let response = service.clone().oneshot(request()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response.extensions().get::<ProblemCode>(),
+        Some(&ProblemCode::CLIENT_BLOCKED)
+    );
+    let ops: Vec<_> = calls.lock().unwrap().iter().map(|call| call.op).collect();
+    assert_eq!(
+        ops,
+        [
+            "client.check",
+            "client.record_failure",
+            "client.check",
+            "client.record_failure",
+            "client.check",
+            "client.record_failure",
+            "client.check",
+        ],
+        "never a separate client.blocked"
     );
 }

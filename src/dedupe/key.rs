@@ -2,7 +2,6 @@
 
 use std::{borrow::Cow, fmt, sync::Arc};
 
-use serde::{de, Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
 use crate::Verified;
@@ -267,7 +266,7 @@ impl DedupeKey {
         let mut document: Option<Option<serde_json::Value>> = None;
         for source in self.sources.iter() {
             let text: Option<Cow<'_, str>> = match source {
-                Source::ElevenLabs => elevenlabs_key(body),
+                Source::ElevenLabs => crate::elevenlabs::event_key_text(body),
                 Source::Pointers(pointers) => document
                     .get_or_insert_with(|| serde_json::from_slice(body).ok())
                     .as_ref()
@@ -338,99 +337,6 @@ fn joined(document: &serde_json::Value, pointers: &[String]) -> Option<String> {
         }
     }
     Some(key)
-}
-
-/// ElevenLabs' event identity, read with a borrowed struct (no JSON tree, no copy of strings
-/// without escapes).
-fn elevenlabs_key(body: &[u8]) -> Option<Cow<'_, str>> {
-    #[derive(Deserialize)]
-    struct Envelope<'a> {
-        #[serde(rename = "type", borrow, default)]
-        kind: Lenient<'a>,
-        #[serde(borrow, default)]
-        data: Option<Data<'a>>,
-    }
-    #[derive(Deserialize)]
-    struct Data<'a> {
-        #[serde(borrow, default)]
-        request_id: Lenient<'a>,
-        #[serde(borrow, default)]
-        conversation_id: Lenient<'a>,
-    }
-    let envelope: Envelope<'_> = serde_json::from_slice(body).ok()?;
-    let data = envelope.data?;
-    if let Some(request_id) = data.request_id.0.filter(|id| !id.is_empty()) {
-        return Some(request_id);
-    }
-    let conversation = data.conversation_id.0.filter(|id| !id.is_empty())?;
-    let kind = envelope.kind.0.filter(|kind| !kind.is_empty())?;
-    Some(Cow::Owned(format!("{conversation}.{kind}")))
-}
-
-/// A string field read leniently: any other JSON value is skipped and reads as `None`, so an
-/// unexpected type does not fail the whole envelope.
-#[derive(Default)]
-struct Lenient<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-
-        impl<'de> de::Visitor<'de> for Visitor {
-            type Value = Lenient<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Borrowed(text))))
-            }
-
-            fn visit_str<E>(self, text: &str) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(text.to_owned()))))
-            }
-
-            fn visit_string<E>(self, text: String) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(text))))
-            }
-
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
-            }
-
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-                Ok(Lenient(None))
-            }
-
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map
-                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Lenient(None))
-            }
-        }
-
-        deserializer.deserialize_any(Visitor)
-    }
 }
 
 #[cfg(test)]
@@ -530,7 +436,10 @@ mod tests {
         );
         assert_eq!(key(&chain, r#"{"a":true,"d":null}"#), None);
         assert_eq!(key(&chain, "not json"), None);
-        assert_eq!(key(&chain.or_signature(), "not json"), Some(sig()));
+        let chain = chain.or_signature();
+        assert_eq!(key(&chain, "not json"), Some(sig()));
+        assert_eq!(key(&chain, r#"{"a":"x"}"#).as_deref(), Some("x"));
+        assert_eq!(key(&chain, r#"{"d":"y"}"#).as_deref(), Some("y"));
     }
 
     #[test]
@@ -575,6 +484,9 @@ mod tests {
         let empty = DedupeKey::from_fn(|_, _| Some(String::new()));
         assert_eq!(key(&empty, "abc"), None);
         assert_eq!(key(&empty.or_signature(), "abc"), Some(sig()));
+        let named = DedupeKey::from_fn(|_, body| Some(String::from_utf8_lossy(body).into()));
+        let body = r#"{"data":{"request_id":"r"}}"#;
+        assert_eq!(key(&named.or_signature(), body).as_deref(), Some(body));
     }
 
     #[test]

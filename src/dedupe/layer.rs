@@ -5,18 +5,20 @@ use std::{fmt, sync::Arc, time::Duration};
 use tower_layer::Layer;
 
 use super::{
-    log::LogGate,
     service::{Deduplicate, Shared},
     DedupeKey, MemoryDedupeStore,
 };
-use crate::ConfigError;
+use crate::{store::LogGate, ConfigError};
 
 /// Handles every event once, however often it is delivered; see the [module docs](super) for
 /// the states, the answers and the failure policy.
 ///
 /// Put it **inside** [`VerifySignatureLayer`](crate::VerifySignatureLayer): its service takes
 /// a `Request<VerifiedBody>`, so a stack without verification in front does not compile, and
-/// its keys are made from what the signature covers.
+/// its keys are made from what the signature covers. A key read from the body (the
+/// ElevenLabs key, JSON pointers, [`DedupeKey::from_fn`]) needs it in one piece: a body that
+/// arrived in several frames is gathered into one, once, before the key is read, and the
+/// handler gets that one frame (its `VerifiedBody::to_bytes` is then free).
 ///
 /// ```
 /// use std::time::Duration;

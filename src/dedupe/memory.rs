@@ -365,7 +365,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_the_holding_token_settles() {
         let store = MemoryDedupeStore::new();
+        assert!(store.is_empty());
         assert_eq!(claim(&store, "k", token(1)), Ok(Claim::Claimed));
+        assert!(!store.is_empty());
         assert_eq!(complete(&store, "k", token(2)), Settled::LeaseLost);
         assert_eq!(release(&store, "k", token(2)), Settled::LeaseLost);
         assert_eq!(
@@ -489,6 +491,62 @@ mod tests {
         advance(Duration::from_millis(500)).await;
         assert_eq!(claim_for("e", LEASE), Ok(Claim::Claimed));
         assert_eq!(store.len(), 1, "only `e` is left");
+    }
+
+    /// Claims `n` keys named `prefix<i>` for `lease`.
+    fn fill(store: &MemoryDedupeStore, prefix: &str, n: usize, lease: Duration) {
+        for i in 0..n {
+            let key = EventKey::new(format!("{prefix}{i}"));
+            assert_eq!(
+                ready(store.claim(&key, token(1), lease)),
+                Ok(Claim::Claimed)
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_that_empties_a_large_map_gives_its_room_back() {
+        let store = MemoryDedupeStore::new();
+        fill(&store, "old", 10_000, Duration::from_millis(10));
+        let grown = store.map.capacity();
+        assert!(grown >= 10_000, "{grown}");
+        advance(SWEEP_INTERVAL).await;
+        fill(&store, "new", 1, LEASE);
+        assert_eq!(store.len(), 1);
+        assert!(
+            store.map.capacity() < grown / 4,
+            "{} of {grown}",
+            store.map.capacity()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_small_map_keeps_its_room() {
+        // Room for a few hundred keys is never worth a rehash.
+        let store = MemoryDedupeStore::new();
+        fill(&store, "old", 100, Duration::from_millis(10));
+        let grown = store.map.capacity();
+        advance(SWEEP_INTERVAL).await;
+        fill(&store, "new", 1, LEASE);
+        assert_eq!(store.len(), 1, "swept");
+        assert!(store.map.capacity() >= grown, "not shrunk");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sweep_that_frees_nothing_does_not_rehash() {
+        // Released keys leave room behind without a sweep; a sweep that then finds nothing
+        // expired leaves the map as it is.
+        let store = MemoryDedupeStore::new();
+        fill(&store, "old", 10_000, LEASE);
+        for i in 0..10_000 {
+            let key = EventKey::new(format!("old{i}"));
+            assert_eq!(ready(store.release(&key, token(1))), Ok(Settled::Settled));
+        }
+        let grown = store.map.capacity();
+        assert!(grown >= 10_000, "{grown}");
+        advance(SWEEP_INTERVAL).await;
+        fill(&store, "new", 1, LEASE);
+        assert!(store.map.capacity() >= grown, "not shrunk");
     }
 
     #[tokio::test(start_paused = true)]

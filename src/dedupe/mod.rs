@@ -136,7 +136,6 @@
 mod future;
 mod key;
 mod layer;
-mod log;
 mod memory;
 mod service;
 mod store;

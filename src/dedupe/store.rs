@@ -144,3 +144,26 @@ impl<T: DedupeStore + ?Sized> DedupeStore for std::sync::Arc<T> {
         (**self).release(key, token)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_is_its_bits_and_shows_them_in_hex() {
+        let token = LeaseToken::from_u128(0x2a);
+        assert_eq!(token.as_u128(), 0x2a);
+        assert_eq!(LeaseToken::from_u128(u128::MAX).as_u128(), u128::MAX);
+        assert_eq!(
+            format!("{token:?}"),
+            "LeaseToken(0000000000000000000000000000002a)"
+        );
+    }
+
+    #[test]
+    fn random_tokens_differ() {
+        let tokens: std::collections::HashSet<LeaseToken> =
+            (0..1000).map(|_| LeaseToken::random()).collect();
+        assert_eq!(tokens.len(), 1000);
+    }
+}

@@ -54,7 +54,7 @@ pub type ElevenLabsService<S> = NormalizeStatus<
 /// ([`ClientIp::peer`]) and ElevenLabs' published egress addresses are known senders (never
 /// limited or blocked before verification); 50 requests per second per client with a burst of
 /// 100; a client failing verification 30 times a minute is blocked for 5 minutes; bodies up to
-/// 32 MiB, read within 30 s.
+/// 64 MiB (an hour-long call's audio event is about 38 MiB), read within 30 s.
 ///
 /// ```
 /// use std::{convert::Infallible, net::SocketAddr};

@@ -80,7 +80,7 @@ impl GatewayBuilder {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: None,
             destination: DestinationSetting::Sink(PathBuf::from("./events")),
-            max_body_bytes: 32 << 20,
+            max_body_bytes: VerifySignatureLayer::<()>::DEFAULT_MAX_BODY_SIZE,
             body_timeout: Duration::from_secs(30),
             client_rate: 50,
             client_burst: 100,
@@ -141,7 +141,8 @@ impl GatewayBuilder {
         self
     }
 
-    /// The largest body accepted (32 MiB); larger ones are answered `413`.
+    /// The largest body accepted (64 MiB: an hour-long call's `post_call_audio` is about 38
+    /// MiB); larger ones are answered `413`, which the sender never retries.
     pub fn max_body_bytes(mut self, bytes: usize) -> Self {
         self.max_body_bytes = bytes;
         self

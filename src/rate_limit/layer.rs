@@ -9,7 +9,7 @@ use super::{
     service::{RateLimit, Shared},
     KeyExtractor, MemoryStore, Rate, RateLimitStore,
 };
-use crate::{store::ErrorLog, ConfigError};
+use crate::{store::LogGate, ConfigError};
 
 /// The longest [`RateLimitLayer::wait_for_token`] accepts: a webhook sender waits for the answer.
 const MAX_WAIT_FOR_TOKEN: Duration = Duration::from_secs(10);
@@ -109,7 +109,7 @@ pub struct RateLimitLayer<E, St> {
     pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_store_error: OnStoreError,
     /// Store failures, logged once per interval for every service of the layer.
-    pub(crate) errors: Arc<ErrorLog>,
+    pub(crate) errors: Arc<LogGate>,
 }
 
 impl<E> RateLimitLayer<E, MemoryStore<E::Key>>
@@ -154,7 +154,7 @@ where
             max_wait: Duration::ZERO,
             on_missing_key: OnMissingKey::default(),
             on_store_error: OnStoreError::default(),
-            errors: Arc::new(ErrorLog::default()),
+            errors: Arc::new(LogGate::new()),
         }
     }
 }

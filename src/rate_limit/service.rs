@@ -20,7 +20,7 @@ use crate::{
     body::ProblemBody,
     client_ip::Unidentified,
     problem::{retry_after_secs, Problem, ProblemCode, ResponseForm},
-    store::ErrorLog,
+    store::LogGate,
 };
 
 /// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers-10).
@@ -58,7 +58,7 @@ pub(crate) struct Shared<St> {
     pub(crate) max_wait: Duration,
     pub(crate) on_missing_key: OnMissingKey,
     pub(crate) on_store_error: OnStoreError,
-    pub(crate) errors: Arc<ErrorLog>,
+    pub(crate) errors: Arc<LogGate>,
     /// The block list the store's checks look up ([`RateLimitStore::reads_block_list`]).
     pub(crate) reads_block_list: Option<BlockListId>,
     pub(crate) policy: HeaderValue,
@@ -136,12 +136,12 @@ impl<St> Shared<St> {
         let decision = match result {
             Ok(decision) => decision,
             Err(error) => {
-                if let Some(failures) = self.errors.record() {
+                if let Some(suppressed) = self.errors.admit() {
                     tracing::warn!(
                         target: "hookgate::rate_limit",
                         policy = self.placement.policy_name(),
                         %error,
-                        failures,
+                        suppressed,
                         fail_closed = self.on_store_error == OnStoreError::Reject,
                         "rate limit store failed"
                     );

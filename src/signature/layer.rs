@@ -62,9 +62,11 @@ pub(super) struct Limits {
 }
 
 impl<Sch> VerifySignatureLayer<Sch> {
-    /// Default cap on one body: 32 MiB (speech-to-text transcripts with extra formats can be
-    /// several MiB).
-    pub const DEFAULT_MAX_BODY_SIZE: usize = 32 << 20;
+    /// Default cap on one body: 64 MiB. A speech-to-text transcript with extra formats can be
+    /// several MiB, and a call's `post_call_audio` carries the whole call as base64 MP3: about
+    /// 38 MiB for an hour. A body over the cap gets a `413`, which a sender never retries:
+    /// raise it for longer calls.
+    pub const DEFAULT_MAX_BODY_SIZE: usize = 64 << 20;
     /// Default deadline for receiving the whole body: 30 s.
     pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
     /// Default budget for the bodies buffered by all in-flight requests together: 256 MiB.

@@ -78,7 +78,7 @@
 //!
 //! ## Deployment notes
 //!
-//! - **Body size.** The default cap is 32 MiB per body and the default budget 256 MiB for all
+//! - **Body size.** The default cap is 64 MiB per body (an hour-long call's audio event is about 38 MiB) and the default budget 256 MiB for all
 //!   bodies in flight. Set the budget from the memory you can spare, and keep it at least as
 //!   large as the per-body cap. What is left to an attacker: really uploading forged bytes as
 //!   fast as the budget drains (256 MiB per 30 s body deadline, about 9 MiB/s) keeps bodies

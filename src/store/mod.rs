@@ -11,6 +11,10 @@
 
 use std::{borrow::Cow, error::Error, fmt};
 
+mod log;
+
+pub(crate) use self::log::LogGate;
+
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -54,75 +58,4 @@ pub enum Check<F, T> {
     Ready(Result<T, StoreError>),
     /// An answer to wait for.
     Pending(F),
-}
-
-/// Logs a store's failures at `warn`, at most once per interval with the number of failures
-/// since the last line: a store down under a flood of requests must not become a flood of
-/// log lines (every request would fail the same way).
-#[derive(Debug)]
-pub(crate) struct ErrorLog {
-    /// Failures not yet logged.
-    suppressed: std::sync::atomic::AtomicU64,
-    /// When the last line was written, in milliseconds since `start` (0: never).
-    last: std::sync::atomic::AtomicU64,
-    start: std::time::Instant,
-    interval: std::time::Duration,
-}
-
-impl ErrorLog {
-    /// At most one line per `interval`.
-    pub(crate) fn new(interval: std::time::Duration) -> Self {
-        Self {
-            suppressed: std::sync::atomic::AtomicU64::new(0),
-            last: std::sync::atomic::AtomicU64::new(0),
-            start: std::time::Instant::now(),
-            interval,
-        }
-    }
-
-    /// Counts one failure; returns how many failures the caller should log now (this one and
-    /// those suppressed since the last line), or `None` while the interval runs.
-    pub(crate) fn record(&self) -> Option<u64> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.suppressed.fetch_add(1, Relaxed);
-        // 1 ms past the start counts as "logged once", so that 0 keeps meaning never.
-        let now = (self.start.elapsed().as_millis() as u64).max(1);
-        let last = self.last.load(Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= self.interval.as_millis() as u64;
-        if due
-            && self
-                .last
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            // Failures counted after the swap belong to the next line.
-            Some(self.suppressed.swap(0, Relaxed).max(1))
-        } else {
-            None
-        }
-    }
-}
-
-impl Default for ErrorLog {
-    /// One line per 10 s.
-    fn default() -> Self {
-        Self::new(std::time::Duration::from_secs(10))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn the_first_failure_is_logged_then_one_line_per_interval_counts_the_rest() {
-        let log = ErrorLog::new(Duration::from_millis(50));
-        assert_eq!(log.record(), Some(1));
-        assert_eq!(log.record(), None);
-        assert_eq!(log.record(), None);
-        std::thread::sleep(Duration::from_millis(60));
-        assert_eq!(log.record(), Some(3), "two suppressed and this one");
-        assert_eq!(log.record(), None);
-    }
 }

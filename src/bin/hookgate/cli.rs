@@ -140,7 +140,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "./events", env = "HOOKGATE_SINK_DIR")]
     pub(crate) sink_dir: PathBuf,
     /// Largest body accepted, in bytes.
-    #[arg(long, default_value_t = 32 << 20, env = "HOOKGATE_MAX_BODY_BYTES")]
+    #[arg(long, default_value_t = 64 << 20, env = "HOOKGATE_MAX_BODY_BYTES")]
     pub(crate) max_body_bytes: usize,
     /// Seconds a delivery's whole body has to arrive (then a retryable 503 `body_timeout`).
     #[arg(

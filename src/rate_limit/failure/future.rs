@@ -172,12 +172,12 @@ impl<F, B, SF, S, ReqBody, K, St> Kind<F, B, SF, S, ReqBody, K, St> {
             Ok(None) => {}
             Err(error) => {
                 let fail_closed = shared.on_store_error == OnStoreError::Reject;
-                if let Some(failures) = shared.errors.record() {
+                if let Some(suppressed) = shared.errors.admit() {
                     tracing::warn!(
                         target: "hookgate::rate_limit",
                         policy = POLICY,
                         %error,
-                        failures,
+                        suppressed,
                         fail_closed,
                         "failure limit store failed: blocks are not looked up while it fails"
                     );
@@ -246,12 +246,12 @@ fn recorded<St>(result: Result<Option<Duration>, StoreError>, shared: &Shared<St
         ),
         Ok(None) => {}
         Err(error) => {
-            if let Some(failures) = shared.errors.record() {
+            if let Some(suppressed) = shared.errors.admit() {
                 tracing::warn!(
                     target: "hookgate::rate_limit",
                     policy = POLICY,
                     %error,
-                    failures,
+                    suppressed,
                     "failure limit store failed: failed verifications go uncounted while it fails"
                 );
             }

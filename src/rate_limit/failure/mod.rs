@@ -9,7 +9,7 @@ use tower_layer::Layer;
 
 pub use self::{future::FailureResponseFuture, service::FailureLimit};
 use super::{KeyExtractor, MemoryStore, OnStoreError, Rate};
-use crate::store::ErrorLog;
+use crate::store::LogGate;
 use crate::{problem::ProblemCode, ConfigError};
 
 /// The policy name of failure-only limiting, in [`RateLimitExceeded::policy`].
@@ -173,7 +173,7 @@ struct Shared<St> {
     cooldown: Duration,
     enforce: bool,
     on_store_error: OnStoreError,
-    errors: ErrorLog,
+    errors: LogGate,
 }
 
 impl<E> FailureLimitLayer<E>
@@ -199,7 +199,7 @@ impl<E, St> FailureLimitLayer<E, St> {
                 cooldown: policy.cooldown,
                 enforce: policy.enforce,
                 on_store_error: policy.on_store_error,
-                errors: ErrorLog::default(),
+                errors: LogGate::new(),
             }),
         }
     }

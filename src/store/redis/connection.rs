@@ -191,7 +191,8 @@ impl RedisStore {
     /// Calls `observer` after every call of the stores made afterwards (and of
     /// [`ping`](RedisStore::ping)), with its operation, outcome and duration: e.g. to count
     /// calls, errors and timeouts and record latency per operation. It runs on the calling
-    /// task: keep it short and never block in it.
+    /// task: keep it short and never block in it. (A call whose future is dropped before it
+    /// ends, e.g. with the request it served, is not reported.)
     #[must_use]
     pub fn observe(self, observer: impl Fn(StoreCall) + Send + Sync + 'static) -> Self {
         let observer: Observer = Arc::new(observer);

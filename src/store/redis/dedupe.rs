@@ -186,6 +186,18 @@ mod tests {
     }
 
     #[test]
+    fn the_store_shows_its_namespace_never_the_password() {
+        let redis = RedisStore::new("redis://:hunter2@127.0.0.1:1/0")
+            .unwrap()
+            .prefix("gw");
+        let dedupe = redis.dedupe_store("events");
+        let debug = format!("{:?}", dedupe.clone());
+        assert!(debug.contains("\"gw:events:\""), "{debug}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(dedupe.key(&EventKey::new("e1")), b"gw:events:e1");
+    }
+
+    #[test]
     fn answers_are_read() {
         assert_eq!(claimed(&[0, 0]), Some(Claim::Claimed));
         assert_eq!(claimed(&[1, 0]), Some(Claim::Done));

@@ -69,9 +69,10 @@
 //!
 //! # One round trip per decision
 //!
-//! Every call of every store is **one `EVALSHA`** of a Lua script on **one key** (so it works
-//! on a Redis Cluster too: each key lives in one slot): the script reads and updates the key
-//! atomically, so two instances never interleave a read and a write. (After a server restart
+//! Every call of every store is **one `EVALSHA`** of a Lua script on **one key**, declared as
+//! such (`KEYS[1]`: the scripts would run unchanged on a Redis Cluster, each key in one slot;
+//! the handle itself connects to one server): the script reads and updates the key atomically,
+//! so two instances never interleave a read and a write. (After a server restart
 //! the first call of each script loads it again: `NOSCRIPT`, `SCRIPT LOAD`, `EVALSHA`.)
 //!
 //! The per-client pair fuses the two limiters in front of verification: the requests store's

@@ -446,6 +446,35 @@ mod tests {
     }
 
     #[test]
+    fn stores_show_their_keys_and_lists_never_the_password() {
+        let redis = RedisStore::new("redis://:hunter2@127.0.0.1:1/0")
+            .unwrap()
+            .prefix("gw");
+        let rate = Rate::per_second(nz(5));
+        let standalone = redis.rate_limit_store::<()>("verified", rate);
+        let (requests, failures) = redis.client_stores::<()>("clients", rate, rate);
+        let list = failures.block_list().unwrap();
+        let debug = format!("{standalone:?}");
+        assert!(
+            debug.contains("\"gw:verified:\"") && debug.contains("\"r\""),
+            "{debug}"
+        );
+        let debug = format!("{:?}", requests.clone());
+        assert!(debug.contains("gw:clients:") && debug.contains(&format!("Some({list:?})")));
+        let debug = format!("{failures:?}");
+        assert!(
+            debug.contains("\"f\"") && debug.contains("127.0.0.1:1/0"),
+            "{debug}"
+        );
+        assert!(!debug.contains("hunter2"));
+        assert_eq!(RateLimitStore::<()>::rate(&requests.clone()), rate);
+        assert_eq!(
+            RateLimitStore::<()>::block_list(&failures.clone()),
+            Some(list)
+        );
+    }
+
+    #[test]
     fn spans_split_into_seconds_and_nanoseconds() {
         assert_eq!(split(0), (0, 0));
         assert_eq!(split(999_999_999), (0, 999_999_999));

@@ -1,5 +1,6 @@
 //! [`LogGate`]: at most one log line per period for a failure that can repeat on every
-//! delivery (a store that is down), with a count of the lines left out.
+//! request (a store that is down), with a count of the lines left out. Shared by the layers
+//! whose stores can fail: the rate limiter, the failure limiter, deduplication.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
