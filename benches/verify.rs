@@ -1,9 +1,12 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 //! What verification costs: the whole `VerifySignatureLayer` call against the raw HMAC-SHA256 of
-//! the same bytes (the floor any verifier pays), and the latency it adds after the last byte.
+//! the same bytes (the floor any verifier pays), and the latency it adds after the last byte;
+//! with feature `standard-webhooks`, Standard Webhooks' symmetric `v1` against its ed25519 `v1a`
+//! (a fixed cost per signature, then a SHA-512 pass per KiB).
 //!
 //! ```text
 //! cargo bench --bench verify
+//! cargo bench --bench verify --features standard-webhooks -- standard_webhooks
 //! ```
 
 use std::{
@@ -237,5 +240,42 @@ fn after_last_byte(c: &mut Criterion) {
     group.finish();
 }
 
+/// Standard Webhooks, the scheme alone: `v1` (HMAC-SHA256) against `v1a` (ed25519, streamed),
+/// from an empty body (the fixed cost: header parse, key setup, for `v1a` the double scalar
+/// multiplication) to 1 MiB (the per-byte cost: SHA-256 against SHA-512).
+#[cfg(feature = "standard-webhooks")]
+fn standard_webhooks(c: &mut Criterion) {
+    use hookgate::scheme::{StandardWebhooks, StandardWebhooksSigningKey};
+
+    let symmetric = StandardWebhooks::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let sender = StandardWebhooksSigningKey::from_seed([7; 32]);
+    let asymmetric = StandardWebhooks::from_public_key(&sender.public_key()).unwrap();
+    let mut group = c.benchmark_group("standard_webhooks");
+    for (size, name) in [(0, "0B")].into_iter().chain(SIZES) {
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let t = now();
+        let headers = |signature: String| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("webhook-id", HeaderValue::from_static("msg_bench"));
+            headers.insert("webhook-timestamp", HeaderValue::from(t));
+            headers.insert("webhook-signature", signature.parse().unwrap());
+            headers
+        };
+        let v1 = headers(symmetric.sign("msg_bench", t, &body));
+        let v1a = headers(sender.sign("msg_bench", t, &body));
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_function(BenchmarkId::new("v1", name), |b| {
+            b.iter(|| symmetric.verify(&v1, &body, SystemTime::now()).unwrap())
+        });
+        group.bench_function(BenchmarkId::new("v1a", name), |b| {
+            b.iter(|| asymmetric.verify(&v1a, &body, SystemTime::now()).unwrap())
+        });
+    }
+    group.finish();
+}
+
+#[cfg(feature = "standard-webhooks")]
+criterion_group!(benches, verify, after_last_byte, standard_webhooks);
+#[cfg(not(feature = "standard-webhooks"))]
 criterion_group!(benches, verify, after_last_byte);
 criterion_main!(benches);

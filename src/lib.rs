@@ -95,7 +95,8 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `signature` (default) | [`VerifySignatureLayer`]; the [`scheme::ElevenLabs`] scheme is always available |
-//! | `standard-webhooks` | `scheme::StandardWebhooks` |
+//! | `standard-webhooks` | `scheme::StandardWebhooks`: symmetric `v1` and asymmetric `v1a` (ed25519) signatures |
+//! | `auth` | `RequireTokenLayer`: a static bearer token or header value, for senders that do not sign |
 //! | `client-ip` | `client_ip::ClientIp`: who the client is (enabled by the two below) |
 //! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, the key extractors and stores |
 //! | `client-checks` | `RequireHttpsLayer`, `AllowIpLayer` |
@@ -108,6 +109,8 @@
 //! | `cli` | the `hookgate` gateway binary |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod body;
 pub mod elevenlabs;
 mod error;
@@ -153,6 +156,9 @@ pub use normalize::NormalizeStatusLayer;
 
 #[cfg(feature = "client-checks")]
 pub use client_checks::{AllowIpLayer, RequireHttpsLayer};
+
+#[cfg(feature = "auth")]
+pub use auth::RequireTokenLayer;
 
 #[cfg(feature = "dedupe")]
 pub use dedupe::DeduplicateLayer;

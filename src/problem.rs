@@ -96,6 +96,14 @@ impl ProblemCode {
         "Receiver busy buffering other deliveries",
     );
 
+    // --- authentication (static tokens) ---
+    /// 401: the request carries no credentials (no token, or no `Authorization: Bearer`).
+    pub const MISSING_CREDENTIALS: Self = Self::new("missing_credentials", "Credentials missing");
+    /// 401: the request's credentials are not among the accepted ones (or are ambiguous or
+    /// malformed).
+    pub const INVALID_CREDENTIALS: Self =
+        Self::new("invalid_credentials", "Credentials not accepted");
+
     // --- client checks ---
     /// 403: the client's address is not on the allow-list.
     pub const CLIENT_NOT_ALLOWED: Self =

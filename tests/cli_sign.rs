@@ -246,6 +246,48 @@ fn a_secret_file_signs_and_never_shows() {
 }
 
 #[test]
+fn a_secret_file_may_give_a_secret_an_expiry() {
+    let dir = common::scratch_dir();
+    let file = dir.join("expiring-secrets");
+    let body = VECTOR_BODY.as_bytes();
+    let header = sign("old-secret", body, &[]);
+    let verify_with = |list: &str| {
+        std::fs::write(&file, list).unwrap();
+        let path = file.to_str().unwrap();
+        let output = run(
+            None,
+            &["verify", "--secret-file", path, "--header", &header],
+            body,
+        );
+        let (stdout, stderr) = texts(&output, &["new-secret", "old-secret"]);
+        (output.status.code(), stdout, stderr)
+    };
+    // Still live: the old secret verifies, as #2.
+    let (code, stdout, stderr) =
+        verify_with("new-secret\nold-secret expires=2999-12-31T00:00:00Z\n");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("with secret #2 of 2"), "{stdout}");
+    // Expired: it is not tried, and the hint says so.
+    let (code, _, stderr) = verify_with("new-secret\nold-secret expires=2001-01-01T00:00:00Z\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("none of the 1 configured secret(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("hint: 1 of the 2 secrets had expired and were not tried"),
+        "{stderr}"
+    );
+    // A malformed expiry is refused, naming the secret by its place only.
+    let (code, _, stderr) = verify_with("new-secret\nold-secret expires=soon\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("secret 2: the expiry is not an RFC 3339"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn bench_prints_a_row_per_size() {
     let output = run(
         None,

@@ -1006,6 +1006,9 @@ async fn failure_limiter_counts_failed_verifications_and_abandoned_bodies_only()
         // A body abandoned or too slow: maybe forged, and it held a connection and memory.
         (408, ProblemCode::BODY_TIMEOUT),
         (400, ProblemCode::BODY_UNREADABLE),
+        // A static token check's refusals: a client guessing tokens.
+        (401, ProblemCode::MISSING_CREDENTIALS),
+        (401, ProblemCode::INVALID_CREDENTIALS),
     ] {
         assert!(blocks(status, Some(code)).await, "{code}");
     }

@@ -22,7 +22,8 @@ const HEADER_DISPLAY: &str = "ElevenLabs-Signature";
 ///
 /// - every `v0` element is tried (up to 8), and every configured secret, so a key rotation never
 ///   refuses a genuine delivery: add the new secret with [`with_secret`](Self::with_secret),
-///   switch the sender over, then drop the old one;
+///   switch the sender over, then drop the old one, or give it an expiry from the start with
+///   [`with_secret_until`](Self::with_secret_until);
 /// - comparisons are constant time;
 /// - timestamps too far in the future are refused ([`future_skew`](Self::future_skew), 5 min by
 ///   default), so a leaked signed delivery cannot be post-dated to extend its replay window;
@@ -74,7 +75,61 @@ impl ElevenLabs {
     /// Also accepts signatures made with `secret`, for key rotation. At most 8 secrets; each one
     /// costs one more MAC pass over every body.
     pub fn with_secret(mut self, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        self.keys.push(secret.as_ref())?;
+        let index = self.keys.len();
+        self.keys.push(secret.as_ref(), None, index)?;
+        Ok(self)
+    }
+
+    /// Also accepts signatures made with `secret`, until `until`: from that instant on it no
+    /// longer verifies, with nobody left to remember to remove it. For the old secret of a
+    /// rotation.
+    ///
+    /// ## Expiry
+    ///
+    /// - A secret verifies strictly before `until`, checked against the `now` each request is
+    ///   verified at (the receiver's clock, not the signed timestamp, which whoever holds the
+    ///   secret could choose). An expired secret costs nothing: it gets no MAC pass.
+    /// - A delivery signed only with an expired secret is answered `401 signature_mismatch`,
+    ///   like any other wrong signature, never with a code of its own: saying "expired" would
+    ///   confirm to whoever holds a leaked old secret (the usual reason for a rotation) that it
+    ///   was genuine, and telling the two apart would cost a MAC pass per expired secret on
+    ///   every request. Watch [`Verified::secret_index`] instead: once it no longer reports the
+    ///   old secret, nothing needs it.
+    /// - Leave the sender time to switch: ElevenLabs retries a delivery for up to about 40
+    ///   minutes (where retries are enabled), and a signed timestamp stays acceptable for the
+    ///   [`replay_window`](Self::replay_window); expire the old secret that long after the
+    ///   sender stopped using it.
+    /// - The secret given to [`new`](Self::new) never expires: it is the current one, and the
+    ///   one [`sign`](Self::sign) uses.
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use hookgate::scheme::{ElevenLabs, Scheme, VerifyError};
+    ///
+    /// let expiry = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    /// let scheme = ElevenLabs::new("new-secret")?.with_secret_until("old-secret", expiry)?;
+    /// let old = ElevenLabs::new("old-secret")?;
+    ///
+    /// let (t, body) = (1_699_999_990, b"{}");
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("elevenlabs-signature", old.sign(t, body).parse()?);
+    /// // One second before the expiry, the old secret still verifies, as secret number 1.
+    /// let verified = scheme.verify(&headers, body, expiry - Duration::from_secs(1))?;
+    /// assert_eq!(verified.secret_index(), 1);
+    /// // From the expiry on, it does not.
+    /// assert!(matches!(
+    ///     scheme.verify(&headers, body, expiry),
+    ///     Err(VerifyError::SignatureMismatch { .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_secret_until(
+        mut self,
+        secret: impl AsRef<[u8]>,
+        until: SystemTime,
+    ) -> Result<Self, ConfigError> {
+        let index = self.keys.len();
+        self.keys.push(secret.as_ref(), Some(until), index)?;
         Ok(self)
     }
 
@@ -112,7 +167,10 @@ impl ElevenLabs {
     #[must_use]
     pub fn sign(&self, unix_secs: u64, body: &[u8]) -> String {
         let t = unix_secs.to_string();
-        let tag = self.keys.sign(&[t.as_bytes(), b".", body]);
+        let tag = self
+            .keys
+            .sign(&[t.as_bytes(), b".", body])
+            .expect("an ElevenLabs scheme has a secret from its constructor on");
         format!("t={t},v0={}", hex::encode(tag))
     }
 }
@@ -138,12 +196,13 @@ impl Scheme for ElevenLabs {
         })?;
         check_freshness(parsed.timestamp, now, self.tolerance, self.future_skew)?;
         // The timestamp is signed exactly as written in the header.
-        let macs = self.keys.begin(&[parsed.timestamp_text.as_bytes(), b"."]);
+        let macs = self
+            .keys
+            .begin(&[parsed.timestamp_text.as_bytes(), b"."], now);
         Ok(ElevenLabsVerifier(HmacVerifier::new(
             macs,
             parsed.signatures,
             parsed.timestamp,
-            None,
         )))
     }
 }
@@ -224,7 +283,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::scheme::hmac::MAX_SIGNATURES;
+    use crate::scheme::hmac::{MAX_SECRETS, MAX_SIGNATURES};
 
     // The known vector of the ElevenLabs SDKs' algorithm: secret `test_secret`,
     // `t=1600000000`, the body below.
@@ -350,6 +409,77 @@ mod tests {
         let verified = both.verify(&headers(&value), body, at(T)).unwrap();
         assert_eq!(verified.secret_index(), 0);
         assert_eq!(verified.signature().to_hex(), v0);
+    }
+
+    #[test]
+    fn the_replay_window_spans_the_skew_and_the_tolerance() {
+        assert_eq!(scheme().replay_window(), Duration::from_secs(35 * 60));
+        let custom = scheme()
+            .tolerance(Duration::from_secs(60))
+            .future_skew(Duration::from_secs(5));
+        assert_eq!(custom.replay_window(), Duration::from_secs(65));
+    }
+
+    #[test]
+    fn an_expiring_secret_verifies_until_its_expiry_and_never_after() {
+        let until = at(T + 600);
+        let old = ElevenLabs::new("old").unwrap();
+        let new = ElevenLabs::new("new").unwrap();
+        let scheme = ElevenLabs::new("new")
+            .unwrap()
+            .with_secret_until("old", until)
+            .unwrap()
+            .with_secret("spare")
+            .unwrap();
+        let body = b"payload";
+        let by_old = headers(&old.sign(T, body));
+        let by_new = headers(&new.sign(T, body));
+        let just_before = until - Duration::from_nanos(1);
+        assert_eq!(
+            scheme
+                .verify(&by_old, body, just_before)
+                .unwrap()
+                .secret_index(),
+            1
+        );
+        for now in [until, until + Duration::from_secs(1)] {
+            assert_eq!(
+                scheme.verify(&by_old, body, now).unwrap_err(),
+                // The expired secret is not even tried.
+                VerifyError::SignatureMismatch {
+                    signatures: 1,
+                    secrets: 2
+                }
+            );
+            // The live ones still verify.
+            assert_eq!(scheme.verify(&by_new, body, now).unwrap().secret_index(), 0);
+        }
+        // The spare secret keeps index 2 after the old one expired.
+        let spare = ElevenLabs::new("spare").unwrap();
+        let by_spare = headers(&spare.sign(T, body));
+        assert_eq!(
+            scheme
+                .verify(&by_spare, body, until)
+                .unwrap()
+                .secret_index(),
+            2
+        );
+        // An expiring secret counts towards the cap and is refused empty, like any other.
+        assert!(scheme.clone().with_secret_until("", until).is_err());
+        let mut full = scheme;
+        for i in 3..MAX_SECRETS {
+            full = full.with_secret_until(format!("s{i}"), until).unwrap();
+        }
+        assert!(full.with_secret_until("one too many", until).is_err());
+        // Signing uses the first secret, which never expires.
+        assert_eq!(
+            ElevenLabs::new("new")
+                .unwrap()
+                .with_secret_until("old", at(0))
+                .unwrap()
+                .sign(T, body),
+            new.sign(T, body)
+        );
     }
 
     #[test]

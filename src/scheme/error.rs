@@ -154,7 +154,8 @@ pub enum Malformed {
         /// Which element.
         position: usize,
     },
-    /// A signature that is not valid base64 of 32 bytes.
+    /// A signature that is not valid base64 of a signature of its version (32 bytes for
+    /// Standard Webhooks' `v1`, 64 for `v1a`).
     SignatureNotBase64 {
         /// Which element.
         position: usize,
@@ -198,7 +199,10 @@ impl fmt::Display for Malformed {
                 write!(f, "signature element {position} is not hexadecimal")
             }
             Self::SignatureNotBase64 { position } => {
-                write!(f, "signature element {position} is not base64 of 32 bytes")
+                write!(
+                    f,
+                    "signature element {position} is not base64 of a signature of its version's length"
+                )
             }
             Self::TooManySignatures { max } => {
                 write!(f, "it carries more than {max} signatures")
@@ -211,6 +215,29 @@ impl fmt::Display for Malformed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_texts_say_what_is_wrong() {
+        let error = |reason| {
+            VerifyError::Malformed {
+                header: "webhook-signature",
+                reason,
+            }
+            .to_string()
+        };
+        assert_eq!(
+            error(Malformed::SignatureNotBase64 { position: 2 }),
+            "the webhook-signature header is malformed: signature element 2 is not base64 of a signature of its version's length"
+        );
+        assert_eq!(
+            error(Malformed::TooManySignatures { max: 4 }),
+            "the webhook-signature header is malformed: it carries more than 4 signatures"
+        );
+        assert_eq!(
+            error(Malformed::MissingSignature),
+            "the webhook-signature header is malformed: it has no signature of a supported version"
+        );
+    }
 
     #[test]
     fn error_texts_name_the_cause() {

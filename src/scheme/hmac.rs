@@ -1,11 +1,13 @@
-//! The one HMAC-SHA256 verifier of the shipped schemes: pre-keyed secrets, the per-request MAC
-//! set, the signatures a request carries and the constant-time match between them.
+//! The one HMAC-SHA256 verifier of the shipped schemes: pre-keyed secrets (each live until its
+//! expiry, if it has one), the per-request MAC set, the signatures a request carries and the
+//! constant-time match between them.
 //!
-//! A scheme only parses its headers into a signed prefix and [`Signatures`]; [`HmacVerifier`]
-//! does the rest.
+//! A scheme only parses its headers into a signed prefix and [`Signatures`]; [`MacSet`] (and,
+//! for ElevenLabs, [`HmacVerifier`]) does the rest.
+
+use std::time::SystemTime;
 
 use ::hmac::{Hmac, Mac};
-use http::HeaderValue;
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
@@ -24,23 +26,52 @@ pub(crate) const MAX_SECRETS: usize = 8;
 /// forged header can cause.
 pub(crate) const MAX_SIGNATURES: usize = 8;
 
+/// Whether a secret that expires at `until` (never, if `None`) still verifies at `now`: it
+/// does strictly before `until`, and no longer from that instant on.
+pub(crate) fn is_live(until: Option<SystemTime>, now: SystemTime) -> bool {
+    until.is_none_or(|until| now < until)
+}
+
+/// One configured secret: its pre-keyed HMAC state, its place in the scheme's configuration
+/// order (what [`Verified::secret_index`] reports) and when it stops verifying, if ever.
+#[derive(Clone)]
+struct Key {
+    mac: HmacSha256,
+    index: usize,
+    until: Option<SystemTime>,
+}
+
 /// Every configured secret as a pre-keyed HMAC state, in configuration order.
 ///
 /// Keying HMAC costs two SHA-256 blocks; doing it once here, and cloning the keyed state per
 /// request, takes that off every request. The raw secrets are not kept.
 #[derive(Clone)]
 pub(crate) struct Keys {
-    keyed: Vec<HmacSha256>,
+    keyed: Vec<Key>,
 }
 
 impl Keys {
+    /// No secret yet (a Standard Webhooks scheme with public keys only).
+    #[cfg_attr(not(feature = "standard-webhooks"), allow(dead_code))]
+    pub(crate) const fn empty() -> Self {
+        Self { keyed: Vec::new() }
+    }
+
+    /// One secret that never expires, number 0 in the configuration.
     pub(crate) fn new(secret: &[u8]) -> Result<Self, ConfigError> {
         let mut keys = Self { keyed: Vec::new() };
-        keys.push(secret)?;
+        keys.push(secret, None, 0)?;
         Ok(keys)
     }
 
-    pub(crate) fn push(&mut self, secret: &[u8]) -> Result<(), ConfigError> {
+    /// Adds `secret`, number `index` in the scheme's configuration, verifying until `until`
+    /// (forever if `None`).
+    pub(crate) fn push(
+        &mut self,
+        secret: &[u8],
+        until: Option<SystemTime>,
+        index: usize,
+    ) -> Result<(), ConfigError> {
         if secret.is_empty() {
             return Err(ConfigError::new("webhook secret is empty"));
         }
@@ -51,64 +82,82 @@ impl Keys {
         }
         // HMAC accepts keys of any length.
         let mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-        self.keyed.push(mac);
+        self.keyed.push(Key { mac, index, until });
         Ok(())
     }
 
+    /// How many secrets are configured, expired or not.
     pub(crate) fn len(&self) -> usize {
         self.keyed.len()
     }
 
-    /// A MAC per secret, each already fed `prefix`.
-    pub(crate) fn begin(&self, prefix: &[&[u8]]) -> MacSet {
-        let seed = |keyed: &HmacSha256| {
-            let mut mac = keyed.clone();
+    /// A MAC per secret still live at `now`, each already fed `prefix`. Expired secrets cost
+    /// nothing: they get no MAC.
+    pub(crate) fn begin(&self, prefix: &[&[u8]], now: SystemTime) -> MacSet {
+        let seed = |key: &Key| {
+            let mut mac = key.mac.clone();
             for part in prefix {
                 mac.update(part);
             }
-            mac
+            (key.index, mac)
         };
-        match self.keyed.as_slice() {
-            [only] => MacSet::One(seed(only)),
-            many => MacSet::Many(many.iter().map(seed).collect()),
-        }
+        let mut live = self.keyed.iter().filter(|key| is_live(key.until, now));
+        let Some(first) = live.next() else {
+            return MacSet::Empty;
+        };
+        let Some(second) = live.next() else {
+            let (index, mac) = seed(first);
+            return MacSet::One(index, mac);
+        };
+        let mut macs = Vec::with_capacity(self.keyed.len());
+        macs.push(seed(first));
+        macs.push(seed(second));
+        macs.extend(live.map(seed));
+        MacSet::Many(macs)
     }
 
-    /// The tag of `parts` under the first (current) secret.
-    pub(crate) fn sign(&self, parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
-        let mut mac = self.keyed[0].clone();
+    /// The tag of `parts` under the first configured secret (expired or not); `None` without
+    /// any secret.
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> Option<[u8; DIGEST_LEN]> {
+        let mut mac = self.keyed.first()?.mac.clone();
         for part in parts {
             mac.update(part);
         }
-        mac.finalize().into_bytes().into()
+        Some(mac.finalize().into_bytes().into())
     }
 }
 
-/// The running MACs of one request, one per configured secret.
+/// The running MACs of one request, one per live secret, each with the secret's configuration
+/// index.
 pub(crate) enum MacSet {
+    // No live secret, or nothing to check with one.
+    Empty,
     // One secret is the common case: no allocation per request.
-    One(HmacSha256),
-    Many(Vec<HmacSha256>),
+    One(usize, HmacSha256),
+    Many(Vec<(usize, HmacSha256)>),
 }
 
 impl MacSet {
     /// How many secrets are tried.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Self::One(_) => 1,
+            Self::Empty => 0,
+            Self::One(..) => 1,
             Self::Many(macs) => macs.len(),
         }
     }
 
     pub(crate) fn update(&mut self, data: &[u8]) {
         match self {
-            Self::One(mac) => mac.update(data),
-            Self::Many(macs) => macs.iter_mut().for_each(|mac| mac.update(data)),
+            Self::Empty => {}
+            Self::One(_, mac) => mac.update(data),
+            Self::Many(macs) => macs.iter_mut().for_each(|(_, mac)| mac.update(data)),
         }
     }
 
     /// Finishes every MAC and compares each, in constant time, with every candidate signature.
-    /// Returns the index of the first secret that matched and the matching signature.
+    /// Returns the configuration index of the first secret that matched and the matching
+    /// signature.
     pub(crate) fn finish(self, candidates: &Signatures) -> Option<(usize, [u8; DIGEST_LEN])> {
         let mut found = None;
         let mut check = |index: usize, mac: HmacSha256| {
@@ -122,11 +171,9 @@ impl MacSet {
             }
         };
         match self {
-            Self::One(mac) => check(0, mac),
-            Self::Many(macs) => macs
-                .into_iter()
-                .enumerate()
-                .for_each(|(i, mac)| check(i, mac)),
+            Self::Empty => {}
+            Self::One(index, mac) => check(index, mac),
+            Self::Many(macs) => macs.into_iter().for_each(|(index, mac)| check(index, mac)),
         }
         found
     }
@@ -177,42 +224,28 @@ impl Signatures {
     }
 }
 
-/// One request's HMAC verification, as both shipped schemes run it: a MAC per secret already
-/// fed the signed prefix, then the body; at the end, the first secret whose tag is among the
+/// One request's HMAC verification, as ElevenLabs runs it: a MAC per live secret already fed
+/// the signed prefix, then the body; at the end, the first secret whose tag is among the
 /// signatures sent.
 pub(crate) struct HmacVerifier {
     macs: MacSet,
     signatures: Signatures,
     timestamp: u64,
-    message_id: Option<HeaderValue>,
 }
 
 impl HmacVerifier {
     /// A verifier of `signatures` over the running `macs` (see [`Keys::begin`]); `timestamp` is
-    /// the signed one, checked for freshness by the scheme, and `message_id` the sender's signed
-    /// message id, if the scheme has one.
-    pub(crate) fn new(
-        macs: MacSet,
-        signatures: Signatures,
-        timestamp: u64,
-        message_id: Option<HeaderValue>,
-    ) -> Self {
+    /// the signed one, checked for freshness by the scheme.
+    pub(crate) fn new(macs: MacSet, signatures: Signatures, timestamp: u64) -> Self {
         Self {
             macs,
             signatures,
             timestamp,
-            message_id,
         }
     }
 
     pub(crate) fn timestamp(&self) -> u64 {
         self.timestamp
-    }
-
-    // Only Standard Webhooks signs a message id.
-    #[cfg_attr(not(feature = "standard-webhooks"), allow(dead_code))]
-    pub(crate) fn message_id(&self) -> Option<&HeaderValue> {
-        self.message_id.as_ref()
     }
 
     /// How many signatures the request carries.
@@ -235,11 +268,7 @@ impl Verifier for HmacVerifier {
         let secrets = self.macs.len();
         match self.macs.finish(&self.signatures) {
             Some((secret_index, signature)) => {
-                let verified = Verified::new(self.timestamp, secret_index, signature);
-                Ok(match self.message_id {
-                    Some(id) => verified.with_message_id(id),
-                    None => verified,
-                })
+                Ok(Verified::new(self.timestamp, secret_index, signature))
             }
             None => Err(VerifyError::SignatureMismatch {
                 signatures: self.signatures.len(),
@@ -251,32 +280,37 @@ impl Verifier for HmacVerifier {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
+
+    /// When the tests verify: no secret of theirs has expired by then, unless it says so.
+    const NOW: SystemTime = UNIX_EPOCH;
 
     #[test]
     fn empty_secret_is_refused() {
         assert!(Keys::new(b"").is_err());
         let mut keys = Keys::new(b"a").unwrap();
-        assert!(keys.push(b"").is_err());
+        assert!(keys.push(b"", None, 1).is_err());
     }
 
     #[test]
     fn secret_count_is_capped() {
         let mut keys = Keys::new(b"0").unwrap();
         for i in 1..MAX_SECRETS {
-            keys.push(i.to_string().as_bytes()).unwrap();
+            keys.push(i.to_string().as_bytes(), None, i).unwrap();
         }
-        assert!(keys.push(b"one too many").is_err());
+        assert!(keys.push(b"one too many", None, MAX_SECRETS).is_err());
         assert_eq!(keys.len(), MAX_SECRETS);
     }
 
     #[test]
     fn incremental_mac_equals_one_shot_sign() {
         let keys = Keys::new(b"secret").unwrap();
-        let mut set = keys.begin(&[b"12", b"."]);
+        let mut set = keys.begin(&[b"12", b"."], NOW);
         set.update(b"bo");
         set.update(b"dy");
-        let expected = keys.sign(&[b"12.body"]);
+        let expected = keys.sign(&[b"12.body"]).unwrap();
         let mut sigs = Signatures::new();
         sigs.push(expected).unwrap();
         assert_eq!(set.finish(&sigs), Some((0, expected)));
@@ -285,12 +319,12 @@ mod tests {
     #[test]
     fn reports_which_secret_matched() {
         let mut keys = Keys::new(b"old").unwrap();
-        keys.push(b"new").unwrap();
-        let by_new = Keys::new(b"new").unwrap().sign(&[b"x"]);
+        keys.push(b"new", None, 1).unwrap();
+        let by_new = Keys::new(b"new").unwrap().sign(&[b"x"]).unwrap();
         let mut sigs = Signatures::new();
         sigs.push([7; DIGEST_LEN]).unwrap();
         sigs.push(by_new).unwrap();
-        let mut set = keys.begin(&[]);
+        let mut set = keys.begin(&[], NOW);
         set.update(b"x");
         assert_eq!(set.finish(&sigs), Some((1, by_new)));
     }
@@ -298,7 +332,7 @@ mod tests {
     #[test]
     fn no_candidate_means_no_match() {
         let keys = Keys::new(b"secret").unwrap();
-        assert_eq!(keys.begin(&[]).finish(&Signatures::new()), None);
+        assert_eq!(keys.begin(&[], NOW).finish(&Signatures::new()), None);
     }
 
     fn candidates(list: &[[u8; DIGEST_LEN]]) -> Signatures {
@@ -311,8 +345,8 @@ mod tests {
 
     fn keys_of(secrets: &[&[u8]]) -> Keys {
         let mut keys = Keys::new(secrets[0]).unwrap();
-        for secret in &secrets[1..] {
-            keys.push(secret).unwrap();
+        for (index, secret) in secrets.iter().enumerate().skip(1) {
+            keys.push(secret, None, index).unwrap();
         }
         keys
     }
@@ -320,14 +354,14 @@ mod tests {
     #[test]
     fn the_same_valid_signature_twice_matches() {
         let keys = Keys::new(b"secret").unwrap();
-        let tag = keys.sign(&[b"body"]);
-        let mut set = keys.begin(&[]);
+        let tag = keys.sign(&[b"body"]).unwrap();
+        let mut set = keys.begin(&[], NOW);
         set.update(b"body");
         assert_eq!(set.finish(&candidates(&[tag, tag])), Some((0, tag)));
         // And under several secrets.
         let keys = keys_of(&[b"a", b"b"]);
-        let tag = Keys::new(b"b").unwrap().sign(&[b"body"]);
-        let mut set = keys.begin(&[]);
+        let tag = Keys::new(b"b").unwrap().sign(&[b"body"]).unwrap();
+        let mut set = keys.begin(&[], NOW);
         set.update(b"body");
         assert_eq!(set.finish(&candidates(&[tag, tag])), Some((1, tag)));
     }
@@ -335,18 +369,18 @@ mod tests {
     #[test]
     fn a_valid_signature_matches_beside_invalid_ones_in_any_order() {
         let keys = Keys::new(b"secret").unwrap();
-        let tag = keys.sign(&[b"body"]);
+        let tag = keys.sign(&[b"body"]).unwrap();
         let wrong = [0xab; DIGEST_LEN];
         for list in [
             vec![tag, wrong],
             vec![wrong, tag],
             vec![wrong, wrong, wrong, tag, wrong, wrong, wrong, wrong],
         ] {
-            let mut set = keys.begin(&[]);
+            let mut set = keys.begin(&[], NOW);
             set.update(b"body");
             assert_eq!(set.finish(&candidates(&list)), Some((0, tag)));
         }
-        let mut set = keys.begin(&[]);
+        let mut set = keys.begin(&[], NOW);
         set.update(b"body");
         assert_eq!(set.finish(&candidates(&[wrong, wrong])), None);
     }
@@ -354,19 +388,19 @@ mod tests {
     #[test]
     fn the_first_configured_secret_that_matches_wins() {
         let keys = keys_of(&[b"a", b"b", b"c"]);
-        let by = |secret: &[u8]| Keys::new(secret).unwrap().sign(&[b"t.", b"body"]);
+        let by = |secret: &[u8]| Keys::new(secret).unwrap().sign(&[b"t.", b"body"]).unwrap();
         let (a, b, c) = (by(b"a"), by(b"b"), by(b"c"));
         for list in [[b, c], [c, b]] {
-            let mut set = keys.begin(&[b"t."]);
+            let mut set = keys.begin(&[b"t."], NOW);
             set.update(b"body");
             assert_eq!(set.finish(&candidates(&list)), Some((1, b)), "{list:?}");
         }
-        let mut set = keys.begin(&[b"t."]);
+        let mut set = keys.begin(&[b"t."], NOW);
         set.update(b"body");
         assert_eq!(set.finish(&candidates(&[c, b, a])), Some((0, a)));
         // The same secret configured twice: the first index.
         let twice = keys_of(&[b"a", b"a"]);
-        let mut set = twice.begin(&[b"t."]);
+        let mut set = twice.begin(&[b"t."], NOW);
         set.update(b"body");
         assert_eq!(set.finish(&candidates(&[a])), Some((0, a)));
     }
@@ -374,14 +408,17 @@ mod tests {
     #[test]
     fn every_mac_of_a_set_gets_the_prefix_and_every_update() {
         let keys = keys_of(&[b"a", b"b", b"c"]);
-        let want = Keys::new(b"c").unwrap().sign(&[b"1600000000.hello world"]);
-        let mut set = keys.begin(&[b"1600000000", b"."]);
+        let want = Keys::new(b"c")
+            .unwrap()
+            .sign(&[b"1600000000.hello world"])
+            .unwrap();
+        let mut set = keys.begin(&[b"1600000000", b"."], NOW);
         set.update(b"hello ");
         set.update(b"");
         set.update(b"world");
         assert_eq!(set.finish(&candidates(&[want])), Some((2, want)));
         // Without the prefix it is another message.
-        let mut set = keys.begin(&[]);
+        let mut set = keys.begin(&[], NOW);
         set.update(b"hello world");
         assert_eq!(set.finish(&candidates(&[want])), None);
     }
@@ -390,12 +427,12 @@ mod tests {
     fn signing_uses_the_first_secret() {
         let keys = keys_of(&[b"current", b"previous"]);
         assert_eq!(
-            keys.sign(&[b"x"]),
-            Keys::new(b"current").unwrap().sign(&[b"x"])
+            keys.sign(&[b"x"]).unwrap(),
+            Keys::new(b"current").unwrap().sign(&[b"x"]).unwrap()
         );
         assert_ne!(
-            keys.sign(&[b"x"]),
-            Keys::new(b"previous").unwrap().sign(&[b"x"])
+            keys.sign(&[b"x"]).unwrap(),
+            Keys::new(b"previous").unwrap().sign(&[b"x"]).unwrap()
         );
         assert_eq!(keys.len(), 2);
     }
@@ -433,14 +470,8 @@ mod tests {
     #[test]
     fn the_verifier_reports_the_match_or_what_was_tried() {
         let keys = keys_of(&[b"a", b"b"]);
-        let tag = Keys::new(b"b").unwrap().sign(&[b"7.", b"body"]);
-        let id = HeaderValue::from_static("msg_1");
-        let mut verifier = HmacVerifier::new(
-            keys.begin(&[b"7."]),
-            candidates(&[tag]),
-            7,
-            Some(id.clone()),
-        );
+        let tag = Keys::new(b"b").unwrap().sign(&[b"7.", b"body"]).unwrap();
+        let mut verifier = HmacVerifier::new(keys.begin(&[b"7."], NOW), candidates(&[tag]), 7);
         assert_eq!(
             (
                 verifier.timestamp(),
@@ -449,20 +480,18 @@ mod tests {
             ),
             (7, 1, 2)
         );
-        assert_eq!(verifier.message_id(), Some(&id));
         verifier.update(b"bo");
         verifier.update(b"dy");
         let verified = verifier.finish().unwrap();
         assert_eq!(verified.unix_timestamp(), 7);
         assert_eq!(verified.secret_index(), 1);
         assert_eq!(verified.signature().as_bytes(), &tag);
-        assert_eq!(verified.message_id(), Some(&id));
+        assert_eq!(verified.message_id(), None);
 
         let mut verifier = HmacVerifier::new(
-            keys.begin(&[b"7."]),
+            keys.begin(&[b"7."], NOW),
             candidates(&[[1; DIGEST_LEN], [2; DIGEST_LEN], [3; DIGEST_LEN]]),
             7,
-            None,
         );
         verifier.update(b"body");
         assert_eq!(
@@ -472,6 +501,65 @@ mod tests {
                 secrets: 2
             }
         );
-        assert_eq!(Keys::new(b"a").unwrap().begin(&[]).len(), 1);
+        assert_eq!(Keys::new(b"a").unwrap().begin(&[], NOW).len(), 1);
+    }
+
+    #[test]
+    fn a_secret_is_live_strictly_before_its_expiry() {
+        let until = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert!(is_live(None, until));
+        assert!(is_live(Some(until), until - Duration::from_nanos(1)));
+        assert!(!is_live(Some(until), until));
+        assert!(!is_live(Some(until), until + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn expired_secrets_get_no_mac_and_keep_their_index() {
+        let until = UNIX_EPOCH + Duration::from_secs(1_000);
+        let before = until - Duration::from_secs(1);
+        let mut keys = Keys::new(b"current").unwrap();
+        keys.push(b"old", Some(until), 1).unwrap();
+        keys.push(b"other", None, 5).unwrap();
+        let by = |secret: &[u8]| Keys::new(secret).unwrap().sign(&[b"body"]).unwrap();
+        let (current, old, other) = (by(b"current"), by(b"old"), by(b"other"));
+        let run = |now: SystemTime, sig: [u8; DIGEST_LEN]| {
+            let mut set = keys.begin(&[], now);
+            set.update(b"body");
+            (set.len(), set.finish(&candidates(&[sig])))
+        };
+        // Before the expiry every secret is tried and the old one still matches, as number 1.
+        assert_eq!(run(before, old), (3, Some((1, old))));
+        // From the expiry on, the old secret is not tried: its signature no longer matches.
+        assert_eq!(run(until, old), (2, None));
+        // The others still do, under their own configuration index.
+        assert_eq!(run(until, current), (2, Some((0, current))));
+        assert_eq!(run(until, other), (2, Some((5, other))));
+        // Signing ignores expiry: it uses the first configured secret.
+        assert_eq!(keys.sign(&[b"body"]), Some(current));
+    }
+
+    #[test]
+    fn one_live_secret_among_several_is_the_single_mac() {
+        let until = UNIX_EPOCH + Duration::from_secs(10);
+        let mut keys = Keys::new(b"a").unwrap();
+        keys.push(b"b", Some(until), 1).unwrap();
+        keys.push(b"c", Some(until), 2).unwrap();
+        let later = until + Duration::from_secs(1);
+        assert!(matches!(keys.begin(&[], later), MacSet::One(0, _)));
+        assert!(matches!(keys.begin(&[], NOW), MacSet::Many(ref macs) if macs.len() == 3));
+
+        // Every secret expired: nothing is tried, nothing matches.
+        let mut keys = Keys::empty();
+        keys.push(b"b", Some(until), 3).unwrap();
+        let tag = keys.sign(&[b"x"]).unwrap();
+        let mut set = keys.begin(&[], later);
+        assert_eq!(set.len(), 0);
+        set.update(b"x");
+        assert_eq!(set.finish(&candidates(&[tag])), None);
+        let mut set = keys.begin(&[], NOW);
+        set.update(b"x");
+        assert_eq!(set.finish(&candidates(&[tag])), Some((3, tag)));
+        assert_eq!(Keys::empty().sign(&[b"x"]), None);
+        assert_eq!(Keys::empty().len(), 0);
     }
 }

@@ -14,7 +14,11 @@
 //!
 //! - [`ElevenLabs`]: `ElevenLabs-Signature: t=<unix secs>,v0=<hex HMAC-SHA256 of "t.body">`;
 //! - `StandardWebhooks` (feature `standard-webhooks`): the open
-//!   [Standard Webhooks](https://www.standardwebhooks.com/) spec, used by many senders.
+//!   [Standard Webhooks](https://www.standardwebhooks.com/) spec, used by many senders, with
+//!   its symmetric `v1` (HMAC-SHA256) and asymmetric `v1a` (ed25519) signatures.
+//!
+//! Every scheme takes several secrets (or public keys) for a rotation, and each one may expire
+//! on its own (`with_secret_until`): see [`ElevenLabs::with_secret_until`].
 //!
 //! [`Scheme::verify`] does both steps at once over a complete body, for code that is not a tower
 //! stack (a CLI, a test, a queue consumer):
@@ -77,6 +81,8 @@ use std::time::SystemTime;
 
 use http::HeaderMap;
 
+#[cfg(feature = "standard-webhooks")]
+mod ed25519;
 mod elevenlabs;
 mod error;
 mod header;
@@ -88,7 +94,7 @@ mod verified;
 pub use elevenlabs::ElevenLabs;
 pub use error::{Malformed, VerifyError};
 #[cfg(feature = "standard-webhooks")]
-pub use standard_webhooks::StandardWebhooks;
+pub use standard_webhooks::{StandardWebhooks, StandardWebhooksSigningKey};
 pub use verified::{SignatureDigest, Verified};
 
 pub use header::{check_freshness, decode_hex_signature, parse_unix_seconds, single_header};

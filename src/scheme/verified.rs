@@ -121,8 +121,9 @@ impl Verified {
     }
 
     /// Which configured secret matched, in configuration order: 0 is the secret given to the
-    /// constructor, 1 the first `with_secret`, and so on. Watch it during a key rotation to know
-    /// when the old secret is no longer used.
+    /// constructor, 1 the first `with_secret`, and so on (Standard Webhooks counts its secrets
+    /// and public keys together, in the order they were added; an expired one keeps its number).
+    /// Watch it during a key rotation to know when the old secret is no longer used.
     #[must_use]
     pub fn secret_index(&self) -> usize {
         self.secret_index

@@ -1008,3 +1008,64 @@ async fn each_rejection_is_logged_once_with_its_code_and_never_the_secret() {
         "a verified delivery was logged as rejected"
     );
 }
+
+#[cfg(feature = "standard-webhooks")]
+#[tokio::test]
+async fn standard_webhooks_v1a_is_verified_frame_by_frame() {
+    use crate::scheme::{StandardWebhooks, StandardWebhooksSigningKey};
+
+    let sender = StandardWebhooksSigningKey::from_seed([3; 32]);
+    let scheme = StandardWebhooks::from_public_key(&sender.public_key()).unwrap();
+    let seen = Seen::default();
+    let service = VerifySignatureLayer::new(scheme).layer(handler(seen.clone()));
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let t = now();
+    let request = |signature: String, frames: Scripted| {
+        Request::post("/hook")
+            .header("webhook-id", "msg_1")
+            .header("webhook-timestamp", t)
+            .header("webhook-signature", signature)
+            .body(frames)
+            .unwrap()
+    };
+
+    let response = service
+        .clone()
+        .oneshot(request(
+            sender.sign("msg_1", t, &body),
+            Scripted::frames(&body, 16 * 1024),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let Call(bytes, _, verified, _) = seen.last.lock().unwrap().take().unwrap();
+    assert_eq!(bytes, body);
+    let verified = verified.expect("Verified extension");
+    assert_eq!(verified.signature().as_bytes().len(), 64);
+    assert_eq!(verified.message_id().unwrap(), "msg_1");
+
+    // One changed byte in the last frame: refused after the body, and the handler never runs.
+    let mut tampered = body.clone();
+    *tampered.last_mut().unwrap() ^= 1;
+    let response = service
+        .clone()
+        .oneshot(request(
+            sender.sign("msg_1", t, &body),
+            Scripted::frames(&tampered, 16 * 1024),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(problem_code(response).await, "signature_mismatch");
+    // Signed by another key.
+    let other = StandardWebhooksSigningKey::from_seed([4; 32]);
+    let response = service
+        .oneshot(request(
+            other.sign("msg_1", t, &body),
+            Scripted::frames(&body, 7),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(problem_code(response).await, "signature_mismatch");
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+}

@@ -65,7 +65,9 @@ pub(crate) enum Command {
 #[derive(Debug, Args)]
 pub(crate) struct SecretArgs {
     /// A file holding the webhook secret(s), one per line or comma-separated (the first signs).
-    /// Otherwise ELEVENLABS_WEBHOOK_SECRET, otherwise the development secret `serve` creates.
+    /// A secret may be followed by ` expires=2026-12-31T00:00:00Z` (RFC 3339, UTC): from then
+    /// on it no longer verifies. Otherwise ELEVENLABS_WEBHOOK_SECRET (same format), otherwise
+    /// the development secret `serve` creates.
     #[arg(long, env = "HOOKGATE_SECRET_FILE")]
     pub(crate) secret_file: Option<PathBuf>,
 }

@@ -32,6 +32,14 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         );
     } else {
         tracing::info!(secrets = secrets.len(), source = %secrets.source, "webhook secrets loaded");
+        let expired = secrets.expired(std::time::SystemTime::now());
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                source = %secrets.source,
+                "some webhook secrets have already expired: they verify nothing, remove them"
+            );
+        }
     }
     let gateway = args
         .gateway(secrets.scheme()?)?

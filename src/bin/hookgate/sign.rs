@@ -97,6 +97,13 @@ pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
             if let Some(hint) = hint(&error, &args.header, &body) {
                 eprintln!("hint: {hint}");
             }
+            let expired = secrets.expired(now);
+            if expired > 0 && matches!(error, VerifyError::SignatureMismatch { .. }) {
+                eprintln!(
+                    "hint: {expired} of the {} secrets had expired and were not tried",
+                    secrets.len()
+                );
+            }
             ExitCode::FAILURE
         }
     }

@@ -23,8 +23,12 @@ const POLICY: &str = "failures";
 ///
 /// A body that never arrived in time or was abandoned counts too: until its MAC is known such a
 /// request may be forged, and it held a connection and buffer memory all the while, so a client
-/// that keeps doing it is blocked like one that keeps sending bad signatures.
-const FAILED_VERIFICATION: [ProblemCode; 7] = [
+/// that keeps doing it is blocked like one that keeps sending bad signatures. So do the static
+/// token check's refusals (`RequireTokenLayer`, feature `auth`): a client guessing tokens is
+/// blocked.
+const FAILED_VERIFICATION: [ProblemCode; 9] = [
+    ProblemCode::MISSING_CREDENTIALS,
+    ProblemCode::INVALID_CREDENTIALS,
     ProblemCode::MISSING_SIGNATURE,
     ProblemCode::MALFORMED_SIGNATURE,
     ProblemCode::SIGNATURE_MISMATCH,
@@ -95,7 +99,8 @@ impl FailurePolicy {
 
 /// Counts failed verifications per client (answers from a verification layer inside carrying
 /// `missing_signature`, `malformed_signature`, `signature_mismatch`, `timestamp_stale`,
-/// `timestamp_in_future`, `body_timeout` or `body_unreadable`; never a handler's own
+/// `timestamp_in_future`, `body_timeout` or `body_unreadable`, or from a static token check
+/// carrying `missing_credentials` or `invalid_credentials`; never a handler's own
 /// `400`/`401`) and, once a client has failed more often than its rate allows, answers `429`
 /// `client_blocked` + `Retry-After` for the [`FailurePolicy`]'s cooldown **without calling the
 /// inner service**, so a blocked client's body is never read and no MAC is computed for it.
