@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -60,23 +60,24 @@ pin_project! {
         Inner {
             #[pin]
             future: F,
-            headers: Option<RateHeaders>,
-            exceeded: Option<RateLimitExceeded>,
+            extra: Extra,
         },
+        // The paths other than `Inner` keep their payloads boxed: a refusal allocates its
+        // problem body anyway and a deferred decision waits for a store or a timer, while
+        // every allowed request moves this future around, at the size of its largest variant.
         Rejected {
-            rejection: Option<Rejection>,
+            rejection: Option<Box<Rejection>>,
             form: ResponseForm,
         },
         Checking {
             #[pin]
             check: SF,
-            deferred: Option<Deferred<S, ReqBody, K, St>>,
+            deferred: Option<Box<Deferred<S, ReqBody, K, St>>>,
             may_wait: bool,
         },
         Waiting {
-            #[pin]
-            sleep: tokio::time::Sleep,
-            deferred: Option<Deferred<S, ReqBody, K, St>>,
+            sleep: Pin<Box<tokio::time::Sleep>>,
+            deferred: Option<Box<Deferred<S, ReqBody, K, St>>>,
         },
     }
 }
@@ -87,14 +88,17 @@ impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
         headers: Option<RateHeaders>,
         exceeded: Option<RateLimitExceeded>,
     ) -> Self {
-        Self::Inner {
-            future,
-            headers,
-            exceeded,
-        }
+        // Headers are written while enforcing, a `RateLimitExceeded` only in shadow mode.
+        debug_assert!(headers.is_none() || exceeded.is_none());
+        let extra = match (headers, exceeded) {
+            (Some((policy, limit)), _) => Extra::Headers(policy, limit),
+            (None, Some(exceeded)) => Extra::Exceeded(exceeded),
+            (None, None) => Extra::Nothing,
+        };
+        Self::Inner { future, extra }
     }
 
-    pub(crate) fn rejected(rejection: Rejection, form: ResponseForm) -> Self {
+    pub(crate) fn rejected(rejection: Box<Rejection>, form: ResponseForm) -> Self {
         Self::Rejected {
             rejection: Some(rejection),
             form,
@@ -103,7 +107,7 @@ impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
 
     pub(crate) fn checking(
         check: SF,
-        deferred: Deferred<S, ReqBody, K, St>,
+        deferred: Box<Deferred<S, ReqBody, K, St>>,
         may_wait: bool,
     ) -> Self {
         Self::Checking {
@@ -113,12 +117,22 @@ impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
         }
     }
 
-    pub(crate) fn waiting(wait: Duration, deferred: Deferred<S, ReqBody, K, St>) -> Self {
+    pub(crate) fn waiting(wait: Duration, deferred: Box<Deferred<S, ReqBody, K, St>>) -> Self {
         Self::Waiting {
-            sleep: tokio::time::sleep(wait),
+            sleep: Box::pin(tokio::time::sleep(wait)),
             deferred: Some(deferred),
         }
     }
+}
+
+/// What the layer adds to the inner service's answer: one of the two, never both (in one
+/// field, so that the future every allowed request moves around stays small).
+pub(crate) enum Extra {
+    Nothing,
+    /// `RateLimit-Policy` and `RateLimit` (enforcing).
+    Headers(HeaderValue, HeaderValue),
+    /// Over the rate in shadow mode.
+    Exceeded(RateLimitExceeded),
 }
 
 /// A request whose decision is still to come: the readied inner service, the request, its key.
@@ -135,17 +149,17 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
         request: Request<ReqBody>,
         key: K,
         shared: &Arc<Shared<St>>,
-    ) -> Self {
-        Self {
+    ) -> Box<Self> {
+        Box::new(Self {
             inner,
             request,
             key,
             shared: Arc::clone(shared),
-        }
+        })
     }
 
     fn resume<F, SF>(
-        self,
+        self: Box<Self>,
         result: Result<Decision, StoreError>,
         may_wait: bool,
     ) -> Kind<F, SF, S, ReqBody, K, St>
@@ -153,7 +167,10 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
         S: Service<Request<ReqBody>, Future = F>,
         K: Clone + Send + Sync + 'static,
     {
-        match self.shared.judge(result, may_wait) {
+        match self
+            .shared
+            .judge(result, may_wait, &mut bytes::BytesMut::new())
+        {
             Verdict::Pass {
                 headers,
                 exceeded,
@@ -164,7 +181,7 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
                     mut request,
                     key,
                     ..
-                } = self;
+                } = *self;
                 if let Some(exceeded) = exceeded {
                     request.extensions_mut().insert(exceeded);
                 }
@@ -183,7 +200,7 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
     }
 
     /// After a wait: one more decision, without waiting again.
-    fn retry<F, SF>(self) -> Kind<F, SF, S, ReqBody, K, St>
+    fn retry<F, SF>(self: Box<Self>) -> Kind<F, SF, S, ReqBody, K, St>
     where
         S: Service<Request<ReqBody>, Future = F>,
         K: Clone + Send + Sync + 'static,
@@ -211,19 +228,18 @@ where
         let mut kind = self.project().kind;
         loop {
             let next = match kind.as_mut().project() {
-                KindProj::Inner {
-                    future,
-                    headers,
-                    exceeded,
-                } => {
+                KindProj::Inner { future, extra } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some((policy, limit)) = headers.take() {
-                        let map = response.headers_mut();
-                        map.insert(RATELIMIT_POLICY.clone(), policy);
-                        map.insert(RATELIMIT.clone(), limit);
-                    }
-                    if let Some(exceeded) = exceeded.take() {
-                        response.extensions_mut().insert(exceeded);
+                    match std::mem::replace(extra, Extra::Nothing) {
+                        Extra::Nothing => {}
+                        Extra::Headers(policy, limit) => {
+                            let map = response.headers_mut();
+                            map.insert(RATELIMIT_POLICY.clone(), policy);
+                            map.insert(RATELIMIT.clone(), limit);
+                        }
+                        Extra::Exceeded(exceeded) => {
+                            response.extensions_mut().insert(exceeded);
+                        }
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -241,7 +257,7 @@ where
                     deferred.resume(result, *may_wait)
                 }
                 KindProj::Waiting { sleep, deferred } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     let deferred = deferred.take().expect("future polled after completion");
                     deferred.retry()
                 }

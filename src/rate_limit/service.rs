@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::BytesMut;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -28,6 +29,9 @@ pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("rateli
 /// The `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-10).
 pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// The bytes a service sets aside at a time for its `RateLimit` header values (about a dozen).
+const HEADER_CHUNK: usize = 256;
+
 /// A request over the rate, recorded in the request extensions (shadow mode) and in the
 /// response extensions (shadow mode and rejections), for metrics and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +50,9 @@ pub struct RateLimit<S, E, St> {
     inner: S,
     extractor: Arc<E>,
     shared: Arc<Shared<St>>,
+    /// Where this service writes its `RateLimit` header values (see `Shared::headers`); each
+    /// clone starts with none.
+    header_buf: BytesMut,
 }
 
 /// What every service of a [`RateLimitLayer`](super::RateLimitLayer) shares: the store and the
@@ -82,7 +89,7 @@ pub(crate) enum Verdict {
         exceeded: Option<RateLimitExceeded>,
         block: Option<BlockLookup>,
     },
-    Reject(Rejection),
+    Reject(Box<Rejection>),
     Wait(Duration),
 }
 
@@ -111,28 +118,47 @@ impl Rejection {
 }
 
 impl<St> Shared<St> {
-    fn headers(&self, remaining: u32, reset: Duration) -> RateHeaders {
-        // `"verified";r=4294967295;t=18446744073709551615` fits in 64 bytes. Written by hand:
-        // this runs on every allowed request, and `format!` costs more than the decision.
-        let mut buf = [0_u8; 64];
+    /// The two headers for `remaining` requests left and the burst full again after `reset`.
+    ///
+    /// This runs on every allowed request, so it allocates nothing of its own: the policy is
+    /// built once (a clone shares it), and the `RateLimit` value is written into `buf`, the
+    /// calling service's chunk of a few hundred bytes, and split off it (a new chunk once
+    /// every dozen or so answers, freed when the last answer written into it is dropped).
+    fn headers(&self, buf: &mut BytesMut, remaining: u32, reset: Duration) -> RateHeaders {
+        // `"verified";r=4294967295;t=18446744073709551615` fits in 64 bytes: written on the
+        // stack, then copied into `buf` at once.
+        let mut value = [0_u8; 64];
         let mut len = 0;
         let mut push = |bytes: &[u8]| {
-            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            value[len..len + bytes.len()].copy_from_slice(bytes);
             len += bytes.len();
         };
-        push(b"\"");
-        push(self.placement.policy_name().as_bytes());
-        push(b"\";r=");
+        push(match self.placement {
+            Placement::PerClient => b"\"client\";r=",
+            Placement::Verified => b"\"verified\";r=",
+        });
         let mut digits = itoa::Buffer::new();
         push(digits.format(remaining).as_bytes());
         push(b";t=");
         push(digits.format(reset_secs(reset)).as_bytes());
-        let value = HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static(""));
+        if buf.capacity() < value.len() {
+            *buf = BytesMut::with_capacity(HEADER_CHUNK);
+        }
+        buf.extend_from_slice(&value[..len]);
+        let value = HeaderValue::from_maybe_shared(buf.split().freeze())
+            .unwrap_or(HeaderValue::from_static(""));
         (self.policy.clone(), value)
     }
 
     /// Turns a store's answer into what the layer does.
-    pub(crate) fn judge(&self, result: Result<Decision, StoreError>, may_wait: bool) -> Verdict {
+    ///
+    /// `buf` is where the `RateLimit` header's value is written (see `headers`).
+    pub(crate) fn judge(
+        &self,
+        result: Result<Decision, StoreError>,
+        may_wait: bool,
+        buf: &mut BytesMut,
+    ) -> Verdict {
         let decision = match result {
             Ok(decision) => decision,
             Err(error) => {
@@ -147,7 +173,7 @@ impl<St> Shared<St> {
                     );
                 }
                 return match self.on_store_error {
-                    OnStoreError::Reject => Verdict::Reject(Rejection {
+                    OnStoreError::Reject => Verdict::Reject(Box::new(Rejection {
                         problem: Problem::new(
                             StatusCode::SERVICE_UNAVAILABLE,
                             ProblemCode::LIMITER_UNAVAILABLE,
@@ -155,7 +181,7 @@ impl<St> Shared<St> {
                         .with_retry_after(Duration::from_secs(1)),
                         headers: None,
                         exceeded: None,
-                    }),
+                    })),
                     OnStoreError::Allow => Verdict::Pass {
                         headers: None,
                         exceeded: None,
@@ -172,7 +198,7 @@ impl<St> Shared<St> {
             return Verdict::Pass {
                 headers: self
                     .enforce
-                    .then(|| self.headers(decision.remaining(), decision.reset())),
+                    .then(|| self.headers(buf, decision.remaining(), decision.reset())),
                 exceeded: None,
                 block: decision.block_lookup(),
             };
@@ -225,20 +251,20 @@ impl<St> Shared<St> {
                 "verified deliveries are arriving faster than the configured rate; retry later",
             ),
         };
-        Verdict::Reject(Rejection {
+        Verdict::Reject(Box::new(Rejection {
             problem: Problem::new(status, code)
                 .with_detail(detail)
                 .with_retry_after(retry_after),
-            headers: Some(self.headers(0, retry_after)),
+            headers: Some(self.headers(buf, 0, retry_after)),
             exceeded: Some(RateLimitExceeded {
                 policy: self.placement.policy_name(),
                 retry_after,
                 enforced: true,
             }),
-        })
+        }))
     }
 
-    fn unidentified(&self, unidentified: Unidentified) -> Option<Rejection> {
+    fn unidentified(&self, unidentified: Unidentified) -> Option<Box<Rejection>> {
         tracing::warn!(
             target: "hookgate::rate_limit",
             policy = self.placement.policy_name(),
@@ -247,7 +273,7 @@ impl<St> Shared<St> {
         );
         match self.on_missing_key {
             OnMissingKey::Allow => None,
-            OnMissingKey::Reject => Some(Rejection {
+            OnMissingKey::Reject => Some(Box::new(Rejection {
                 problem: Problem::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     ProblemCode::CLIENT_UNIDENTIFIED,
@@ -258,7 +284,7 @@ impl<St> Shared<St> {
                 )),
                 headers: None,
                 exceeded: None,
-            }),
+            })),
         }
     }
 }
@@ -278,6 +304,7 @@ impl<S, E, St> RateLimit<S, E, St> {
             inner,
             extractor,
             shared,
+            header_buf: BytesMut::new(),
         }
     }
 
@@ -303,6 +330,7 @@ impl<S: Clone, E, St> Clone for RateLimit<S, E, St> {
             inner: self.inner.clone(),
             extractor: Arc::clone(&self.extractor),
             shared: Arc::clone(&self.shared),
+            header_buf: BytesMut::new(),
         }
     }
 }
@@ -352,7 +380,7 @@ where
             return ResponseFuture::new(Kind::inner(self.inner.call(request), None, None));
         }
         let verdict = match shared.store.check(&key) {
-            Check::Ready(result) => shared.judge(result, true),
+            Check::Ready(result) => shared.judge(result, true, &mut self.header_buf),
             Check::Pending(check) => {
                 let inner = self.take_ready_inner();
                 let deferred = Deferred::new(inner, request, key, &self.shared);
@@ -400,6 +428,49 @@ impl<S: Clone, E, St> RateLimit<S, E, St> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shared(placement: Placement) -> Shared<()> {
+        Shared {
+            store: Arc::new(()),
+            placement,
+            enforce: true,
+            max_wait: Duration::ZERO,
+            on_missing_key: OnMissingKey::Reject,
+            on_store_error: OnStoreError::Allow,
+            errors: Arc::new(LogGate::new()),
+            reads_block_list: None,
+            policy: HeaderValue::from_static("\"client\";q=120;w=60"),
+        }
+    }
+
+    #[test]
+    fn header_values_are_split_off_shared_chunks_and_stay_intact() {
+        let shared = shared(Placement::PerClient);
+        let mut buf = BytesMut::new();
+        // Enough answers to cross several chunks, all alive at once.
+        let answers: Vec<RateHeaders> = (0..100)
+            .map(|n| shared.headers(&mut buf, n, Duration::from_millis(1_500 * u64::from(n))))
+            .collect();
+        for (n, (policy, limit)) in answers.iter().enumerate() {
+            assert_eq!(policy, "\"client\";q=120;w=60");
+            let t = (1_500 * n as u64).div_ceil(1_000);
+            assert_eq!(limit, format!("\"client\";r={n};t={t}").as_str());
+        }
+        assert!(
+            buf.capacity() < HEADER_CHUNK,
+            "the chunk in use is the service's"
+        );
+        // The longest value fits.
+        let verified = self::shared(Placement::Verified);
+        let (_, limit) = verified.headers(
+            &mut BytesMut::new(),
+            u32::MAX,
+            Duration::from_secs(u64::MAX),
+        );
+        assert_eq!(limit, "\"verified\";r=4294967295;t=18446744073709551615");
+        let (_, limit) = verified.headers(&mut buf, 0, Duration::ZERO);
+        assert_eq!(limit, "\"verified\";r=0;t=0");
+    }
 
     #[test]
     fn reset_is_whole_seconds_rounded_up_and_zero_only_when_full() {
