@@ -14,9 +14,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    service::{
-        LookedUpBlock, RateHeaders, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY,
-    },
+    service::{LookedUpBlock, Rejection, Shared, Verdict, RATELIMIT, RATELIMIT_POLICY},
     Check, Decision, RateLimitExceeded, RateLimitStore, StoreError,
 };
 use crate::{body::ProblemBody, problem::ResponseForm};
@@ -83,18 +81,7 @@ pin_project! {
 }
 
 impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
-    pub(crate) fn inner(
-        future: F,
-        headers: Option<RateHeaders>,
-        exceeded: Option<RateLimitExceeded>,
-    ) -> Self {
-        // Headers are written while enforcing, a `RateLimitExceeded` only in shadow mode.
-        debug_assert!(headers.is_none() || exceeded.is_none());
-        let extra = match (headers, exceeded) {
-            (Some((policy, limit)), _) => Extra::Headers(policy, limit),
-            (None, Some(exceeded)) => Extra::Exceeded(exceeded),
-            (None, None) => Extra::Nothing,
-        };
+    pub(crate) fn inner(future: F, extra: Extra) -> Self {
         Self::Inner { future, extra }
     }
 
@@ -125,8 +112,9 @@ impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
     }
 }
 
-/// What the layer adds to the inner service's answer: one of the two, never both (in one
-/// field, so that the future every allowed request moves around stays small).
+/// What the layer adds to the inner service's answer: headers while enforcing, a
+/// [`RateLimitExceeded`] in shadow mode, never both (in one field, so that what every allowed
+/// request moves around stays small).
 pub(crate) enum Extra {
     Nothing,
     /// `RateLimit-Policy` and `RateLimit` (enforcing).
@@ -171,18 +159,14 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
             .shared
             .judge(result, may_wait, &mut bytes::BytesMut::new())
         {
-            Verdict::Pass {
-                headers,
-                exceeded,
-                block,
-            } => {
+            Verdict::Pass { extra, block } => {
                 let Self {
                     mut inner,
                     mut request,
                     key,
                     ..
                 } = *self;
-                if let Some(exceeded) = exceeded {
+                if let Extra::Exceeded(exceeded) = extra {
                     request.extensions_mut().insert(exceeded);
                 }
                 if let Some(lookup) = block {
@@ -190,7 +174,7 @@ impl<S, ReqBody, K, St> Deferred<S, ReqBody, K, St> {
                         .extensions_mut()
                         .insert(LookedUpBlock { lookup, key });
                 }
-                Kind::inner(inner.call(request), headers, exceeded)
+                Kind::inner(inner.call(request), extra)
             }
             Verdict::Reject(rejection) => {
                 Kind::rejected(rejection, ResponseForm::of(self.request.headers()))
