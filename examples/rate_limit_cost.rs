@@ -6,7 +6,8 @@
 //! - `cargo run --release --example rate_limit_cost --features rate-limit` runs every variant
 //!   in interleaved rounds of short batches and prints, per variant, the median and the
 //!   fastest batch (ns per request) and the cost over its bare service.
-//! - `... -- VARIANT CLIENTS N` runs one variant N times (CLIENTS: `one` or `10k`), for an
+//! - `... -- VARIANT CLIENTS N` runs one variant N times (or `hookgate_refused`: every request
+//!   over a rate of one an hour, answered 429 with its problem body) (CLIENTS: `one` or `10k`), for an
 //!   instruction count: under `valgrind --tool=callgrind`, the difference between N = 200 000
 //!   and N = 100 000 divided by 100 000 is the instructions per request, free of start-up.
 
@@ -127,6 +128,12 @@ fn runner(variant: &str, rotating: bool) -> Runner {
             let mut s = RateLimitLayer::per_client(rate(), client_ip())
                 .shadow()
                 .layer(full());
+            Box::new(move |n| drive(&mut s, &mut next, n))
+        }
+        "hookgate_refused" => {
+            // One request an hour: every request after the first is refused (429, problem body).
+            let once = Rate::per_hour(NonZeroU32::new(1).unwrap());
+            let mut s = RateLimitLayer::per_client(once, client_ip()).layer(full());
             Box::new(move |n| drive(&mut s, &mut next, n))
         }
         "hookgate_headers" => {
