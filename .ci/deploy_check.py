@@ -13,6 +13,7 @@ Checks, each failing with a line saying what to fix:
   rust-version among the binary's (normal and build) dependencies in Cargo.lock;
 - the flags in the Dockerfile's CMD and the unit's ExecStart are flags of `B serve`, and the
   HOOKGATE_* variables they set are variables the binary reads;
+- examples/common/mod.rs reads the development secret from the file `hookgate serve` writes;
 - .env.example names exactly the variables the binary reads ([env: ...] in its help, plus the
   few it reads itself), in the syntax docker's --env-file, systemd's EnvironmentFile= and
   dotenv all read alike.
@@ -246,6 +247,17 @@ def check_env_example(path, variables):
         fail(f"{path}: lists {name}, which hookgate does not read")
 
 
+def check_examples_secret_file():
+    """examples/common/mod.rs reads the development secret where `hookgate serve` writes it."""
+    pattern = re.compile(r'const DEV_SECRET_FILE: &str = "([^"]+)";')
+    names = {}
+    for source in ("src/bin/hookgate/secrets.rs", "examples/common/mod.rs"):
+        found = pattern.search(open(source, encoding="utf-8").read())
+        names[source] = found.group(1) if found else None
+    if None in names.values() or len(set(names.values())) != 1:
+        fail(f"DEV_SECRET_FILE differs (or is gone): {names}")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--metadata", required=True)
@@ -269,6 +281,7 @@ def main():
     binary = check_dockerfile(args.dockerfile, metadata, serve_flags, variables)
     check_unit(args.unit, binary or "hookgate", serve_flags, variables)
     check_env_example(args.env_example, variables)
+    check_examples_secret_file()
 
     for message in errors:
         print(f"deploy check: {message}", file=sys.stderr)
