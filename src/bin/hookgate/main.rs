@@ -19,6 +19,7 @@ mod secrets;
 mod send;
 mod serve;
 mod sign;
+mod units;
 
 use std::process::ExitCode;
 
@@ -44,7 +45,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)
         .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
-    cli::init_logging(cli.log_format);
+    cli::init_logging(cli.log_format, cli.verbose, cli.quiet);
     if matches!(cli.command, Command::Serve(_)) {
         loaded.log_sources(&matches);
     }
