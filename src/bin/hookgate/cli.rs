@@ -672,7 +672,11 @@ fn known_variables(matches: &ArgMatches) -> Vec<(String, Option<String>)> {
         crate::secrets::SECRET_ENV.to_owned(),
         secret_file.map(str::to_owned),
     ));
-    known.push(("RUST_LOG".to_owned(), None));
+    let level_flag = matches.get_count("verbose") > 0 || matches.get_flag("quiet");
+    known.push((
+        "RUST_LOG".to_owned(),
+        level_flag.then(|| "-v/-q on the command line".to_owned()),
+    ));
     known
 }
 

@@ -374,6 +374,10 @@ async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> 
             },
         ));
     }
+    // Redrawn while every delivery waits for a retry too, when nothing else would update it.
+    if !progress.is_hidden() {
+        progress.enable_steady_tick(Duration::from_millis(250));
+    }
     let threads = threads.clamp(1, workers);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
