@@ -438,7 +438,10 @@ pub(crate) struct SendArgs {
     /// certificate) instead of the system's (SSL_CERT_FILE or the usual bundle paths).
     #[arg(long, value_name = "PEM")]
     pub(crate) ca_cert: Option<PathBuf>,
-    /// Deliveries to send (each a distinct event); more than 1 makes a load generator.
+    /// Deliveries to send (each a distinct event); more than 1 makes a load generator: a
+    /// progress bar on a terminal (deliveries waiting for a retry counted apart), then a
+    /// summary with the throughput over the wall time and excluding the time when deliveries
+    /// were only waiting for a retry.
     #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: u64,
     /// Deliveries in flight at once (one keep-alive connection each).
