@@ -77,7 +77,7 @@ pub(crate) fn parse_duration(text: &str, plain: Plain) -> Result<Duration, Strin
     humantime::parse_duration(text).map_err(|error| format!("{error}; {}", duration_forms(plain)))
 }
 
-/// [`parse_duration`], then checked against `min` (exclusive when `above` is set) and `max`.
+/// [`parse_duration`], then checked: above 0 when `above_zero`, and at most `max`.
 fn duration_between(
     text: &str,
     plain: Plain,
