@@ -122,6 +122,14 @@ impl Secrets {
             .count()
     }
 
+    /// Each secret's position (from 1) and expiry, for those that have one.
+    pub(crate) fn expiries(&self) -> impl Iterator<Item = (usize, SystemTime)> + '_ {
+        self.values
+            .iter()
+            .enumerate()
+            .filter_map(|(index, value)| Some((index + 1, value.expires?)))
+    }
+
     pub(crate) fn is_development(&self) -> bool {
         matches!(self.source, Source::DevFile | Source::DevCreated)
     }
