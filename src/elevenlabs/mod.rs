@@ -149,6 +149,8 @@ use serde::{de, Deserialize, Deserializer};
 
 #[cfg(feature = "elevenlabs")]
 mod event;
+#[cfg(all(feature = "elevenlabs", any(feature = "signature", feature = "axum")))]
+mod extract;
 #[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
 mod layer;
 
@@ -161,6 +163,11 @@ pub use event::{
     Transcription, Turn, TwilioFailure, UnknownEvent, VoiceRemoval, WebhookMetadata, Word,
     WordKind,
 };
+
+#[cfg(all(feature = "elevenlabs", feature = "signature"))]
+pub use extract::{verified_event, verified_json};
+#[cfg(all(feature = "elevenlabs", feature = "axum"))]
+pub use extract::{EventRejection, VerifiedEvent, VerifiedJson};
 
 #[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
 pub use layer::{ElevenLabsLayer, ElevenLabsService};
