@@ -230,11 +230,8 @@ pub struct EventRejection {
 
 #[cfg(feature = "axum")]
 impl EventRejection {
-    fn new(problem: Problem, headers: &http::HeaderMap) -> Self {
-        Self {
-            problem,
-            form: crate::problem::ResponseForm::of(headers),
-        }
+    fn new(problem: Problem, form: crate::problem::ResponseForm) -> Self {
+        Self { problem, form }
     }
 
     /// The problem answered: `500 verification_layer_missing`, `400 invalid_event` or
@@ -266,31 +263,35 @@ impl axum::response::IntoResponse for EventRejection {
     }
 }
 
-/// The [`Verified`] proof of an axum request and its whole body, or why not.
+/// The [`Verified`] proof of an axum request and its whole body, or why not; and the form
+/// the request's client reads a rejection in.
 #[cfg(feature = "axum")]
 async fn verified_body(
     request: axum::extract::Request,
-) -> Result<(Verified, bytes::Bytes), EventRejection> {
+) -> (
+    crate::problem::ResponseForm,
+    Result<(Verified, bytes::Bytes), EventRejection>,
+) {
     use http_body_util::BodyExt;
 
     let (mut parts, body) = request.into_parts();
+    let form = crate::problem::ResponseForm::of(&parts.headers);
     let Some(verified) = parts.extensions.remove::<Verified>() else {
-        return Err(EventRejection::new(
-            layer_missing(parts.uri.path()),
-            &parts.headers,
-        ));
+        let problem = layer_missing(parts.uri.path());
+        return (form, Err(EventRejection::new(problem, form)));
     };
     // The layer read the body under its cap and holds it in memory: collecting hands its frames
     // on (no copy for a body in one frame; one copy to join several). axum's `DefaultBodyLimit`
     // is not applied: the layer's `max_body_size` is the limit.
-    match body.collect().await {
+    let read = match body.collect().await {
         Ok(collected) => Ok((verified, collected.to_bytes())),
         Err(_) => Err(EventRejection::new(
             Problem::new(StatusCode::BAD_REQUEST, ProblemCode::BODY_UNREADABLE)
                 .with_detail("the verified request body could not be read"),
-            &parts.headers,
+            form,
         )),
-    }
+    };
+    (form, read)
 }
 
 /// An axum extractor for a delivery verified by [`VerifySignatureLayer`], read as a typed
@@ -357,14 +358,14 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for VerifiedEvent {
         request: axum::extract::Request,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let headers = request.headers().clone();
-        let (verified, body) = verified_body(request).await?;
+        let (form, read) = verified_body(request).await;
+        let (verified, body) = read?;
         match parse_event(&body) {
             Ok(event) => Ok(Self {
                 verified,
                 event: event.into_owned(),
             }),
-            Err(problem) => Err(EventRejection::new(problem, &headers)),
+            Err(problem) => Err(EventRejection::new(problem, form)),
         }
     }
 }
@@ -422,17 +423,19 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         request: axum::extract::Request,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let headers = request.headers().clone();
-        let (verified, body) = verified_body(request).await?;
+        let (form, read) = verified_body(request).await;
+        let (verified, body) = read?;
         match parse_json(&body) {
             Ok(value) => Ok(Self { verified, value }),
-            Err(problem) => Err(EventRejection::new(problem, &headers)),
+            Err(problem) => Err(EventRejection::new(problem, form)),
         }
     }
 }
 
 #[cfg(all(test, feature = "signature"))]
 mod tests {
+    use std::fmt;
+
     use bytes::Bytes;
 
     use super::*;
@@ -499,6 +502,75 @@ mod tests {
         let (_, event) = verified_event(&mut request).unwrap();
         assert!(matches!(event, Event::Unknown(_)));
         assert_eq!(event.event_type(), "post_call_transcription_otel");
+    }
+
+    /// The level, target and fields of every event logged.
+    #[derive(Clone, Default)]
+    struct Logged(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String, String)>>>);
+
+    impl tracing::Subscriber for Logged {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            struct Fields(String);
+            impl tracing::field::Visit for Fields {
+                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
+            }
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            let metadata = event.metadata();
+            self.0.lock().unwrap().push((
+                *metadata.level(),
+                metadata.target().to_owned(),
+                fields.0,
+            ));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_missing_layer_is_logged_at_error_and_garbage_at_warn() {
+        let logged = Logged::default();
+        tracing::subscriber::with_default(logged.clone(), || {
+            let mut unverified = http::Request::new(VerifiedBody::from_bytes("{}"));
+            let problem = verified_event(&mut unverified).unwrap_err();
+            assert_eq!(problem.code(), ProblemCode::VERIFICATION_LAYER_MISSING);
+            let mut garbage = verified_request(VerifiedBody::from_bytes("nope"));
+            let problem = verified_event(&mut garbage).unwrap_err();
+            assert_eq!(problem.code(), ProblemCode::INVALID_EVENT);
+        });
+        let logged = logged.0.lock().unwrap();
+        assert_eq!(
+            logged.len(),
+            2,
+            "{:?}",
+            logged.iter().map(|l| &l.2).collect::<Vec<_>>()
+        );
+        let (level, target, fields) = &logged[0];
+        assert_eq!(
+            (*level, target.as_str()),
+            (tracing::Level::ERROR, "hookgate::elevenlabs")
+        );
+        assert!(
+            fields.contains("code=\"verification_layer_missing\""),
+            "{fields}"
+        );
+        assert!(
+            fields.contains("VerifySignatureLayer is missing"),
+            "{fields}"
+        );
+        let (level, _, fields) = &logged[1];
+        assert_eq!(*level, tracing::Level::WARN);
+        assert!(fields.contains("code=\"invalid_event\""), "{fields}");
     }
 
     #[test]
