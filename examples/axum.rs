@@ -71,6 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if common::once() {
         return Ok(());
     }
+    println!(
+        "{}",
+        common::next_steps(&format!("http://{addr}/webhooks/elevenlabs"))
+    );
     server.await??;
     Ok(())
 }
