@@ -1,8 +1,8 @@
 //! An axum receiver for ElevenLabs speech-to-text webhooks, verified by hookgate.
 //!
 //! ```text
-//! cargo run --example axum --features axum            # serves on 127.0.0.1:3000 after a self-test
-//! cargo run --example axum --features axum -- --once  # self-test only, then exit (what CI runs)
+//! cargo run --example axum --features axum,elevenlabs            # serves on 127.0.0.1:3000 after a self-test
+//! cargo run --example axum --features axum,elevenlabs -- --once  # self-test only, then exit (what CI runs)
 //! ```
 //!
 //! The secret comes from `ELEVENLABS_WEBHOOK_SECRET` (a development secret otherwise). Try it by
@@ -10,53 +10,51 @@
 
 mod common;
 
-use axum::{body::Bytes, http::StatusCode, routing::post, Extension, Router};
-use hookgate::{scheme::ElevenLabs, Verified, VerifySignatureLayer};
-use serde::Deserialize;
+use axum::{http::StatusCode, routing::post, Router};
+use hookgate::{
+    elevenlabs::{Event, VerifiedEvent},
+    scheme::ElevenLabs,
+    VerifySignatureLayer,
+};
 
-/// The parts of the delivery this handler uses; unknown fields are ignored, never denied.
-#[derive(Deserialize)]
-struct Delivery {
-    #[serde(rename = "type")]
-    kind: String,
-    data: Data,
-}
-
-#[derive(Deserialize)]
-struct Data {
-    request_id: String,
-    transcription: Transcription,
-}
-
-#[derive(Deserialize)]
-struct Transcription {
-    text: String,
-}
-
-/// Runs only for verified deliveries: `body` holds exactly the bytes ElevenLabs signed.
-async fn transcript(Extension(verified): Extension<Verified>, body: Bytes) -> StatusCode {
-    match serde_json::from_slice::<Delivery>(&body) {
-        Ok(delivery) => {
+/// Runs only for verified deliveries that parse as an ElevenLabs event: a request the layer did
+/// not verify is answered `500 verification_layer_missing`, a signed body that is not an event
+/// `400 invalid_event`, both by the extractor, before this runs.
+async fn webhook(
+    VerifiedEvent {
+        verified, event, ..
+    }: VerifiedEvent,
+) -> StatusCode {
+    match &event {
+        Event::SpeechToTextTranscription(stt) => {
+            let text = stt
+                .data
+                .transcription
+                .as_ref()
+                .and_then(|t| t.transcripts().first()?.text.as_deref());
             println!(
-                "{} {} (signed at {}): {:?}",
-                delivery.kind,
-                delivery.data.request_id,
+                "{} {} (signed at {}): {text:?}",
+                event.event_type(),
+                event.event_id().unwrap_or("-"),
                 verified.unix_timestamp(),
-                delivery.data.transcription.text
             );
-            // Store the event durably here, before answering 200.
-            StatusCode::OK
         }
-        // Genuine but not a transcript we understand: a permanent answer, not a retry loop.
-        Err(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        // Other types, known or not (`Event::Unknown`), are events too: keep them all.
+        other => println!(
+            "{} (signed at {})",
+            other.event_type(),
+            verified.unix_timestamp()
+        ),
     }
+    // Store the event durably here, before answering 200.
+    StatusCode::OK
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scheme = ElevenLabs::new(common::secret())?;
     let app = Router::new()
-        .route("/webhooks/elevenlabs", post(transcript))
+        .route("/webhooks/elevenlabs", post(webhook))
         .layer(VerifySignatureLayer::new(scheme.clone()).max_body_size(32 << 20));
 
     let addr = if common::once() {
@@ -73,6 +71,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if common::once() {
         return Ok(());
     }
+    println!(
+        "{}",
+        common::next_steps(&format!("http://{addr}/webhooks/elevenlabs"))
+    );
     server.await??;
     Ok(())
 }

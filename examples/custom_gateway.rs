@@ -11,7 +11,9 @@
 //! `--once`) before it is answered, then handed to a worker task over a channel: the worker may
 //! fall behind or restart, the event is already durable. `GET /health` is the program's own.
 //! With `--once` the program sends itself one signed delivery (and one forged) and checks that
-//! the delivery reached the worker and the sink directory, exiting non-zero otherwise.
+//! the delivery reached the worker and the sink directory, exiting non-zero otherwise. Without
+//! it, it prints the `hookgate send` and `curl` lines that deliver to it, signed with the secret
+//! `hookgate` uses in the same directory (see `examples/common/mod.rs`).
 
 mod common;
 
@@ -113,6 +115,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return checked;
     }
     checked?;
+    println!("{}", common::next_steps(&format!("http://{addr}{PATH}")));
     server.await??;
     Ok(())
 }

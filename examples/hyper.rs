@@ -4,6 +4,10 @@
 //! cargo run --example hyper            # serves on 127.0.0.1:3001 after a self-test
 //! cargo run --example hyper -- --once  # self-test only, then exit (what CI runs)
 //! ```
+//!
+//! The secret is the one `hookgate send` and `hookgate sign` use in the same directory (see
+//! `examples/common/mod.rs`); once serving, it prints the `hookgate send` and `curl` lines that
+//! deliver to it.
 
 mod common;
 
@@ -64,6 +68,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     common::self_test(addr, "/", &scheme).await?;
     if !common::once() {
+        println!("{}", common::next_steps(&format!("http://{addr}/")));
         std::future::pending::<()>().await;
     }
     Ok(())

@@ -101,7 +101,7 @@
 //! | `rate-limit` | `RateLimitLayer`, `FailureLimitLayer`, the key extractors and stores |
 //! | `client-checks` | `RequireHttpsLayer`, `AllowIpLayer` |
 //! | `normalize` | `NormalizeStatusLayer`, `SenderContract` |
-//! | `elevenlabs` | `elevenlabs::Event`: typed ElevenLabs webhook events, lenient, borrowing from the body |
+//! | `elevenlabs` | `elevenlabs::Event`: typed ElevenLabs webhook events, lenient, borrowing from the body; with `axum`, the `elevenlabs::VerifiedEvent` extractor (with `signature`, `elevenlabs::verified_event` for tower services) |
 //! | `axum` | the layers answer with axum's body (needed to layer an axum `Router`); `ClientIp` also reads axum's `ConnectInfo<SocketAddr>` |
 //! | `tonic` | the layers answer with tonic's body (to layer a tonic server's routes) |
 //! | `full` | every library feature |

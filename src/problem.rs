@@ -142,6 +142,20 @@ impl ProblemCode {
     pub const DEDUPE_KEY_MISSING: Self =
         Self::new("dedupe_key_missing", "Deduplication key could not be made");
 
+    // --- verified events (extractors) ---
+    /// 500: a handler asked for a verified event (`elevenlabs::VerifiedEvent`,
+    /// `elevenlabs::verified_event`) of a request that carries no `Verified` extension: the
+    /// `VerifySignatureLayer` is missing in front of the handler, or layered after it. Retried
+    /// by the sender while the receiver is fixed.
+    pub const VERIFICATION_LAYER_MISSING: Self = Self::new(
+        "verification_layer_missing",
+        "Verification layer missing in front of the handler",
+    );
+    /// 400: a verified body is not the event the handler reads (not JSON, or JSON of another
+    /// shape). The sender signed it: sending it again will not help.
+    pub const INVALID_EVENT: Self =
+        Self::new("invalid_event", "Verified body is not a valid event");
+
     // --- status normalization ---
     /// 500: the inner service returned an error.
     pub const HANDLER_ERROR: Self = Self::new("handler_error", "Handler failed");

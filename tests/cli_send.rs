@@ -74,8 +74,13 @@ async fn receive(
         "type": format!("urn:test:{code}"), "status": status.as_u16(), "code": code,
         "detail": format!("scripted {}", status.as_u16()),
     });
-    Response::builder()
-        .status(status)
+    let mut response = Response::builder().status(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        // As a receiver that is briefly unavailable says it (`send` keeps the ElevenLabs
+        // schedule all the same).
+        response = response.header("retry-after", "1");
+    }
+    response
         .header("content-type", "application/problem+json")
         .body(Body::from(problem.to_string()))
         .unwrap()
@@ -286,6 +291,58 @@ async fn load_generation_delivers_distinct_events_and_summarises() {
     assert!(stdout.contains("  200 OK: 50\n"), "{stdout}");
     // Not a terminal: no progress bar drawn.
     assert!(!stderr.contains("events  "), "{stderr}");
+}
+
+/// The number before `unit` in the line starting with `prefix`.
+fn figure(stdout: &str, prefix: &str, unit: &str) -> f64 {
+    stdout
+        .lines()
+        .find_map(|line| line.strip_prefix(prefix))
+        .and_then(|rest| rest.split(unit).next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?}...{unit:?} in {stdout}"))
+}
+
+#[tokio::test]
+async fn load_generation_counts_throughput_without_the_retry_waits() {
+    // The first answer is a 503 with Retry-After, every other a 200: one event waits for its
+    // retry (30 s scaled by 0.01: 300 to 330 ms) while nothing else is going on.
+    let (addr, seen) = serve(vec![(503, Duration::ZERO), (200, Duration::ZERO)]).await;
+    let (code, stdout, stderr, _) = send(&[
+        "-u",
+        &url(addr),
+        "-n",
+        "20",
+        "-c",
+        "1",
+        "--time-scale",
+        "0.01",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(seen.lock().unwrap().len(), 21);
+    assert!(stdout.contains("20 events in"), "{stdout}");
+    assert!(
+        stdout.contains("  503 Service Unavailable (throttled): 1\n"),
+        "{stdout}"
+    );
+    let wall = figure(&stdout, "throughput: ", "deliveries/s");
+    let active = figure(&stdout, "excluding retry waits: ", "deliveries/s");
+    assert!(active > wall, "{stdout}");
+    let waiting = stdout
+        .split("the wall time less the ")
+        .nth(1)
+        .and_then(|rest| {
+            rest.split(" when deliveries were only waiting for a retry")
+                .next()
+        })
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // Human units: 300 to 330 ms of waiting (a little more on a busy machine).
+    assert!(
+        waiting.ends_with("ms") || waiting.ends_with('s'),
+        "{waiting}"
+    );
+    assert!(stdout.contains("retry waits: 1, "), "{stdout}");
 }
 
 #[tokio::test]

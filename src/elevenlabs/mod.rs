@@ -69,6 +69,17 @@
 //! # }
 //! ```
 //!
+//! ## In a handler: verified, then typed
+//!
+//! Behind [`VerifySignatureLayer`](crate::VerifySignatureLayer), an axum handler takes a
+//! `VerifiedEvent` (features `elevenlabs` and `axum`): the [`Verified`](crate::Verified) proof
+//! and the event, parsed from the verified bytes. A plain tower or hyper service calls
+//! `verified_event(&mut request)` (features `elevenlabs` and `signature`), which borrows the
+//! event from the body. Both refuse a request the layer did not verify (`500
+//! verification_layer_missing`, logged at `error`: the layer is missing in front of the handler)
+//! and a signed body that is not an event (`400 invalid_event`); `VerifiedJson<T>` and
+//! `verified_json` do the same for a type of your own.
+//!
 //! ## What is lenient, and why
 //!
 //! A parse that fails leaves a handler two bad answers: a 4xx, which tells ElevenLabs to drop
@@ -149,6 +160,8 @@ use serde::{de, Deserialize, Deserializer};
 
 #[cfg(feature = "elevenlabs")]
 mod event;
+#[cfg(all(feature = "elevenlabs", any(feature = "signature", feature = "axum")))]
+mod extract;
 #[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
 mod layer;
 
@@ -161,6 +174,11 @@ pub use event::{
     Transcription, Turn, TwilioFailure, UnknownEvent, VoiceRemoval, WebhookMetadata, Word,
     WordKind,
 };
+
+#[cfg(all(feature = "elevenlabs", feature = "signature"))]
+pub use extract::{verified_event, verified_json};
+#[cfg(all(feature = "elevenlabs", feature = "axum"))]
+pub use extract::{EventRejection, VerifiedEvent, VerifiedJson};
 
 #[cfg(all(feature = "signature", feature = "rate-limit", feature = "normalize"))]
 pub use layer::{ElevenLabsLayer, ElevenLabsService};

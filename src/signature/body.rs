@@ -114,7 +114,7 @@ impl VerifiedBody {
     /// The remaining bytes as one `Bytes`, kept as the body's one frame: a body that arrived
     /// in several frames is copied once, here, and every later [`to_bytes`](Self::to_bytes)
     /// is free. The budget permit and the trailers stay.
-    #[cfg(feature = "dedupe")]
+    #[cfg(any(feature = "dedupe", feature = "elevenlabs"))]
     pub(crate) fn make_contiguous(&mut self) -> Bytes {
         if let Frames::Many(_) = self.frames {
             // `Many` holds at least two non-empty frames: `One` is what it becomes.
@@ -349,7 +349,7 @@ mod tests {
     }
 }
 
-#[cfg(all(test, feature = "dedupe"))]
+#[cfg(all(test, any(feature = "dedupe", feature = "elevenlabs")))]
 mod contiguous_tests {
     use super::*;
     use http_body_util::BodyExt;

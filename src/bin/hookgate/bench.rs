@@ -31,6 +31,7 @@ use crate::cli::BenchArgs;
 /// A fixed secret: the bench needs none of the user's.
 const SECRET: &[u8] = b"hookgate-bench-secret";
 /// The body sizes measured by default.
+#[cfg(test)]
 pub(crate) const DEFAULT_SIZES: [usize; 5] = [1 << 10, 4 << 10, 64 << 10, 1 << 20, 16 << 20];
 /// The largest body measured: the gateway's default `--max-body-bytes`.
 pub(crate) const MAX_SIZE: usize = 32 << 20;
@@ -110,8 +111,7 @@ impl Row {
 /// Runs `once` repeatedly for about `seconds` (after a warm-up of a tenth of it) and returns
 /// nanoseconds per call. Calls are timed in batches that grow while they are short, so the
 /// clock is read rarely for small bodies and a 16 MiB body is not called more than needed.
-fn measure(seconds: f64, mut once: impl FnMut()) -> f64 {
-    let budget = Duration::from_secs_f64(seconds);
+fn measure(budget: Duration, mut once: impl FnMut()) -> f64 {
     let warm_up = Instant::now();
     loop {
         once();
@@ -142,7 +142,7 @@ fn bench_size(
     runtime: &tokio::runtime::Runtime,
     scheme: &ElevenLabs,
     size: usize,
-    seconds: f64,
+    seconds: Duration,
 ) -> Result<Row, String> {
     let body = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<_>>());
     let t = SystemTime::now()
@@ -203,9 +203,14 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let scheme = ElevenLabs::new(SECRET).map_err(|e| e.to_string())?;
     println!(
-        "hookgate {}: ElevenLabs signature verification, {} s per measurement",
+        "hookgate {}: ElevenLabs signature verification, {} per measurement{}",
         env!("CARGO_PKG_VERSION"),
-        args.seconds
+        crate::units::human(args.seconds),
+        if DEBUG_BUILD {
+            " (DEBUG BUILD: these figures say nothing about a release build)"
+        } else {
+            ""
+        }
     );
     if let Some(cpu) = cpu_model() {
         println!("cpu: {cpu}");
@@ -242,12 +247,50 @@ fn cpu_model() -> Option<String> {
         .map(|(_, name)| name.trim().to_owned())
 }
 
+/// Whether this binary was built without optimizations (`cargo build`, `cargo run` without
+/// `--release`).
+const DEBUG_BUILD: bool = cfg!(debug_assertions);
+
+/// What a debug build's bench says on stderr, before and after its figures.
+fn debug_build_warning(allowed: bool) -> String {
+    let rule = "!".repeat(78);
+    let what = if allowed {
+        "measuring anyway (--allow-debug): the figures below are MEANINGLESS"
+    } else {
+        "refusing to measure: the figures would be MEANINGLESS"
+    };
+    format!(
+        "{rule}\n\
+         !! hookgate bench: this is a DEBUG build (no optimizations), {what}:\n\
+         !! verification in a debug build runs many times slower than in a release build.\n\
+         !! Build a release binary and run it:\n\
+         !!     cargo run --release --features cli -- bench\n\
+         !!     (or cargo build --release --features cli && target/release/hookgate bench)\n\
+         {}{rule}",
+        if allowed {
+            ""
+        } else {
+            "!! To measure this debug build anyway: hookgate bench --allow-debug\n"
+        }
+    )
+}
+
 pub(crate) fn run(args: BenchArgs) -> ExitCode {
+    if DEBUG_BUILD {
+        eprintln!("{}", debug_build_warning(args.allow_debug));
+        if !args.allow_debug {
+            return ExitCode::from(2);
+        }
+    }
+    let allowed_debug = DEBUG_BUILD && args.allow_debug;
     // `main` runs every command inside a multi-threaded runtime; the bench needs its own
     // current-thread runtime, which cannot be started on a runtime thread.
     let result = std::thread::spawn(move || bench(&args))
         .join()
         .unwrap_or_else(|_| Err("the bench panicked".into()));
+    if allowed_debug {
+        eprintln!("{}", debug_build_warning(true));
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -272,12 +315,22 @@ mod tests {
     #[test]
     fn measure_counts_calls() {
         let mut calls = 0_u64;
-        let ns = measure(0.01, || {
+        let ns = measure(Duration::from_millis(10), || {
             calls += 1;
             std::thread::sleep(Duration::from_micros(100));
         });
         assert!(calls >= 2, "{calls}");
         assert!(ns >= 100_000.0, "{ns}");
+    }
+
+    #[test]
+    fn the_debug_warning_says_how_to_build_release() {
+        let refused = debug_build_warning(false);
+        assert!(refused.contains("DEBUG build"), "{refused}");
+        assert!(refused.contains("cargo run --release --features cli -- bench"));
+        assert!(refused.contains("--allow-debug"));
+        let allowed = debug_build_warning(true);
+        assert!(allowed.contains("MEANINGLESS"), "{allowed}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::{
     time::Duration,
 };
 
+use crate::units;
+
 use clap::{parser::ValueSource, ArgMatches, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use hookgate::{
     gateway::{Gateway, GatewayBuilder, Upstream},
@@ -31,6 +33,14 @@ pub(crate) struct Cli {
     /// when present; parent directories never are). Variables already in the environment win.
     #[arg(long, global = true, value_name = "PATH")]
     pub(crate) env_file: Option<PathBuf>,
+
+    /// More log lines: -v debug, -vv trace (instead of RUST_LOG, default info).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub(crate) verbose: u8,
+
+    /// Fewer log lines: warnings and errors only (instead of RUST_LOG).
+    #[arg(short, long, global = true)]
+    pub(crate) quiet: bool,
 
     #[command(subcommand)]
     pub(crate) command: Command,
@@ -68,42 +78,61 @@ pub(crate) struct SecretArgs {
     /// A secret may be followed by ` expires=2026-12-31T00:00:00Z` (RFC 3339, UTC): from then
     /// on it no longer verifies. Otherwise ELEVENLABS_WEBHOOK_SECRET (same format), otherwise
     /// the development secret `serve` creates.
-    #[arg(long, env = "HOOKGATE_SECRET_FILE")]
+    #[arg(short, long, env = "HOOKGATE_SECRET_FILE")]
     pub(crate) secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
-    /// Address to receive deliveries on.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "HOOKGATE_LISTEN")]
+    /// Address to receive deliveries on: IP:PORT (0.0.0.0:8080 for every interface), or a bare
+    /// PORT, which means loopback (8080 is 127.0.0.1:8080: this machine only). `:PORT` is
+    /// refused as ambiguous.
+    #[arg(
+        short,
+        long,
+        default_value = "127.0.0.1:8080",
+        env = "HOOKGATE_LISTEN",
+        value_name = "ADDR",
+        value_parser = units::listen
+    )]
     pub(crate) listen: SocketAddr,
     /// Path deliveries are POSTed to.
     #[arg(long, default_value = "/webhooks/elevenlabs", env = "HOOKGATE_PATH")]
     pub(crate) path: String,
-    /// Address for /healthz and Prometheus /metrics (off when not set).
-    #[arg(long, env = "HOOKGATE_ADMIN_LISTEN")]
+    /// Address for /healthz and Prometheus /metrics (off when not set); same forms as --listen
+    /// (a bare PORT is loopback).
+    #[arg(
+        short,
+        long,
+        env = "HOOKGATE_ADMIN_LISTEN",
+        value_name = "ADDR",
+        value_parser = units::listen
+    )]
     pub(crate) admin_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub(crate) secrets: SecretArgs,
     /// Forward verified deliveries to this URL (reverse proxy) instead of the sink directory.
-    #[arg(long, env = "HOOKGATE_UPSTREAM")]
+    #[arg(short, long, value_name = "URL", env = "HOOKGATE_UPSTREAM")]
     pub(crate) upstream: Option<String>,
-    /// Seconds to wait for a connection to the upstream.
+    /// How long to wait for a connection to the upstream (`2s`, `500ms`; a plain number is
+    /// seconds).
     #[arg(
         long,
-        default_value_t = 2.0,
+        default_value = "2s",
         env = "HOOKGATE_UPSTREAM_CONNECT_TIMEOUT",
-        value_parser = positive_seconds
+        value_name = "DURATION",
+        value_parser = units::timeout
     )]
-    pub(crate) upstream_connect_timeout: f64,
-    /// Seconds to wait for the upstream's answer.
+    pub(crate) upstream_connect_timeout: Duration,
+    /// How long to wait for the upstream's answer (`10s`, `1m`; a plain number is seconds).
     #[arg(
         long,
-        default_value_t = 10.0,
+        default_value = "10s",
         env = "HOOKGATE_UPSTREAM_TIMEOUT",
-        value_parser = positive_seconds
+        value_name = "DURATION",
+        value_parser = units::timeout
     )]
-    pub(crate) upstream_timeout: f64,
+    pub(crate) upstream_timeout: Duration,
     /// Keep all state (per-client limits, failure blocks, deduplication) on this Redis or
     /// Valkey server, shared by every instance using it: redis://host:port[/db] or
     /// redis+unix:///path. A URL holding a password must come from the environment
@@ -119,40 +148,69 @@ pub(crate) struct ServeArgs {
     /// The namespace of hookgate's Redis keys: instances sharing state need the same one.
     #[arg(long, default_value = "hookgate", env = "HOOKGATE_REDIS_PREFIX")]
     pub(crate) redis_prefix: String,
-    /// Seconds a Redis call may take before the store's failure policy applies (deduplication:
-    /// retryable 503; limiters: let through).
+    /// How long a Redis call may take before the store's failure policy applies
+    /// (deduplication: retryable 503; limiters: let through). `250ms`, `1s`; a plain number is
+    /// seconds.
     #[arg(
         long,
-        default_value_t = 0.25,
+        default_value = "250ms",
         env = "HOOKGATE_REDIS_TIMEOUT",
-        value_parser = positive_seconds
+        value_name = "DURATION",
+        value_parser = units::timeout
     )]
-    pub(crate) redis_timeout: f64,
-    /// Seconds a handled event is remembered: a redelivery or replay within it is answered 200
+    pub(crate) redis_timeout: Duration,
+    /// How long a handled event is remembered: a redelivery or replay within it is answered 200
     /// without reaching the destination (at least the tolerance plus 5 minutes of skew).
-    #[arg(long, default_value_t = 86_400, env = "HOOKGATE_DEDUPE_TTL")]
-    pub(crate) dedupe_ttl: u64,
+    /// `24h`, `2d`; a plain number is seconds.
+    #[arg(
+        long,
+        default_value = "24h",
+        env = "HOOKGATE_DEDUPE_TTL",
+        value_name = "DURATION",
+        value_parser = units::period
+    )]
+    pub(crate) dedupe_ttl: Duration,
     /// Turn deduplication off (on by default in upstream mode and with --redis-url; in sink
     /// mode without Redis the sink's file names keep one copy of each event).
     #[arg(long, env = "HOOKGATE_NO_DEDUPE")]
     pub(crate) no_dedupe: bool,
     /// Directory verified deliveries are stored in (when no --upstream is given).
-    #[arg(long, default_value = "./events", env = "HOOKGATE_SINK_DIR")]
+    #[arg(
+        short = 'd',
+        long,
+        default_value = "./events",
+        env = "HOOKGATE_SINK_DIR"
+    )]
     pub(crate) sink_dir: PathBuf,
-    /// Largest body accepted, in bytes.
-    #[arg(long, default_value_t = 64 << 20, env = "HOOKGATE_MAX_BODY_BYTES")]
-    pub(crate) max_body_bytes: usize,
-    /// Seconds a delivery's whole body has to arrive (then a retryable 503 `body_timeout`).
+    /// Largest body accepted: `64MiB`, `512KiB`, `10MB` (KiB/MiB/GiB and K/M/G are powers of
+    /// 1024, kB/MB/GB powers of 1000); a plain number is bytes.
     #[arg(
         long,
-        default_value_t = 30.0,
-        env = "HOOKGATE_BODY_TIMEOUT",
-        value_parser = positive_seconds
+        default_value = "64MiB",
+        env = "HOOKGATE_MAX_BODY_BYTES",
+        value_name = "SIZE",
+        value_parser = units::size
     )]
-    pub(crate) body_timeout: f64,
-    /// How old a signed timestamp may be, in seconds.
-    #[arg(long, default_value_t = 1800, env = "HOOKGATE_TOLERANCE")]
-    pub(crate) tolerance: u64,
+    pub(crate) max_body_bytes: usize,
+    /// How long a delivery's whole body has to arrive (then a retryable 503 `body_timeout`).
+    /// `30s`, `2m`; a plain number is seconds.
+    #[arg(
+        long,
+        default_value = "30s",
+        env = "HOOKGATE_BODY_TIMEOUT",
+        value_name = "DURATION",
+        value_parser = units::timeout
+    )]
+    pub(crate) body_timeout: Duration,
+    /// How old a signed timestamp may be: `30m`, `1h`; a plain number is seconds.
+    #[arg(
+        long,
+        default_value = "30m",
+        env = "HOOKGATE_TOLERANCE",
+        value_name = "DURATION",
+        value_parser = units::period
+    )]
+    pub(crate) tolerance: Duration,
     /// Requests per second allowed per client before verification (0 turns the limit off).
     #[arg(long, default_value_t = 50, env = "HOOKGATE_CLIENT_RATE")]
     pub(crate) client_rate: u32,
@@ -162,9 +220,16 @@ pub(crate) struct ServeArgs {
     /// Failed verifications (400/401) per client per minute before it is blocked (0: never block).
     #[arg(long, default_value_t = 30, env = "HOOKGATE_MAX_FAILURES_PER_MINUTE")]
     pub(crate) max_failures_per_minute: u32,
-    /// Seconds a client that kept failing verification stays blocked.
-    #[arg(long, default_value_t = 300, env = "HOOKGATE_FAILURE_COOLDOWN")]
-    pub(crate) failure_cooldown: u64,
+    /// How long a client that kept failing verification stays blocked: `5m`, `1h`; a plain
+    /// number is seconds.
+    #[arg(
+        long,
+        default_value = "5m",
+        env = "HOOKGATE_FAILURE_COOLDOWN",
+        value_name = "DURATION",
+        value_parser = units::period
+    )]
+    pub(crate) failure_cooldown: Duration,
     /// A proxy whose X-Forwarded-For / Forwarded headers are trusted (CIDR; repeatable).
     #[arg(
         long = "trusted-proxy",
@@ -194,11 +259,18 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "HOOKGATE_REQUIRE_HTTPS")]
     pub(crate) require_https: bool,
     /// Worker threads, each with its own listening socket and upstream pool (default: one per core).
-    #[arg(long, env = "HOOKGATE_WORKERS")]
+    #[arg(short, long, env = "HOOKGATE_WORKERS")]
     pub(crate) workers: Option<usize>,
-    /// Seconds in-flight requests get to finish after SIGTERM / Ctrl-C.
-    #[arg(long, default_value_t = 30, env = "HOOKGATE_SHUTDOWN_GRACE")]
-    pub(crate) shutdown_grace: u64,
+    /// How long in-flight requests get to finish after SIGTERM / Ctrl-C: `30s`, `2m`; a plain
+    /// number is seconds.
+    #[arg(
+        long,
+        default_value = "30s",
+        env = "HOOKGATE_SHUTDOWN_GRACE",
+        value_name = "DURATION",
+        value_parser = units::period
+    )]
+    pub(crate) shutdown_grace: Duration,
     /// A sender's address (CIDR; repeatable): never rate limited, blocked or capped per client
     /// before verification. ElevenLabs' published egress addresses are known senders unless
     /// --no-elevenlabs-known-senders.
@@ -224,27 +296,30 @@ pub(crate) struct ServeArgs {
         env = "HOOKGATE_MAX_CONNECTIONS_PER_CLIENT"
     )]
     pub(crate) max_connections_per_client: usize,
-    /// Seconds a new connection (TLS included) has to deliver its first request head.
+    /// How long a new connection (TLS included) has to deliver its first request head: `10s`;
+    /// a plain number is seconds.
     #[arg(
         long,
-        default_value_t = 10.0,
+        default_value = "10s",
         env = "HOOKGATE_REQUEST_HEAD_TIMEOUT",
-        value_parser = positive_seconds
+        value_name = "DURATION",
+        value_parser = units::timeout
     )]
-    pub(crate) request_head_timeout: f64,
-    /// Seconds a connection may stay open with no request in flight between requests
-    /// (HTTP/1 keep-alive and HTTP/2 alike).
+    pub(crate) request_head_timeout: Duration,
+    /// How long a connection may stay open with no request in flight between requests
+    /// (HTTP/1 keep-alive and HTTP/2 alike): `60s`, `5m`; a plain number is seconds.
     #[arg(
         long,
-        default_value_t = 60.0,
+        default_value = "60s",
         env = "HOOKGATE_IDLE_TIMEOUT",
-        value_parser = positive_seconds
+        value_name = "DURATION",
+        value_parser = units::timeout
     )]
-    pub(crate) idle_timeout: f64,
-    /// Seconds over which repeated rejections of one client for one cause are counted into a
-    /// single log line (the first of each is logged at once).
-    #[arg(long, hide = true, default_value_t = 10.0, value_parser = positive_seconds)]
-    pub(crate) rejection_log_interval: f64,
+    pub(crate) idle_timeout: Duration,
+    /// The time over which repeated rejections of one client for one cause are counted into a
+    /// single log line (the first of each is logged at once); a plain number is seconds.
+    #[arg(long, hide = true, default_value = "10s", value_parser = units::timeout)]
+    pub(crate) rejection_log_interval: Duration,
     /// Once serving, write the addresses the gateway got (`{"listen": "IP:PORT", "admin":
     /// "IP:PORT" or null}`) to this file, for whoever starts it (tests, supervisors).
     #[arg(long, hide = true, value_name = "PATH")]
@@ -260,39 +335,38 @@ impl ServeArgs {
     /// A Redis URL that does not parse, or that holds credentials but came from the command
     /// line.
     pub(crate) fn gateway(&self, scheme: ElevenLabs) -> Result<GatewayBuilder, String> {
-        let seconds = Duration::from_secs_f64;
-        let scheme = scheme.tolerance(Duration::from_secs(self.tolerance));
+        let scheme = scheme.tolerance(self.tolerance);
         let mut builder = Gateway::builder(scheme)
             .path(&self.path)
             .listen(self.listen)
             .admin_listen(self.admin_listen)
             .sink_dir(&self.sink_dir)
             .max_body_bytes(self.max_body_bytes)
-            .body_timeout(seconds(self.body_timeout))
+            .body_timeout(self.body_timeout)
             .client_rate(self.client_rate)
             .client_burst(self.client_burst)
             .max_failures_per_minute(self.max_failures_per_minute)
-            .failure_cooldown(Duration::from_secs(self.failure_cooldown))
+            .failure_cooldown(self.failure_cooldown)
             .trusted_proxies(&self.trusted_proxies)
             .known_senders(&self.known_senders)
             .elevenlabs_known_senders(!self.no_elevenlabs_known_senders)
             .allow_ips(&self.allow_ips)
             .allow_elevenlabs_egress(self.allow_elevenlabs_egress)
             .require_https(self.require_https)
-            .shutdown_grace(Duration::from_secs(self.shutdown_grace))
+            .shutdown_grace(self.shutdown_grace)
             .max_connections_per_client(self.max_connections_per_client)
-            .request_head_timeout(seconds(self.request_head_timeout))
-            .idle_timeout(seconds(self.idle_timeout))
-            .rejection_log_interval(seconds(self.rejection_log_interval))
-            .dedupe_ttl(Duration::from_secs(self.dedupe_ttl));
+            .request_head_timeout(self.request_head_timeout)
+            .idle_timeout(self.idle_timeout)
+            .rejection_log_interval(self.rejection_log_interval)
+            .dedupe_ttl(self.dedupe_ttl);
         if self.no_dedupe {
             builder = builder.dedupe(false);
         }
         if let Some(url) = &self.upstream {
             builder = builder.upstream(
                 Upstream::builder(url)
-                    .connect_timeout(seconds(self.upstream_connect_timeout))
-                    .response_timeout(seconds(self.upstream_timeout)),
+                    .connect_timeout(self.upstream_connect_timeout)
+                    .response_timeout(self.upstream_timeout),
             );
         }
         if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
@@ -315,7 +389,7 @@ impl ServeArgs {
             let redis = RedisStore::new(url)
                 .map_err(|error| format!("--redis-url: {error}"))?
                 .prefix(self.redis_prefix.as_str())
-                .timeout(seconds(self.redis_timeout));
+                .timeout(self.redis_timeout);
             builder = builder.redis(redis);
         }
         Ok(builder)
@@ -326,6 +400,7 @@ impl ServeArgs {
 pub(crate) struct SendArgs {
     /// Receiver to POST to (http:// or https://).
     #[arg(
+        short,
         long,
         default_value = "http://127.0.0.1:8080/webhooks/elevenlabs",
         env = "HOOKGATE_SEND_URL"
@@ -333,33 +408,44 @@ pub(crate) struct SendArgs {
     pub(crate) url: String,
     /// Body to send (its exact bytes) instead of the sample speech-to-text transcript; every
     /// event of a --count run then carries the same bytes.
-    #[arg(long, conflicts_with = "body_bytes")]
+    #[arg(short, long, conflicts_with = "body_bytes")]
     pub(crate) file: Option<PathBuf>,
-    /// Pad the sample transcript's text so that each body is exactly this many bytes
-    /// (e.g. 4096 for load tests).
-    #[arg(long, value_name = "BYTES")]
+    /// Pad the sample transcript's text so that each body is exactly this size (e.g. `4KiB`
+    /// or 4096 for load tests): a plain number is bytes; KiB/MiB and K/M are powers of 1024,
+    /// kB/MB powers of 1000.
+    #[arg(short, long, value_name = "SIZE", value_parser = units::size)]
     pub(crate) body_bytes: Option<usize>,
     #[command(flatten)]
     pub(crate) secrets: SecretArgs,
     /// Multiply every retry wait by this (e.g. 0.001 in tests).
-    #[arg(long, default_value_t = 1.0, value_parser = non_negative_seconds)]
+    #[arg(long, default_value_t = 1.0, value_parser = time_scale)]
     pub(crate) time_scale: f64,
     /// Attempts per event, at most the 5 of the ElevenLabs schedule
     /// (immediately, then after 30 s, 2 min, 8 min and 30 min).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub(crate) max_attempts: u8,
-    /// Seconds one attempt (connect, send, read the answer) may take before it counts as failed.
-    #[arg(long, default_value_t = 30.0, value_parser = positive_seconds)]
-    pub(crate) timeout: f64,
+    /// How long one attempt (connect, send, read the answer) may take before it counts as
+    /// failed: `30s`, `500ms`; a plain number is seconds.
+    #[arg(
+        short,
+        long,
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = units::timeout
+    )]
+    pub(crate) timeout: Duration,
     /// PEM file of CA certificates to trust for https:// (e.g. a local self-signed
     /// certificate) instead of the system's (SSL_CERT_FILE or the usual bundle paths).
     #[arg(long, value_name = "PEM")]
     pub(crate) ca_cert: Option<PathBuf>,
-    /// Deliveries to send (each a distinct event); more than 1 makes a load generator.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Deliveries to send (each a distinct event); more than 1 makes a load generator: a
+    /// progress bar on a terminal (deliveries waiting for a retry counted apart), then a
+    /// summary with the throughput over the wall time and excluding the time when deliveries
+    /// were only waiting for a retry.
+    #[arg(short = 'n', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) count: u64,
     /// Deliveries in flight at once (one keep-alive connection each).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) concurrency: u16,
     /// OS threads the load generator runs its connections on (default: the number of cores).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
@@ -371,52 +457,65 @@ pub(crate) struct SignArgs {
     #[command(flatten)]
     pub(crate) secrets: SecretArgs,
     /// Unix seconds to sign at (default: now).
-    #[arg(long)]
+    #[arg(short, long)]
     pub(crate) timestamp: Option<u64>,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
     /// The ElevenLabs-Signature header value to check.
-    #[arg(long)]
+    #[arg(short = 'H', long)]
     pub(crate) header: String,
     #[command(flatten)]
     pub(crate) secrets: SecretArgs,
-    /// How old a signed timestamp may be, in seconds.
-    #[arg(long, default_value_t = 1800)]
-    pub(crate) tolerance: u64,
-    /// How far ahead of this machine's clock a signed timestamp may be, in seconds.
-    #[arg(long, default_value_t = 300)]
-    pub(crate) future_skew: u64,
+    /// How old a signed timestamp may be: `30m`, `1h`; a plain number is seconds.
+    #[arg(long, default_value = "30m", value_name = "DURATION", value_parser = units::period)]
+    pub(crate) tolerance: Duration,
+    /// How far ahead of this machine's clock a signed timestamp may be: `5m`; a plain number is
+    /// seconds.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = units::period)]
+    pub(crate) future_skew: Duration,
 }
 
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
-    /// Seconds to measure each body size for (each of the floor and hookgate).
-    #[arg(long, default_value_t = 1.0, value_parser = positive_seconds)]
-    pub(crate) seconds: f64,
-    /// Body sizes to measure, in bytes, comma-separated (default 1 KiB, 4 KiB, 64 KiB, 1 MiB,
-    /// 16 MiB).
+    /// How long to measure each body size for (each of the floor and hookgate): `1s`,
+    /// `250ms`; a plain number is seconds.
+    #[arg(
+        long,
+        default_value = "1s",
+        value_name = "DURATION",
+        value_parser = units::timeout
+    )]
+    pub(crate) seconds: Duration,
+    /// Body sizes to measure, comma-separated: `1KiB,64KiB,16MiB`; a plain number is bytes.
     #[arg(
         long,
         value_delimiter = ',',
-        default_values_t = crate::bench::DEFAULT_SIZES,
+        default_value = "1KiB,4KiB,64KiB,1MiB,16MiB",
+        value_name = "SIZES",
         value_parser = bench_size
     )]
     pub(crate) sizes: Vec<usize>,
+    /// Measure even in a debug build, whose figures say nothing about a release build.
+    #[arg(long)]
+    pub(crate) allow_debug: bool,
 }
 
 fn bench_size(text: &str) -> Result<usize, String> {
-    match text.parse::<usize>() {
-        Ok(bytes) if (1..=crate::bench::MAX_SIZE).contains(&bytes) => Ok(bytes),
-        _ => Err(format!(
-            "expected a whole number of bytes from 1 to {}",
-            crate::bench::MAX_SIZE
-        )),
+    let bytes = units::size(text)?;
+    if (1..=crate::bench::MAX_SIZE).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "{} is out of range: from 1 byte to {}",
+            units::human_size(bytes as u64),
+            units::human_size(crate::bench::MAX_SIZE as u64)
+        ))
     }
 }
 
-fn non_negative_seconds(text: &str) -> Result<f64, String> {
+fn time_scale(text: &str) -> Result<f64, String> {
     let value: f64 = text.parse().map_err(|e| format!("{e}"))?;
     if value.is_finite() && (0.0..=1e6).contains(&value) {
         Ok(value)
@@ -433,13 +532,6 @@ fn has_credentials(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     authority.contains('@')
-}
-
-fn positive_seconds(text: &str) -> Result<f64, String> {
-    match non_negative_seconds(text)? {
-        value if value > 0.0 => Ok(value),
-        _ => Err("expected a number above 0".into()),
-    }
 }
 
 /// The settings file read before the command line is parsed: `--env-file`, else the working
@@ -583,7 +675,11 @@ fn known_variables(matches: &ArgMatches) -> Vec<(String, Option<String>)> {
         crate::secrets::SECRET_ENV.to_owned(),
         secret_file.map(str::to_owned),
     ));
-    known.push(("RUST_LOG".to_owned(), None));
+    let level_flag = matches.get_count("verbose") > 0 || matches.get_flag("quiet");
+    known.push((
+        "RUST_LOG".to_owned(),
+        level_flag.then(|| "-v/-q on the command line".to_owned()),
+    ));
     known
 }
 
@@ -666,10 +762,20 @@ fn parent_env_file() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them (default `info`).
-pub(crate) fn init_logging(format: LogFormat) {
+/// Logs go to stderr; `-v`/`-vv`/`-q` choose the level, else `RUST_LOG` filters them (default
+/// `info`).
+pub(crate) fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
     use tracing_subscriber::{fmt, EnvFilter};
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let level = match (verbose, quiet) {
+        (0, false) => None,
+        (_, true) => Some("warn"),
+        (1, _) => Some("debug"),
+        _ => Some("trace"),
+    };
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let builder = fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -677,5 +783,180 @@ pub(crate) fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clap's own checks of the definitions: no two flags share a short or long name, every
+    /// default parses.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from([&["hookgate"][..], args].concat())
+            .unwrap_or_else(|error| panic!("{args:?}: {error}"))
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        match parse(&[&["serve"][..], args].concat()).command {
+            Command::Serve(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let args = serve(&[]);
+        assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.max_body_bytes, 64 << 20);
+        assert_eq!(args.tolerance, Duration::from_secs(1800));
+        assert_eq!(args.dedupe_ttl, Duration::from_secs(86_400));
+        assert_eq!(args.redis_timeout, Duration::from_millis(250));
+        assert_eq!(args.upstream_connect_timeout, Duration::from_secs(2));
+        assert_eq!(args.upstream_timeout, Duration::from_secs(10));
+        assert_eq!(args.body_timeout, Duration::from_secs(30));
+        assert_eq!(args.failure_cooldown, Duration::from_secs(300));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(args.request_head_timeout, Duration::from_secs(10));
+        assert_eq!(args.idle_timeout, Duration::from_secs(60));
+        match parse(&["bench"]).command {
+            Command::Bench(bench) => {
+                assert_eq!(bench.sizes, crate::bench::DEFAULT_SIZES);
+                assert_eq!(bench.seconds, Duration::from_secs(1));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_numbers_keep_their_old_meaning() {
+        let args = serve(&[
+            "--max-body-bytes",
+            "1048576",
+            "--tolerance",
+            "600",
+            "--dedupe-ttl",
+            "3600",
+            "--redis-timeout",
+            "0.5",
+            "--upstream-timeout",
+            "2.5",
+            "--shutdown-grace",
+            "5",
+            "--listen",
+            "0.0.0.0:9000",
+        ]);
+        assert_eq!(args.max_body_bytes, 1 << 20);
+        assert_eq!(args.tolerance, Duration::from_secs(600));
+        assert_eq!(args.dedupe_ttl, Duration::from_secs(3600));
+        assert_eq!(args.redis_timeout, Duration::from_millis(500));
+        assert_eq!(args.upstream_timeout, Duration::from_millis(2500));
+        assert_eq!(args.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(args.listen, "0.0.0.0:9000".parse().unwrap());
+    }
+
+    #[test]
+    fn human_units_and_short_flags() {
+        let args = serve(&[
+            "--max-body-bytes=32MiB",
+            "--tolerance=1h",
+            "--dedupe-ttl=2d",
+            "--redis-timeout=100ms",
+            "--body-timeout=1m30s",
+            "-l",
+            "8081",
+            "-a",
+            "9090",
+            "-u",
+            "http://127.0.0.1:9000/hook",
+            "-d",
+            "/tmp/events",
+            "-w",
+            "2",
+            "-s",
+            "secrets.txt",
+        ]);
+        assert_eq!(args.max_body_bytes, 32 << 20);
+        assert_eq!(args.tolerance, Duration::from_secs(3600));
+        assert_eq!(args.dedupe_ttl, Duration::from_secs(2 * 86_400));
+        assert_eq!(args.redis_timeout, Duration::from_millis(100));
+        assert_eq!(args.body_timeout, Duration::from_secs(90));
+        assert_eq!(args.listen, "127.0.0.1:8081".parse().unwrap());
+        assert_eq!(args.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(args.upstream.as_deref(), Some("http://127.0.0.1:9000/hook"));
+        assert_eq!(args.sink_dir, PathBuf::from("/tmp/events"));
+        assert_eq!(args.workers, Some(2));
+        assert_eq!(args.secrets.secret_file, Some(PathBuf::from("secrets.txt")));
+
+        let cli = parse(&[
+            "send",
+            "-u",
+            "http://x/",
+            "-n",
+            "10",
+            "-c",
+            "4",
+            "-t",
+            "500ms",
+            "-b",
+            "4KiB",
+            "-vv",
+        ]);
+        assert_eq!(cli.verbose, 2);
+        match cli.command {
+            Command::Send(send) => {
+                assert_eq!(send.url, "http://x/");
+                assert_eq!(send.count, 10);
+                assert_eq!(send.concurrency, 4);
+                assert_eq!(send.timeout, Duration::from_millis(500));
+                assert_eq!(send.body_bytes, Some(4096));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["verify", "-q", "-H", "t=1,v0=00", "--tolerance", "2h"]).command {
+            Command::Verify(verify) => {
+                assert_eq!(verify.header, "t=1,v0=00");
+                assert_eq!(verify.tolerance, Duration::from_secs(7200));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["sign", "-t", "1600000000"]).command {
+            Command::Sign(sign) => assert_eq!(sign.timestamp, Some(1_600_000_000)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_accepted_forms() {
+        for (args, expected) in [
+            (
+                &["serve", "--max-body-bytes", "lots"][..],
+                "expected a size such as",
+            ),
+            (&["serve", "--tolerance=-5m"], "cannot be negative"),
+            (
+                &["serve", "--dedupe-ttl", "1e99s"],
+                "expected a duration such as",
+            ),
+            (&["serve", "--upstream-timeout", "0"], "more than 0"),
+            (&["serve", "--listen", ":8080"], "0.0.0.0:8080"),
+            (
+                &["send", "--body-bytes", "99999999999999999999999"],
+                "too large",
+            ),
+            (&["bench", "--sizes", "64MiB"], "out of range"),
+            (&["serve", "-v", "-q"], "cannot be used with"),
+        ] {
+            let error = Cli::try_parse_from([&["hookgate"][..], args].concat())
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"))
+                .to_string();
+            assert!(error.contains(expected), "{args:?}: {error}");
+        }
     }
 }

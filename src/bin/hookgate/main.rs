@@ -12,6 +12,10 @@
 //! working directory (never a parent directory's) or the file `--env-file` names; `serve` logs
 //! where each came from. Secrets never come from flags: `ELEVENLABS_WEBHOOK_SECRET`
 //! (comma-separated for rotation) or a `--secret-file`.
+//!
+//! Sizes and durations take units (`64MiB`, `10MB`, `250ms`, `30s`, `1h30m`) or plain numbers
+//! in the flag's own unit (bytes, seconds), and are printed in human units (`3m 12s`); a bare
+//! `--listen` port means loopback (see `units`).
 
 mod bench;
 mod cli;
@@ -19,6 +23,7 @@ mod secrets;
 mod send;
 mod serve;
 mod sign;
+mod units;
 
 use std::process::ExitCode;
 
@@ -44,7 +49,7 @@ fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches)
         .unwrap_or_else(|error| error.format(&mut Cli::command()).exit());
-    cli::init_logging(cli.log_format);
+    cli::init_logging(cli.log_format, cli.verbose, cli.quiet);
     if matches!(cli.command, Command::Serve(_)) {
         loaded.log_sources(&matches);
     }

@@ -122,6 +122,14 @@ impl Secrets {
             .count()
     }
 
+    /// Each secret's position (from 1) and expiry, for those that have one.
+    pub(crate) fn expiries(&self) -> impl Iterator<Item = (usize, SystemTime)> + '_ {
+        self.values
+            .iter()
+            .enumerate()
+            .filter_map(|(index, value)| Some((index + 1, value.expires?)))
+    }
+
     pub(crate) fn is_development(&self) -> bool {
         matches!(self.source, Source::DevFile | Source::DevCreated)
     }
@@ -272,8 +280,12 @@ pub(crate) fn load_or_create_development(args: &SecretArgs) -> Result<Secrets, S
     let mut random = [0u8; 24];
     getrandom::fill(&mut random).map_err(|e| format!("no randomness for a secret: {e}"))?;
     let secret = format!("dev_{}", hex::encode(random));
-    write_private(Path::new(DEV_SECRET_FILE), &secret)
-        .map_err(|e| format!("cannot write {DEV_SECRET_FILE}: {e}"))?;
+    write_private(Path::new(DEV_SECRET_FILE), &secret).map_err(|e| {
+        format!(
+            "no webhook secret configured (set {SECRET_ENV} or --secret-file), and no development \
+             secret could be created: cannot write {DEV_SECRET_FILE} in the working directory: {e}"
+        )
+    })?;
     Ok(Secrets {
         values: vec![Entry::new(secret)],
         source: Source::DevCreated,

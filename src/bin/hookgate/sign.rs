@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::{
     cli::{SignArgs, VerifyArgs},
-    secrets,
+    secrets, units,
 };
 
 /// Exit status when there is nothing to work with (no secret, unreadable stdin).
@@ -64,8 +64,8 @@ pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
     };
     let scheme = match secrets.scheme() {
         Ok(scheme) => scheme
-            .tolerance(Duration::from_secs(args.tolerance))
-            .future_skew(Duration::from_secs(args.future_skew)),
+            .tolerance(args.tolerance)
+            .future_skew(args.future_skew),
         Err(error) => return fail("verify", error),
     };
     let body = match read_stdin() {
@@ -78,9 +78,9 @@ pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
             let t = verified.unix_timestamp();
             let now = unix_now();
             let when = if t <= now {
-                format!("{} s ago", now - t)
+                format!("{} ago", units::human(Duration::from_secs(now - t)))
             } else {
-                format!("{} s ahead", t - now)
+                format!("{} ahead", units::human(Duration::from_secs(t - now)))
             };
             println!(
                 "valid: signed at t={t} ({}, {when}) with secret #{} of {} ({}); {} body bytes",
@@ -93,7 +93,7 @@ pub(crate) fn verify(args: VerifyArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("invalid: {error}");
+            eprintln!("invalid: {}", describe(&error));
             if let Some(hint) = hint(&error, &args.header, &body) {
                 eprintln!("hint: {hint}");
             }
@@ -124,6 +124,24 @@ fn check(
     let mut headers = HeaderMap::new();
     headers.insert(ElevenLabs::HEADER, value);
     scheme.verify(&headers, body, now)
+}
+
+/// `error` as the library says it, with ages and tolerances in human units (`1h 2m`, `30m`)
+/// rather than seconds.
+fn describe(error: &VerifyError) -> String {
+    match error {
+        VerifyError::TimestampStale { age, tolerance } => format!(
+            "the signed timestamp is {} old, more than the {} tolerance",
+            units::human(*age),
+            units::human(*tolerance)
+        ),
+        VerifyError::TimestampInFuture { ahead, skew } => format!(
+            "the signed timestamp is {} ahead of this receiver's clock, more than the {} allowed skew",
+            units::human(*ahead),
+            units::human(*skew)
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// What usually causes `error` when checking by hand.
@@ -203,6 +221,26 @@ mod tests {
         assert!(hint(&missing, "ElevenLabs-Signature: t=1,v0=00", b"{}")
             .unwrap()
             .contains("only the header's value"));
+    }
+
+    #[test]
+    fn ages_are_described_in_human_units() {
+        let stale = VerifyError::TimestampStale {
+            age: Duration::from_secs(3725),
+            tolerance: Duration::from_secs(1800),
+        };
+        assert_eq!(
+            describe(&stale),
+            "the signed timestamp is 1h 2m 5s old, more than the 30m tolerance"
+        );
+        let ahead = VerifyError::TimestampInFuture {
+            ahead: Duration::from_secs(3600),
+            skew: Duration::from_secs(300),
+        };
+        assert_eq!(
+            describe(&ahead),
+            "the signed timestamp is 1h ahead of this receiver's clock, more than the 5m allowed skew"
+        );
     }
 
     #[test]

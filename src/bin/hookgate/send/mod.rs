@@ -11,6 +11,7 @@
 //! The per-event path is short: the sample body is pre-serialised with holes for its timestamp
 //! and id, so an event is three copies, one HMAC and one `writev`.
 
+mod activity;
 mod client;
 mod sample;
 mod schedule;
@@ -34,12 +35,13 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::Notify;
 
 use self::{
+    activity::Activity,
     client::{Connection, Target},
     sample::{EventIds, Sample},
     schedule::{jittered_wait_before, verdict, Verdict},
     stats::{human, AnswerKind, Stats},
 };
-use crate::{cli::SendArgs, secrets};
+use crate::{cli::SendArgs, secrets, units};
 
 /// What every event of a run shares, worked out before the first request.
 struct Plan {
@@ -135,7 +137,7 @@ impl Plan {
             bodies,
             max_attempts: usize::from(args.max_attempts).min(schedule::MAX_ATTEMPTS),
             time_scale: args.time_scale,
-            timeout: Duration::from_secs_f64(args.timeout),
+            timeout: args.timeout,
             stop: Stop::default(),
         })
     }
@@ -196,10 +198,7 @@ async fn attempt(plan: &Plan, connection: &mut Connection, body: &Bytes) -> Atte
         }
         Err(_) => {
             connection.reset();
-            no_answer(format!(
-                "no answer within {:.1} s",
-                plan.timeout.as_secs_f64()
-            ))
+            no_answer(format!("no answer within {}", units::human(plan.timeout)))
         }
     }
 }
@@ -214,12 +213,14 @@ fn no_answer(error: String) -> Attempt {
 }
 
 /// Delivers one event, retrying on the schedule. `report` hears of each attempt with the wait
-/// before the next one (`None` when it was the last). True when delivered.
+/// before the next one (`None` when it was the last); `activity` (in load mode) of each retry
+/// wait's start and end. True when delivered.
 async fn deliver(
     plan: &Plan,
     connection: &mut Connection,
     body: &Bytes,
     stats: &mut Stats,
+    activity: Option<&Activity>,
     mut report: impl FnMut(usize, &Attempt, Option<Duration>),
 ) -> bool {
     for number in 1..=plan.max_attempts {
@@ -237,7 +238,17 @@ async fn deliver(
                 return true;
             }
             (Verdict::Retry, Some(wait)) => {
-                if !plan.stop.sleep(wait).await {
+                if let Some(activity) = activity {
+                    activity.wait_started(wait);
+                }
+                let started = Instant::now();
+                let waited = plan.stop.sleep(wait).await;
+                stats.retry_waits += 1;
+                stats.retry_wait += started.elapsed();
+                if let Some(activity) = activity {
+                    activity.wait_ended();
+                }
+                if !waited {
                     stats.interrupted += 1;
                     return false;
                 }
@@ -311,6 +322,7 @@ async fn send_one(plan: &Plan, url: &str) -> bool {
         &mut connection,
         &body,
         &mut stats,
+        None,
         |n, attempt, wait| {
             let mut line = format!("attempt {n}/{max}: {}", attempt.kind);
             if let Some(latency) = attempt.latency {
@@ -323,7 +335,7 @@ async fn send_one(plan: &Plan, url: &str) -> bool {
                 (Verdict::Delivered, _) => line.push_str("; delivered"),
                 (Verdict::Permanent, _) => line.push_str("; refused for good, not retried"),
                 (Verdict::Retry, Some(wait)) => {
-                    line.push_str(&format!("; next attempt in {}", human(wait)));
+                    line.push_str(&format!("; next attempt in {}", units::human(wait)));
                 }
                 (Verdict::Retry, None) => line.push_str("; giving up"),
             }
@@ -337,30 +349,43 @@ async fn send_one(plan: &Plan, url: &str) -> bool {
     delivered
 }
 
+/// The progress bar's line: events handled, the rate over the time anything but retry waits
+/// was going on, and how many deliveries are waiting for a retry.
+const PROGRESS_TEMPLATE: &str =
+    "{bar:40} {pos}/{len} events  {active_rate} (retry waits excluded)  {elapsed}  {msg}";
+
 /// `count` events over `concurrency` workers spread over `threads` OS threads, each running a
 /// current-thread runtime (a worker's connection task then wakes it without crossing threads);
 /// a progress bar, then the summary.
 async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> bool {
+    let workers = usize::from(concurrency).min(usize::try_from(count).unwrap_or(usize::MAX));
     let progress = if std::io::stderr().is_terminal() {
-        let bar = ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            ProgressStyle::with_template("{bar:40} {pos}/{len} events  {per_sec:0}  eta {eta}")
-        {
-            bar.set_style(style);
-        }
-        bar
+        ProgressBar::with_draw_target(Some(count), ProgressDrawTarget::stderr())
     } else {
         ProgressBar::hidden()
     };
-    let workers = usize::from(concurrency).min(usize::try_from(count).unwrap_or(usize::MAX));
+    let activity = Arc::new(Activity::new(workers, progress.clone()));
+    let rate = activity.clone();
+    if let Ok(style) = ProgressStyle::with_template(PROGRESS_TEMPLATE) {
+        progress.set_style(style.with_key(
+            "active_rate",
+            move |state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = out.write_str(&rate.rate_text(state.pos(), state.elapsed()));
+            },
+        ));
+    }
+    // Redrawn while every delivery waits for a retry too, when nothing else would update it.
+    if !progress.is_hidden() {
+        progress.enable_steady_tick(Duration::from_millis(250));
+    }
     let threads = threads.clamp(1, workers);
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|thread| {
-            let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
+            let (plan, next, activity) = (plan.clone(), next.clone(), activity.clone());
             let mine = (thread..workers).step_by(threads).count();
-            std::thread::spawn(move || load_thread(&plan, &next, &progress, count, mine))
+            std::thread::spawn(move || load_thread(&plan, &next, &activity, count, mine))
         })
         .collect();
     let results = tokio::task::spawn_blocking(move || {
@@ -389,7 +414,10 @@ async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> 
         total.delivered + total.failed + total.interrupted,
         total.interrupted,
     );
-    print!("{}", total.summary(elapsed, concurrency));
+    print!(
+        "{}",
+        total.summary(elapsed, concurrency, activity.only_waiting())
+    );
     if plan.stop.requested() {
         println!(
             "stopped by Ctrl-C: {handled} of {count} events handled, {interrupted} cut short in a retry wait"
@@ -402,7 +430,7 @@ async fn load(plan: Arc<Plan>, count: u64, concurrency: u16, threads: usize) -> 
 fn load_thread(
     plan: &Arc<Plan>,
     next: &Arc<AtomicU64>,
-    progress: &ProgressBar,
+    activity: &Arc<Activity>,
     count: u64,
     workers: usize,
 ) -> Result<Stats, String> {
@@ -413,7 +441,7 @@ fn load_thread(
     runtime.block_on(async {
         let tasks: Vec<_> = (0..workers)
             .map(|_| {
-                let (plan, next, progress) = (plan.clone(), next.clone(), progress.clone());
+                let (plan, next, activity) = (plan.clone(), next.clone(), activity.clone());
                 tokio::spawn(async move {
                     let mut connection = Connection::new(plan.target.clone());
                     let mut stats = Stats::default();
@@ -426,9 +454,18 @@ fn load_thread(
                             break;
                         }
                         let (body, _) = plan.bodies.event(n);
-                        deliver(&plan, &mut connection, &body, &mut stats, |_, _, _| {}).await;
-                        progress.inc(1);
+                        deliver(
+                            &plan,
+                            &mut connection,
+                            &body,
+                            &mut stats,
+                            Some(&activity),
+                            |_, _, _| {},
+                        )
+                        .await;
+                        activity.progress.inc(1);
                     }
+                    activity.worker_done();
                     stats
                 })
             })

@@ -46,6 +46,9 @@ pub(crate) struct Stats {
     pub(crate) interrupted: u64,
     /// Why the first attempt without an answer had none.
     pub(crate) first_error: Option<String>,
+    /// Retry waits begun, and their time added up (over every worker).
+    pub(crate) retry_waits: u64,
+    pub(crate) retry_wait: Duration,
 }
 
 impl Stats {
@@ -64,18 +67,27 @@ impl Stats {
         self.delivered += other.delivered;
         self.failed += other.failed;
         self.interrupted += other.interrupted;
+        self.retry_waits += other.retry_waits;
+        self.retry_wait += other.retry_wait;
         if self.first_error.is_none() {
             self.first_error = other.first_error;
         }
     }
 
-    /// The run's summary, latencies sorted.
-    pub(crate) fn summary(mut self, elapsed: Duration, concurrency: u16) -> Summary {
+    /// The run's summary, latencies sorted. `only_waiting`: the part of `elapsed` when no
+    /// delivery was in progress and some waited for a retry.
+    pub(crate) fn summary(
+        mut self,
+        elapsed: Duration,
+        concurrency: u16,
+        only_waiting: Duration,
+    ) -> Summary {
         self.latencies.sort_unstable();
         Summary {
             stats: self,
             elapsed,
             concurrency,
+            only_waiting: only_waiting.min(elapsed),
         }
     }
 }
@@ -108,6 +120,7 @@ pub(crate) struct Summary {
     pub(crate) stats: Stats,
     elapsed: Duration,
     concurrency: u16,
+    only_waiting: Duration,
 }
 
 impl fmt::Display for Summary {
@@ -123,10 +136,30 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "throughput: {:.0} deliveries/s, {:.0} requests/s",
+            "throughput: {:.0} deliveries/s, {:.0} requests/s (wall time)",
             stats.delivered as f64 / seconds,
             requests as f64 / seconds
         )?;
+        if stats.retry_waits > 0 {
+            let active = (self.elapsed - self.only_waiting)
+                .as_secs_f64()
+                .max(f64::MIN_POSITIVE);
+            writeln!(
+                f,
+                "excluding retry waits: {:.0} deliveries/s, {:.0} requests/s over {} active \
+                 (the wall time less the {} when deliveries were only waiting for a retry)",
+                stats.delivered as f64 / active,
+                requests as f64 / active,
+                crate::units::human(self.elapsed - self.only_waiting),
+                crate::units::human(self.only_waiting),
+            )?;
+            writeln!(
+                f,
+                "retry waits: {}, {} in all (added up over the deliveries)",
+                stats.retry_waits,
+                crate::units::human(stats.retry_wait)
+            )?;
+        }
         let sorted = &stats.latencies;
         if let (Some(p50), Some(p90), Some(p99), Some(max)) = (
             percentile(sorted, 50.0),
@@ -209,7 +242,7 @@ mod tests {
         b.delivered = 1;
         b.failed = 1;
         a.merge(b);
-        let summary = a.summary(Duration::from_secs(1), 2);
+        let summary = a.summary(Duration::from_secs(1), 2, Duration::ZERO);
         assert_eq!(summary.stats.latencies, ms([1, 2, 3]));
         let text = summary.to_string();
         assert!(text.contains("3 events in 1.000 s at concurrency 2: 2 delivered, 1 failed"));
@@ -227,6 +260,47 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  no answer"), "{text}");
+    }
+
+    #[test]
+    fn the_rate_without_retry_waits_is_over_the_active_time() {
+        let mut stats = Stats::default();
+        for _ in 0..10 {
+            stats.record(
+                AnswerKind::Status(200, None),
+                Some(Duration::from_millis(1)),
+            );
+        }
+        stats.record(
+            AnswerKind::Status(503, None),
+            Some(Duration::from_millis(1)),
+        );
+        stats.delivered = 10;
+        stats.retry_waits = 1;
+        stats.retry_wait = Duration::from_millis(1800);
+        let text = stats
+            .summary(Duration::from_secs(2), 1, Duration::from_millis(1750))
+            .to_string();
+        assert!(
+            text.contains("throughput: 5 deliveries/s, 6 requests/s (wall time)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "excluding retry waits: 40 deliveries/s, 44 requests/s over 250ms active"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("1.8s when deliveries were only waiting"),
+            "{text}"
+        );
+        assert!(text.contains("retry waits: 1, 1.8s in all"), "{text}");
+        // Without a retry wait, only the wall-time rate.
+        let text = Stats::default()
+            .summary(Duration::from_secs(1), 1, Duration::ZERO)
+            .to_string();
+        assert!(!text.contains("excluding retry waits"), "{text}");
     }
 
     #[test]
