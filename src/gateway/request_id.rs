@@ -192,6 +192,51 @@ where
     }
 }
 
+/// Runs each request's service call and response future inside its [`span`], so that every
+/// log line of the request names its id. In place of tower-http's `TraceLayer`, which with
+/// nothing to log still read the clock twice per body frame, classified every answer and
+/// wrapped the answer's body to enter the span on each frame: the gateway's answer bodies are
+/// read whole before the head goes out, so nothing logs while they are written.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InSpanLayer;
+
+impl<S> Layer<S> for InSpanLayer {
+    type Service = InSpan<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InSpan { inner }
+    }
+}
+
+/// Service of [`InSpanLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct InSpan<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for InSpan<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        use tracing::Instrument;
+        let span = span(&request);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        future.instrument(span)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;

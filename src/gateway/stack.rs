@@ -31,10 +31,8 @@ use tower::{
     Layer, Service, ServiceBuilder,
 };
 use tower_http::{
-    classify::{ServerErrorsAsFailures, SharedClassifier},
     request_id::{PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer},
     sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer},
-    trace::{Trace, TraceLayer},
 };
 
 use super::{
@@ -43,7 +41,8 @@ use super::{
     metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
     rejection_log::RejectionLog,
     request_id::{
-        accept_client_id, span, MakeId, ProblemRequestId, ProblemRequestIdLayer, X_REQUEST_ID,
+        accept_client_id, InSpan, InSpanLayer, MakeId, ProblemRequestId, ProblemRequestIdLayer,
+        X_REQUEST_ID,
     },
     sink::{Sink, SinkBody},
     state::{EventStore, LimiterStore},
@@ -80,16 +79,7 @@ type Traced = Record<ProblemRequestId<PropagateRequestId<Route<NormalizeStatus<H
 pub(crate) type Stack = MapRequest<
     SetRequestId<
         SetSensitiveRequestHeaders<
-            Trace<
-                Traced,
-                SharedClassifier<ServerErrorsAsFailures>,
-                fn(&Request<Incoming>) -> tracing::Span,
-                (),
-                (),
-                (),
-                (),
-                (),
-            >,
+            InSpan<Traced>,
         >,
         MakeId,
     >,
@@ -138,15 +128,7 @@ impl StackFactory {
             .layer(SetSensitiveRequestHeadersLayer::new([ElevenLabs::HEADER]))
             // Every log line of the request is written in a span naming its id. The gateway
             // logs rejections and failures itself (aggregated), so the layer logs nothing.
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(span as fn(&Request<Incoming>) -> tracing::Span)
-                    .on_request(())
-                    .on_response(())
-                    .on_body_chunk(())
-                    .on_eos(())
-                    .on_failure(()),
-            )
+            .layer(InSpanLayer)
             .layer(RecordLayer::new(
                 self.metrics.clone(),
                 self.rejections.clone(),

@@ -676,6 +676,10 @@ pub(crate) fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Span fields written directly: the gateway opens a span per request.
+        LogFormat::Json => builder
+            .json()
+            .fmt_fields(crate::json_fields::JsonSpanFields)
+            .init(),
     }
 }
