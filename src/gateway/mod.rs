@@ -55,7 +55,7 @@
 //!   histograms, buffer, limiter and connection gauges).
 //! - **Rejection log**: each rejection at `info` with its problem code and client, repeated
 //!   ones counted into one line per interval.
-//! - **Request ids** (tower-http's `SetRequestIdLayer` and `PropagateRequestIdLayer`): every
+//! - **Request ids** (set as a header only, and tower-http's `PropagateRequestIdLayer`): every
 //!   request has an `X-Request-Id`, the client's when it is a short plain token (at most 64
 //!   letters, digits, `-`, `_`, `.`, `:`) and 32 hex digits made here otherwise. It is
 //!   forwarded upstream, echoed on the answer, repeated as `request_id` in every problem

@@ -24,14 +24,13 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tower::{
-    util::{Either, MapRequest},
+    util::Either,
     Layer, Service, ServiceBuilder,
 };
 use tower_http::{
-    request_id::{PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer},
+    request_id::{PropagateRequestId, PropagateRequestIdLayer},
     sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer},
 };
 
@@ -41,8 +40,8 @@ use super::{
     metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
     rejection_log::RejectionLog,
     request_id::{
-        accept_client_id, InSpan, InSpanLayer, MakeId, ProblemRequestId, ProblemRequestIdLayer,
-        X_REQUEST_ID,
+        InSpan, InSpanLayer, MakeId, ProblemRequestId, ProblemRequestIdLayer, RequestIdHeader,
+        RequestIdHeaderLayer, X_REQUEST_ID,
     },
     sink::{Sink, SinkBody},
     state::{EventStore, LimiterStore},
@@ -76,15 +75,7 @@ type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
 /// The stack inside the request's trace span.
 type Traced = Record<ProblemRequestId<PropagateRequestId<Route<NormalizeStatus<HttpsOnly>>>>>;
 /// The whole service a connection is served by.
-pub(crate) type Stack = MapRequest<
-    SetRequestId<
-        SetSensitiveRequestHeaders<
-            InSpan<Traced>,
-        >,
-        MakeId,
-    >,
-    fn(Request<Incoming>) -> Request<Incoming>,
->;
+pub(crate) type Stack = RequestIdHeader<SetSensitiveRequestHeaders<InSpan<Traced>>>;
 
 /// Where verified deliveries go, opened: the sink is shared by every worker; an upstream is
 /// built once per worker (its own connection pool).
@@ -119,11 +110,7 @@ impl StackFactory {
         Ok(ServiceBuilder::new()
             // X-Request-Id: the client's if usable, else ours; echoed on the answer and
             // forwarded upstream with the request.
-            .map_request(accept_client_id as fn(Request<Incoming>) -> Request<Incoming>)
-            .layer(SetRequestIdLayer::new(
-                X_REQUEST_ID.clone(),
-                self.request_ids.clone(),
-            ))
+            .layer(RequestIdHeaderLayer(self.request_ids.clone()))
             // Whatever logs a request's headers shows the signature as `Sensitive`.
             .layer(SetSensitiveRequestHeadersLayer::new([ElevenLabs::HEADER]))
             // Every log line of the request is written in a span naming its id. The gateway

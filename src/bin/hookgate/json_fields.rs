@@ -130,6 +130,12 @@ impl VisitOutput<fmt::Result> for ObjectVisitor<'_> {
 
 /// `value` as a JSON string, quoted and escaped.
 fn write_json_str(writer: &mut impl Write, value: &str) -> fmt::Result {
+    // Request ids and the like: nothing to escape, three writes.
+    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        writer.write_str("\"")?;
+        writer.write_str(value)?;
+        return writer.write_str("\"");
+    }
     writer.write_char('"')?;
     let mut start = 0;
     for (index, byte) in value.bytes().enumerate() {
