@@ -25,10 +25,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower::{
-    util::Either,
-    Layer, Service, ServiceBuilder,
-};
+use tower::{util::Either, Layer, Service, ServiceBuilder};
 use tower_http::{
     request_id::{PropagateRequestId, PropagateRequestIdLayer},
     sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer},

@@ -172,7 +172,14 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_as_serde_json_does() {
-        for value in ["plain", "q\"uote", "back\\slash", "line\nbreak\t\r", "\u{1}ctl", "é✓"] {
+        for value in [
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "line\nbreak\t\r",
+            "\u{1}ctl",
+            "é✓",
+        ] {
             assert_eq!(json(value), serde_json::to_string(value).unwrap());
         }
     }
@@ -207,7 +214,12 @@ mod tests {
             .with_writer(buffer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || {
-            let span = tracing::info_span!("request", id = "a\"b", n = 3_u64, later = tracing::field::Empty);
+            let span = tracing::info_span!(
+                "request",
+                id = "a\"b",
+                n = 3_u64,
+                later = tracing::field::Empty
+            );
             span.record("later", true);
             let _entered = span.enter();
             tracing::info!(x = 1, "inside");
