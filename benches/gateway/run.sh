@@ -4,7 +4,8 @@
 #   upstream mode: the same upstream reached directly, through nginx as a plain reverse proxy,
 #                  through the floors (hyper_floor.rs: the gateway's HTTP stack with nothing in
 #                  between, then with an HMAC of the body, then with VerifySignatureLayer) and
-#                  through `hookgate serve --upstream` (which verifies as well), at
+#                  through `hookgate serve --upstream` (which verifies as well; deduplicating,
+#                  its default, and with --no-dedupe, like for like with the floors), at
 #                  concurrency 1 and 16;
 #   sink mode:     `hookgate serve` storing every event durably, at concurrency 1 and 64.
 #
@@ -16,10 +17,17 @@ COUNT=${1:-20000}
 SINK_COUNT=${SINK_COUNT:-3000}
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >&2; exit 1; }
 
-cargo build --release --quiet --features cli --bin hookgate
-HOOKGATE=$PWD/target/release/hookgate
-FLOOR=$(cargo bench --features cli --bench hyper_floor --no-run 2>&1 |
-  grep -o 'target/release/deps/hyper_floor-[0-9a-f]*' | head -1)
+# HOOKGATE and FLOOR name binaries already built (another revision's, say) instead.
+HOOKGATE=${HOOKGATE:-}
+if [ -z "$HOOKGATE" ]; then
+  cargo build --release --quiet --features cli --bin hookgate
+  HOOKGATE=$PWD/target/release/hookgate
+fi
+FLOOR=${FLOOR:-}
+if [ -z "$FLOOR" ]; then
+  FLOOR=$(cargo bench --features cli --bench hyper_floor --no-run 2>&1 |
+    grep -o 'target/release/deps/hyper_floor-[0-9a-f]*' | head -1)
+fi
 WORK=$(mktemp -d /tmp/hookgate-perf.XXXXXX)
 export ELEVENLABS_WEBHOOK_SECRET=perf-secret
 pids=()
@@ -40,6 +48,7 @@ SINK_GATEWAY=127.0.0.1:18084
 FLOOR_PLAIN=127.0.0.1:18085
 FLOOR_HMAC=127.0.0.1:18086
 FLOOR_LAYER=127.0.0.1:18087
+GATEWAY_NO_DEDUPE=127.0.0.1:18088
 
 # Two nginx processes of one worker each: the upstream, and the reverse proxy in front of it
 # (one process for both would proxy within one event loop, which flatters nginx).
@@ -69,13 +78,16 @@ nginx_conf proxy "upstream handler { server $UPSTREAM; keepalive 64; }
 "$HOOKGATE" serve --listen $GATEWAY --upstream "http://$UPSTREAM/" --client-rate 0 --workers 1 \
   --max-connections-per-client 1000 \
   --log-format json 2>"$WORK/gateway.log" & gateway=$!
+"$HOOKGATE" serve --listen $GATEWAY_NO_DEDUPE --upstream "http://$UPSTREAM/" --client-rate 0 \
+  --workers 1 --max-connections-per-client 1000 --no-dedupe \
+  --log-format json 2>"$WORK/gateway-no-dedupe.log" & gateway_no_dedupe=$!
 "$FLOOR" --listen $FLOOR_PLAIN --upstream $UPSTREAM --mode plain & floor_plain=$!
 "$FLOOR" --listen $FLOOR_HMAC --upstream $UPSTREAM --mode hmac & floor_hmac=$!
 "$FLOOR" --listen $FLOOR_LAYER --upstream $UPSTREAM --mode layer & floor_layer=$!
 "$HOOKGATE" serve --listen $SINK_GATEWAY --sink-dir "$WORK/events" --client-rate 0 \
   --max-connections-per-client 1000 \
   --log-format json 2>"$WORK/sink.log" & sink=$!
-pids+=("$gateway" "$floor_plain" "$floor_hmac" "$floor_layer" "$sink")
+pids+=("$gateway" "$gateway_no_dedupe" "$floor_plain" "$floor_hmac" "$floor_layer" "$sink")
 sleep 1
 
 # CPU time (user + system, clock ticks) used so far by a process and its children's threads.
@@ -108,7 +120,10 @@ for c in 1 16; do
     "$COUNT" $floor_hmac
   load "through hyper + VerifySignatureLayer (floor)" "http://$FLOOR_LAYER/webhooks/elevenlabs" $c \
     "$COUNT" $floor_layer
-  load "through hookgate (verifying)" "http://$GATEWAY/webhooks/elevenlabs" $c "$COUNT" $gateway
+  load "through hookgate --no-dedupe (verifying)" "http://$GATEWAY_NO_DEDUPE/webhooks/elevenlabs" \
+    $c "$COUNT" $gateway_no_dedupe
+  load "through hookgate (verifying, deduplicating)" "http://$GATEWAY/webhooks/elevenlabs" $c \
+    "$COUNT" $gateway
 done
 
 echo "## sink mode ($SINK_COUNT events of 4 KiB each, write + fsync + link + directory fsync)"

@@ -341,10 +341,18 @@ impl ClientIp {
     pub fn is_known_sender(&self, client: &IpAddr) -> bool {
         // IPv6 clients are prefixes (`ipv6_prefix`): a known sender narrower than the prefix is
         // matched by the prefix its addresses are known by.
-        self.known_senders.iter().any(|net| {
-            net.contains(client)
-                || (matches!(net, IpNet::V6(_)) && self.group(net.network()) == *client)
-        })
+        match client {
+            // Every delivery asks: an IPv4 client is only in IPv4 networks, compared as
+            // integers, without the IPv6 prefix of every IPv6 network.
+            IpAddr::V4(ip) => self
+                .known_senders
+                .iter()
+                .any(|net| matches!(net, IpNet::V4(net) if net.contains(ip))),
+            IpAddr::V6(_) => self.known_senders.iter().any(|net| {
+                net.contains(client)
+                    || (matches!(net, IpNet::V6(_)) && self.group(net.network()) == *client)
+            }),
+        }
     }
 
     /// Whether `ip` is one of the trusted proxies.

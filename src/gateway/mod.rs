@@ -55,13 +55,14 @@
 //!   histograms, buffer, limiter and connection gauges).
 //! - **Rejection log**: each rejection at `info` with its problem code and client, repeated
 //!   ones counted into one line per interval.
-//! - **Request ids** (tower-http's `SetRequestIdLayer` and `PropagateRequestIdLayer`): every
+//! - **Request ids** (set as a header only, and tower-http's `PropagateRequestIdLayer`): every
 //!   request has an `X-Request-Id`, the client's when it is a short plain token (at most 64
 //!   letters, digits, `-`, `_`, `.`, `:`) and 32 hex digits made here otherwise. It is
 //!   forwarded upstream, echoed on the answer, repeated as `request_id` in every problem
 //!   body (read back from the answer, so an accepted delivery pays no copy of it), and named
-//!   by the `request` span every log line of the request is written in (tower-http's
-//!   `TraceLayer`, which logs nothing itself: the gateway's own lines say what happened). The signature header is marked sensitive (`SetSensitiveRequestHeadersLayer`),
+//!   by the `request` span every log line of the request is written in (the service call and
+//!   the answer's future run in it; it logs nothing itself: the gateway's own lines say what
+//!   happened). The signature header is marked sensitive (`SetSensitiveRequestHeadersLayer`),
 //!   so whatever logs a request's headers shows `Sensitive` in its place.
 //!
 //! `examples/custom_gateway.rs` puts the layers and the [`Sink`] into an axum router beside

@@ -1,5 +1,5 @@
 //! Request ids: every request through the gateway has an `X-Request-Id`, taken from the client
-//! when it sent a usable one and made here otherwise (tower-http's `SetRequestIdLayer`). The id
+//! when it sent a usable one and made here otherwise ([`RequestIdHeaderLayer`]). The id
 //! is forwarded upstream with the request, echoed on the answer (`PropagateRequestIdLayer`),
 //! named by the trace span every log line of the request is written in ([`span`]), and added
 //! to every problem+json body the layers write ([`ProblemRequestIdLayer`]), so that a sender's
@@ -189,6 +189,100 @@ where
         let body = B::from_problem(problem.to_json());
         parts.extensions.insert(problem);
         Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+/// Gives every request its `X-Request-Id` header: the client's when [`accept_client_id`] keeps
+/// it, one of [`MakeId`]'s otherwise. In place of tower-http's `SetRequestIdLayer`, which also
+/// put a `RequestId` extension on every request (an allocation and a hash map entry per
+/// request) that nothing in the gateway reads: the header is what is forwarded, echoed and
+/// named.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestIdHeaderLayer(pub(crate) MakeId);
+
+impl<S> Layer<S> for RequestIdHeaderLayer {
+    type Service = RequestIdHeader<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdHeader {
+            inner,
+            make: self.0.clone(),
+        }
+    }
+}
+
+/// Service of [`RequestIdHeaderLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct RequestIdHeader<S> {
+    inner: S,
+    make: MakeId,
+}
+
+impl<S, B> Service<Request<B>> for RequestIdHeader<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let mut request = accept_client_id(request);
+        if !request.headers().contains_key(&X_REQUEST_ID) {
+            request
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), self.make.next());
+        }
+        self.inner.call(request)
+    }
+}
+
+/// Runs each request's service call and response future inside its [`span`], so that every
+/// log line of the request names its id. In place of tower-http's `TraceLayer`, which with
+/// nothing to log still read the clock twice per body frame, classified every answer and
+/// wrapped the answer's body to enter the span on each frame: the gateway's answer bodies are
+/// read whole before the head goes out, so nothing logs while they are written.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InSpanLayer;
+
+impl<S> Layer<S> for InSpanLayer {
+    type Service = InSpan<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        InSpan { inner }
+    }
+}
+
+/// Service of [`InSpanLayer`].
+#[derive(Clone, Debug)]
+pub(crate) struct InSpan<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for InSpan<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = tracing::instrument::Instrumented<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        use tracing::Instrument;
+        let span = span(&request);
+        let future = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        future.instrument(span)
     }
 }
 

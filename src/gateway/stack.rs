@@ -24,17 +24,11 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use pin_project_lite::pin_project;
-use tower::{
-    util::{Either, MapRequest},
-    Layer, Service, ServiceBuilder,
-};
+use tower::{util::Either, Layer, Service, ServiceBuilder};
 use tower_http::{
-    classify::{ServerErrorsAsFailures, SharedClassifier},
-    request_id::{PropagateRequestId, PropagateRequestIdLayer, SetRequestId, SetRequestIdLayer},
+    request_id::{PropagateRequestId, PropagateRequestIdLayer},
     sensitive_headers::{SetSensitiveRequestHeaders, SetSensitiveRequestHeadersLayer},
-    trace::{Trace, TraceLayer},
 };
 
 use super::{
@@ -43,7 +37,8 @@ use super::{
     metrics::{GaugeSource, Metrics, Record, RecordLayer, TimeDestination, TimeDestinationLayer},
     rejection_log::RejectionLog,
     request_id::{
-        accept_client_id, span, MakeId, ProblemRequestId, ProblemRequestIdLayer, X_REQUEST_ID,
+        InSpan, InSpanLayer, MakeId, ProblemRequestId, ProblemRequestIdLayer, RequestIdHeader,
+        RequestIdHeaderLayer, X_REQUEST_ID,
     },
     sink::{Sink, SinkBody},
     state::{EventStore, LimiterStore},
@@ -77,24 +72,7 @@ type HttpsOnly = Optional<RequireHttpsLayer, Allowed>;
 /// The stack inside the request's trace span.
 type Traced = Record<ProblemRequestId<PropagateRequestId<Route<NormalizeStatus<HttpsOnly>>>>>;
 /// The whole service a connection is served by.
-pub(crate) type Stack = MapRequest<
-    SetRequestId<
-        SetSensitiveRequestHeaders<
-            Trace<
-                Traced,
-                SharedClassifier<ServerErrorsAsFailures>,
-                fn(&Request<Incoming>) -> tracing::Span,
-                (),
-                (),
-                (),
-                (),
-                (),
-            >,
-        >,
-        MakeId,
-    >,
-    fn(Request<Incoming>) -> Request<Incoming>,
->;
+pub(crate) type Stack = RequestIdHeader<SetSensitiveRequestHeaders<InSpan<Traced>>>;
 
 /// Where verified deliveries go, opened: the sink is shared by every worker; an upstream is
 /// built once per worker (its own connection pool).
@@ -129,24 +107,12 @@ impl StackFactory {
         Ok(ServiceBuilder::new()
             // X-Request-Id: the client's if usable, else ours; echoed on the answer and
             // forwarded upstream with the request.
-            .map_request(accept_client_id as fn(Request<Incoming>) -> Request<Incoming>)
-            .layer(SetRequestIdLayer::new(
-                X_REQUEST_ID.clone(),
-                self.request_ids.clone(),
-            ))
+            .layer(RequestIdHeaderLayer(self.request_ids.clone()))
             // Whatever logs a request's headers shows the signature as `Sensitive`.
             .layer(SetSensitiveRequestHeadersLayer::new([ElevenLabs::HEADER]))
             // Every log line of the request is written in a span naming its id. The gateway
             // logs rejections and failures itself (aggregated), so the layer logs nothing.
-            .layer(
-                TraceLayer::new_for_http()
-                    .make_span_with(span as fn(&Request<Incoming>) -> tracing::Span)
-                    .on_request(())
-                    .on_response(())
-                    .on_body_chunk(())
-                    .on_eos(())
-                    .on_failure(()),
-            )
+            .layer(InSpanLayer)
             .layer(RecordLayer::new(
                 self.metrics.clone(),
                 self.rejections.clone(),

@@ -551,12 +551,28 @@ fn target(base: &Uri, query: Option<&str>) -> Uri {
         .unwrap_or_else(|_| Uri::from_static("/"))
 }
 
+/// The index of `name` in [`HOP_BY_HOP`]: one match on the name's text (its length first),
+/// instead of eight name comparisons for every header.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    Some(match name.as_str() {
+        "connection" => 0,
+        "keep-alive" => 1,
+        "proxy-authenticate" => 2,
+        "proxy-authorization" => 3,
+        "te" => 4,
+        "trailer" => 5,
+        "transfer-encoding" => 6,
+        "upgrade" => 7,
+        _ => return None,
+    })
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass to see which are present (most messages carry at most `Connection`), then
     // remove only those.
     let mut present = 0u8;
     for name in headers.keys() {
-        if let Some(index) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(index) = hop_by_hop_index(name) {
             present |= 1 << index;
         }
     }
@@ -754,6 +770,15 @@ mod tests {
             forwarded_for(Some(&prior), "10.0.0.7".parse().unwrap()).unwrap(),
             "203.0.113.9, 198.51.100.2, 10.0.0.7"
         );
+    }
+
+    #[test]
+    fn hop_by_hop_index_matches_the_list() {
+        for (index, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name), Some(index));
+        }
+        assert_eq!(hop_by_hop_index(&header::HOST), None);
+        assert_eq!(hop_by_hop_index(&HeaderName::from_static("x-te")), None);
     }
 
     #[test]

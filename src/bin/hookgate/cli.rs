@@ -782,7 +782,11 @@ pub(crate) fn init_logging(format: LogFormat, verbose: u8, quiet: bool) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        // Span fields written directly: the gateway opens a span per request.
+        LogFormat::Json => builder
+            .json()
+            .fmt_fields(crate::json_fields::JsonSpanFields)
+            .init(),
     }
 }
 

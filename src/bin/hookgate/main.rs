@@ -19,6 +19,7 @@
 
 mod bench;
 mod cli;
+mod json_fields;
 mod secrets;
 mod send;
 mod serve;
