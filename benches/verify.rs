@@ -349,6 +349,9 @@ fn after_last_byte_paced(c: &mut Criterion) {
                                 tokio::task::yield_now().await;
                             }
                             tx.send(frame).await.unwrap();
+                            // As a socket would: the receiver sees each frame as it is sent,
+                            // never a burst queued behind a late poll.
+                            tokio::task::yield_now().await;
                         }
                         (Instant::now(), thread_cpu())
                     });
