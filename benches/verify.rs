@@ -380,7 +380,10 @@ fn after_last_byte_paced(c: &mut Criterion) {
     group.finish();
     let tails = std::mem::take(&mut *tails.lock().unwrap());
     for (clock, pick) in [
-        ("wall clock", (|t: &(Duration, Duration)| t.0) as fn(&_) -> Duration),
+        (
+            "wall clock",
+            (|t: &(Duration, Duration)| t.0) as fn(&_) -> Duration,
+        ),
         ("thread CPU", |t| t.1),
     ] {
         let mut tails: Vec<Duration> = tails.iter().map(pick).collect();

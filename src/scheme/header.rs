@@ -145,6 +145,7 @@ pub fn decode_hex_signature<const N: usize>(
     for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks_exact(2)) {
         let (high, low) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
         invalid |= high | low;
+        // Disjoint nibbles: `|` and `^` are the same here (an equivalent mutant).
         *byte = (high << 4) | (low & 0x0f);
     }
     if invalid & NOT_HEX != 0 {

@@ -588,6 +588,18 @@ mod tests {
                 other[byte] ^= 1 << bit;
                 assert!(!bool::from(tags_equal(&tag, &other)), "{byte}/{bit}");
                 assert!(!bool::from(tags_equal(&other, &tag)), "{byte}/{bit}");
+                // The same difference in two words, or in every word, does not cancel out.
+                let mut twice = other;
+                twice[(byte + 8) % DIGEST_LEN] ^= 1 << bit;
+                assert!(!bool::from(tags_equal(&tag, &twice)), "{byte}/{bit} twice");
+                let mut everywhere = tag;
+                for word in 0..DIGEST_LEN / 8 {
+                    everywhere[word * 8 + byte % 8] ^= 1 << bit;
+                }
+                assert!(
+                    !bool::from(tags_equal(&tag, &everywhere)),
+                    "{byte}/{bit} x4"
+                );
             }
         }
     }
