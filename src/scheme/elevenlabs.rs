@@ -230,6 +230,15 @@ impl Verifier for ElevenLabsVerifier {
     }
 }
 
+/// `text` without the spaces and tabs around it.
+fn trim_blank(text: &str) -> &str {
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let bytes = text.as_bytes();
+    let start = bytes.iter().take_while(|b| blank(b)).count();
+    let end = bytes.len() - bytes[start..].iter().rev().take_while(|b| blank(b)).count();
+    &text[start..end]
+}
+
 struct ParsedHeader<'a> {
     timestamp_text: &'a str,
     timestamp: u64,
@@ -241,15 +250,28 @@ struct ParsedHeader<'a> {
 fn parse_header(value: &str) -> Result<ParsedHeader<'_>, Malformed> {
     let mut timestamp = None;
     let mut signatures = Signatures::new();
-    for (index, element) in value.split(',').enumerate() {
-        let position = index + 1;
-        let element = element.trim_matches([' ', '\t']);
+    // The elements between commas, each trimmed of spaces and tabs, scanned byte by byte: every
+    // delimiter is ASCII, so each slice falls on character boundaries.
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    let mut position = 0;
+    while start <= bytes.len() {
+        position += 1;
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b',')
+            .map_or(bytes.len(), |at| start + at);
+        let element = &value[start..end];
+        start = end + 1;
+        let element = trim_blank(element);
         if element.is_empty() {
             return Err(Malformed::EmptyElement { position });
         }
-        let (name, text) = element
-            .split_once('=')
+        let equals = element
+            .bytes()
+            .position(|b| b == b'=')
             .ok_or(Malformed::ElementWithoutValue { position })?;
+        let (name, text) = (&element[..equals], &element[equals + 1..]);
         match name {
             "t" => {
                 if timestamp.is_some() {

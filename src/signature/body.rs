@@ -167,14 +167,34 @@ pub(crate) enum Frames {
     Many(VecDeque<Bytes>),
 }
 
+/// At most this many frames are made room for at once from a declared length: a forged
+/// `Content-Length` reserves no more than this (2 KiB) before any byte arrives.
+const MAX_PRESIZED_FRAMES: u64 = 64;
+
 impl Frames {
     pub(crate) fn push(&mut self, bytes: Bytes) {
+        self.push_expecting(bytes, 0);
+    }
+
+    /// Pushes a frame of a body declared `expected` bytes long: at the second frame, room is
+    /// made for as many frames of the first one's size as the declared length takes (at most
+    /// [`MAX_PRESIZED_FRAMES`]), so that the list does not grow frame by frame.
+    pub(crate) fn push_expecting(&mut self, bytes: Bytes, expected: u64) {
         if bytes.is_empty() {
             return;
         }
         *self = match std::mem::take(self) {
             Self::Empty => Self::One(bytes),
-            Self::One(first) => Self::Many(VecDeque::from([first, bytes])),
+            Self::One(first) => {
+                // `first` is never empty: empty frames are never kept.
+                let frames = expected
+                    .div_ceil(first.len() as u64)
+                    .clamp(2, MAX_PRESIZED_FRAMES);
+                let mut many = VecDeque::with_capacity(frames as usize);
+                many.push_back(first);
+                many.push_back(bytes);
+                Self::Many(many)
+            }
             Self::Many(mut frames) => {
                 frames.push_back(bytes);
                 Self::Many(frames)
@@ -338,6 +358,48 @@ mod tests {
         );
         let debug = format!("{body:?}");
         assert_eq!(debug, "VerifiedBody { len: 18, frames: 2, trailers: true }");
+    }
+
+    #[test]
+    fn room_for_the_declared_frames_is_made_at_the_second_frame() {
+        let frame = Bytes::from_static(&[7; 16]);
+        let many = |expected: u64, count: usize| {
+            let mut frames = Frames::default();
+            for _ in 0..count {
+                frames.push_expecting(frame.clone(), expected);
+            }
+            match frames {
+                Frames::Many(frames) => frames,
+                _ => panic!("{count} frames are many"),
+            }
+        };
+        // 64 bytes in frames of 16: four frames, no growth.
+        let frames = many(64, 4);
+        assert_eq!(frames.len(), 4);
+        assert!(frames.capacity() >= 4);
+        assert!(frames.capacity() < 8, "{}", frames.capacity());
+        // 65 bytes: a fifth, shorter frame is expected.
+        assert!(many(65, 2).capacity() >= 5);
+        assert!(many(65, 2).capacity() < 8);
+        // Nothing declared, or less than two frames: room for the two that came.
+        assert!(many(0, 2).capacity() < 4);
+        assert!(many(16, 2).capacity() < 4);
+        // A huge declared length reserves only a bounded list.
+        let huge = many(u64::MAX, 2);
+        assert!(huge.capacity() >= 64);
+        assert!(huge.capacity() < 128, "{}", huge.capacity());
+        assert!(many(64 * 16, 2).capacity() >= 64);
+        // The frames are those pushed, in order, with `push` too.
+        let mut frames = Frames::default();
+        frames.push(Bytes::from_static(b"a"));
+        frames.push(Bytes::from_static(b"b"));
+        frames.push(Bytes::from_static(b"c"));
+        assert_eq!(frames.iter().cloned().collect::<Vec<_>>(), ["a", "b", "c"]);
+        let body = VerifiedBody::from_frames(
+            [b"a", b"b", b"c"].map(|f: &'static [u8; 1]| Bytes::from_static(f)),
+        );
+        assert_eq!((body.len(), body.frames().count()), (3, 3));
+        assert_eq!(body.to_bytes(), "abc");
     }
 
     #[tokio::test]

@@ -62,10 +62,13 @@ struct Read<S, V> {
     verifier: V,
     frames: Frames,
     received: usize,
-    trailers: Option<HeaderMap>,
+    // The length the body declares (`Content-Length`, as its size hint): only to size the
+    // list of frames, never trusted for anything else.
+    declared: u64,
+    // Boxed: rare, and the future is moved whole at every state change.
+    trailers: Option<Box<HeaderMap>>,
     permit: BudgetPermit,
     limits: Limits,
-    form: ResponseForm,
 }
 
 impl<S, F, V, B> ResponseFuture<S, F, V, B> {
@@ -81,11 +84,11 @@ impl<S, F, V, B> ResponseFuture<S, F, V, B> {
 
     pub(super) fn reading(
         request: Request<B>,
+        declared: u64,
         inner: S,
         verifier: V,
         permit: BudgetPermit,
         limits: Limits,
-        form: ResponseForm,
     ) -> Self {
         let (parts, body) = request.into_parts();
         Self {
@@ -97,10 +100,10 @@ impl<S, F, V, B> ResponseFuture<S, F, V, B> {
                     verifier,
                     frames: Frames::default(),
                     received: 0,
+                    declared,
                     trailers: None,
                     permit,
                     limits,
-                    form,
                 }),
                 deadline: None,
             },
@@ -133,12 +136,11 @@ where
                         .expect("ResponseFuture polled after completion");
                     let outcome = ready!(poll_body(body, state, deadline, cx));
                     let read = read.take().expect("checked above");
-                    let form = read.form;
-                    let next = match outcome.and_then(|()| read.verify()) {
+                    let next = match read.verify(outcome) {
                         Ok((mut inner, request)) => State::Calling {
                             future: inner.call(request),
                         },
-                        Err(problem) => {
+                        Err((problem, form)) => {
                             log_rejection(&problem);
                             State::Rejected {
                                 problem: Some(problem),
@@ -163,11 +165,21 @@ where
 }
 
 impl<S, V: Verifier> Read<S, V> {
-    /// Finishes the MAC; on success, the request the inner service gets.
-    fn verify(mut self) -> Result<(S, Request<VerifiedBody>), Problem> {
-        let verified = self.verifier.finish().map_err(|e| e.to_problem())?;
+    /// After the body read ended with `outcome`, finishes the MAC; on success, the request the
+    /// inner service gets, otherwise the rejection and its form (gRPC or HTTP, decided only
+    /// now, from the request's own headers: the success path never looks).
+    fn verify(
+        mut self,
+        outcome: Result<(), Problem>,
+    ) -> Result<(S, Request<VerifiedBody>), (Problem, ResponseForm)> {
+        let verified = outcome.and_then(|()| self.verifier.finish().map_err(|e| e.to_problem()));
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(problem) => return Err((problem, ResponseForm::of(&self.parts.headers))),
+        };
         self.parts.extensions.insert(verified);
-        let body = VerifiedBody::new(self.frames, self.received, self.trailers, self.permit);
+        let trailers = self.trailers.map(|trailers| *trailers);
+        let body = VerifiedBody::new(self.frames, self.received, trailers, self.permit);
         Ok((self.inner, Request::from_parts(self.parts, body)))
     }
 }
@@ -199,12 +211,12 @@ where
                         return Poll::Ready(Err(budget_exhausted()));
                     }
                     read.verifier.update(&chunk);
-                    read.frames.push(chunk);
+                    read.frames.push_expecting(chunk, read.declared);
                 }
                 Err(frame) => {
                     if let Ok(trailers) = frame.into_trailers() {
                         read.trailers
-                            .get_or_insert_with(HeaderMap::new)
+                            .get_or_insert_with(Box::default)
                             .extend(trailers);
                     }
                 }

@@ -93,17 +93,18 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // Decided now: the answer may come after the request's headers have moved on.
-        let form = ResponseForm::of(request.headers());
+        // The answer's form (gRPC or HTTP) is read from the request's headers only for a
+        // rejection: here, or from the headers the future keeps until the body is verified.
+        let form = || ResponseForm::of(request.headers());
         // Headers first: a forged flood without a fresh, well-formed header costs no body read.
         let verifier = match self.scheme.begin(request.headers(), SystemTime::now()) {
             Ok(verifier) => verifier,
-            Err(error) => return ResponseFuture::rejected(error.to_problem(), form),
+            Err(error) => return ResponseFuture::rejected(error.to_problem(), form()),
         };
 
-        let declared = request.body().size_hint();
-        if declared.lower() > self.limits.max_body_size as u64 {
-            return ResponseFuture::rejected(too_large(self.limits.max_body_size), form);
+        let declared = request.body().size_hint().lower();
+        if declared > self.limits.max_body_size as u64 {
+            return ResponseFuture::rejected(too_large(self.limits.max_body_size), form());
         }
         // Nothing is reserved for a declared length: until the MAC is known, a request may be
         // forged, and a forged header with a fresh `t` costs nothing to make. The budget is
@@ -113,7 +114,7 @@ where
         // Take the service that was driven to readiness; leave a fresh clone in its place.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::reading(request, inner, verifier, permit, self.limits, form)
+        ResponseFuture::reading(request, declared, inner, verifier, permit, self.limits)
     }
 }
 
