@@ -537,6 +537,20 @@ mod tests {
         fn exit(&self, _: &tracing::span::Id) {}
     }
 
+    #[cfg(feature = "axum")]
+    #[test]
+    fn a_rejection_shows_its_problem() {
+        let mut unverified = http::Request::new(VerifiedBody::from_bytes("{}"));
+        let problem = verified_event(&mut unverified).unwrap_err();
+        let rejection = EventRejection::new(problem.clone(), crate::problem::ResponseForm::Http);
+        let shown = rejection.to_string();
+        assert!(
+            shown.starts_with("500 verification_layer_missing: "),
+            "{shown}"
+        );
+        assert_eq!(shown, problem.to_string());
+    }
+
     #[test]
     fn a_missing_layer_is_logged_at_error_and_garbage_at_warn() {
         let logged = Logged::default();

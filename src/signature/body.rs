@@ -58,7 +58,7 @@ impl VerifiedBody {
     }
 
     /// A verified body in these frames (tests of a consumer of bodies in several frames).
-    #[cfg(all(test, feature = "gateway"))]
+    #[cfg(test)]
     pub(crate) fn from_frames(frames: impl IntoIterator<Item = Bytes>) -> Self {
         let mut all = Frames::default();
         let mut len = 0;
