@@ -28,8 +28,9 @@ fn delivery(body: &Bytes) -> Request<VerifiedBody> {
     request
 }
 
-/// A speech-to-text result of about `len` bytes: a words array, the request id after it.
-fn transcript(len: usize) -> Bytes {
+/// A speech-to-text result of about `len` bytes: a words array, and the request id before it
+/// (`request_id_first`, as ElevenLabs sends it) or after it (which costs a scan of the words).
+fn transcript(len: usize, request_id_first: bool) -> Bytes {
     let mut words = String::new();
     let mut i = 0;
     while words.len() + 200 < len {
@@ -46,8 +47,15 @@ fn transcript(len: usize) -> Bytes {
         ));
         i += 1;
     }
+    let transcription = format!(r#""transcription":{{"language_code":"en","words":[{words}]}}"#);
+    let request_id = r#""request_id":"req_8f2c1d""#;
+    let data = if request_id_first {
+        format!("{request_id},{transcription}")
+    } else {
+        format!("{transcription},{request_id}")
+    };
     Bytes::from(format!(
-        r#"{{"type":"speech_to_text_transcription","event_timestamp":1739537297,"data":{{"transcription":{{"language_code":"en","words":[{words}]}},"request_id":"req_8f2c1d"}}}}"#
+        r#"{{"type":"speech_to_text_transcription","event_timestamp":1739537297,"data":{{{data}}}}}"#
     ))
 }
 
@@ -173,8 +181,10 @@ fn key_extraction(c: &mut Criterion) {
         ]))
         .or_signature();
     for (name, body) in [
-        ("transcript_4KiB", transcript(4 << 10)),
-        ("transcript_1MiB", transcript(1 << 20)),
+        ("transcript_4KiB", transcript(4 << 10, true)),
+        ("transcript_1MiB", transcript(1 << 20, true)),
+        ("transcript_id_last_4KiB", transcript(4 << 10, false)),
+        ("transcript_id_last_1MiB", transcript(1 << 20, false)),
         ("audio_4KiB", audio(4 << 10)),
         ("audio_1MiB", audio(1 << 20)),
     ] {

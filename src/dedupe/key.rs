@@ -396,10 +396,13 @@ mod tests {
             r#"{"type":"","data":{"conversation_id":"c"}}"#,
             r#"{"type":7,"data":{"conversation_id":"c"}}"#,
             r#"{"type":"x","data":{"conversation_id":""}}"#,
-            r#"{"type":"x","data":{"request_id":"r"}} trailing"#,
+            r#"{"type":"x","data":{"conversation_id":"c"}} trailing"#,
         ] {
             assert_eq!(key(&preset, body), Some(sig()), "{body}");
         }
+        // A request id decides the key as soon as it is read: what follows is not looked at.
+        let stopped = r#"{"type":"x","data":{"request_id":"r"}} trailing"#;
+        assert_eq!(key(&preset, stopped).as_deref(), Some("r"));
     }
 
     #[test]

@@ -222,6 +222,11 @@ pub fn event_id(body: &[u8]) -> Option<String> {
 /// `conv_1.post_call_audio`); `None` when the body carries neither (or no `type` beside a
 /// conversation id).
 ///
+/// A non-empty `request_id` decides the key as soon as it is read: the rest of the body is not
+/// looked at, so a speech-to-text event (whose `request_id` comes first in `data`) costs a
+/// few dozen bytes of reading, not a scan of its transcript. Without one the whole body is
+/// read, and must be one JSON value.
+///
 /// Every delivery of one event has the same key, whatever its timestamp and signature: the
 /// gateway's sink names an event's file by it, and deduplication
 /// ([`DedupeKey::elevenlabs`](crate::dedupe::DedupeKey::elevenlabs)) claims it.
@@ -244,49 +249,67 @@ pub fn event_key(body: &[u8]) -> Option<String> {
 /// struct (no JSON tree, no copy of the strings), each field leniently (a field of another
 /// type reads as missing and never fails the rest).
 pub(crate) fn event_key_text(body: &[u8]) -> Option<Cow<'_, str>> {
-    let envelope: KeyEnvelope<Cow<'_, str>> = serde_json::from_slice(body).ok()?;
-    envelope.key()
+    read_key(serde_json::Deserializer::from_slice(body))
 }
 
 /// [`event_key`] of a body read from `body` (one that arrived in several frames), without
 /// joining it into one buffer first.
 #[cfg(feature = "gateway")]
 pub(crate) fn event_key_from_reader(body: impl std::io::Read) -> Option<String> {
-    let envelope: KeyEnvelope<String> = serde_json::from_reader(body).ok()?;
-    envelope.key()
+    read_key(serde_json::Deserializer::from_reader(body))
 }
 
-/// What [`event_key`] reads of a body: each field leniently (a field of another type reads as
+/// Reads an event's key from the one JSON value `json` holds. A non-empty `data.request_id`
+/// decides the key whatever follows it, so reading stops there: a speech-to-text event, whose
+/// `request_id` comes first in `data`, costs the few bytes before it rather than a scan of its
+/// whole transcript. (What follows is then not checked to be JSON: the body is the signed
+/// sender's, and the key is read leniently anyway.) Otherwise the whole value is read.
+fn read_key<'de, T, R>(mut json: serde_json::Deserializer<R>) -> Option<T>
+where
+    T: JsonText<'de> + AsRef<str> + From<String>,
+    R: serde_json::de::Read<'de>,
+{
+    let mut parts = KeyParts::default();
+    match de::DeserializeSeed::deserialize(EnvelopeSeed(&mut parts), &mut json) {
+        Ok(()) => json.end().ok()?,
+        // The only error raised after the request id is found is the one that stops reading.
+        Err(_) if parts.request_id.is_some() => {}
+        Err(_) => return None,
+    }
+    parts.key()
+}
+
+/// What [`event_key`] reads of a body, each field leniently (a field of another type reads as
 /// missing and never fails the rest), its text borrowed from the body (`Cow`) or owned
 /// (`String`, from a reader).
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "Lenient<T>: Deserialize<'de>"))]
-struct KeyEnvelope<T> {
-    #[serde(rename = "type", default = "Lenient::none")]
-    kind: Lenient<T>,
-    #[serde(default = "Option::default")]
-    data: Option<KeyData<T>>,
+struct KeyParts<T> {
+    /// `type`.
+    kind: Option<T>,
+    /// `data.request_id`, kept only when not empty.
+    request_id: Option<T>,
+    /// `data.conversation_id`.
+    conversation_id: Option<T>,
 }
 
-#[derive(Deserialize)]
-#[serde(bound(deserialize = "Lenient<T>: Deserialize<'de>"))]
-struct KeyData<T> {
-    #[serde(default = "Lenient::none")]
-    request_id: Lenient<T>,
-    #[serde(default = "Lenient::none")]
-    conversation_id: Lenient<T>,
+impl<T> Default for KeyParts<T> {
+    fn default() -> Self {
+        Self {
+            kind: None,
+            request_id: None,
+            conversation_id: None,
+        }
+    }
 }
 
-impl<T: AsRef<str> + From<String>> KeyEnvelope<T> {
+impl<T: AsRef<str> + From<String>> KeyParts<T> {
     /// `data.request_id`, else `data.conversation_id` and `type` joined by a dot.
     fn key(self) -> Option<T> {
-        let present = |text: &T| !text.as_ref().is_empty();
-        let data = self.data?;
-        if let Some(id) = data.request_id.0.filter(present) {
-            return Some(id);
+        if self.request_id.is_some() {
+            return self.request_id;
         }
-        let conversation = data.conversation_id.0.filter(present)?;
-        let kind = self.kind.0.filter(present)?;
+        let present = |text: &T| !text.as_ref().is_empty();
+        let conversation = self.conversation_id.filter(present)?;
+        let kind = self.kind.filter(present)?;
         Some(T::from(format!(
             "{}.{}",
             conversation.as_ref(),
@@ -295,14 +318,116 @@ impl<T: AsRef<str> + From<String>> KeyEnvelope<T> {
     }
 }
 
-/// A string field read leniently: any other JSON value is skipped and reads as `None`.
-struct Lenient<T>(Option<T>);
+/// The names [`event_key`] looks for; any other is skipped.
+enum KeyField {
+    Type,
+    Data,
+    RequestId,
+    ConversationId,
+    Other,
+}
 
-impl<T> Lenient<T> {
-    fn none() -> Self {
-        Self(None)
+impl<'de> Deserialize<'de> for KeyField {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl de::Visitor<'_> for Visitor {
+            type Value = KeyField;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<KeyField, E> {
+                Ok(match name {
+                    "type" => KeyField::Type,
+                    "data" => KeyField::Data,
+                    "request_id" => KeyField::RequestId,
+                    "conversation_id" => KeyField::ConversationId,
+                    _ => KeyField::Other,
+                })
+            }
+        }
+
+        deserializer.deserialize_identifier(Visitor)
     }
 }
+
+/// Reads the envelope (`type`, `data`) into [`KeyParts`].
+struct EnvelopeSeed<'p, T>(&'p mut KeyParts<T>);
+
+impl<'de, T: JsonText<'de> + AsRef<str>> de::DeserializeSeed<'de> for EnvelopeSeed<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: JsonText<'de> + AsRef<str>> de::Visitor<'de> for EnvelopeSeed<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<KeyField>()? {
+            match field {
+                KeyField::Type => self.0.kind = map.next_value::<Lenient<T>>()?.0,
+                KeyField::Data => map.next_value_seed(DataSeed(&mut *self.0))?,
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads `data` into [`KeyParts`], and stops everything (an error) at a non-empty
+/// `request_id`.
+struct DataSeed<'p, T>(&'p mut KeyParts<T>);
+
+impl<'de, T: JsonText<'de> + AsRef<str>> de::DeserializeSeed<'de> for DataSeed<'_, T> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: JsonText<'de> + AsRef<str>> de::Visitor<'de> for DataSeed<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(field) = map.next_key::<KeyField>()? {
+            match field {
+                KeyField::RequestId => {
+                    let id = map.next_value::<Lenient<T>>()?.0;
+                    if let Some(id) = id.filter(|id| !id.as_ref().is_empty()) {
+                        self.0.request_id = Some(id);
+                        return Err(de::Error::custom("found data.request_id"));
+                    }
+                }
+                KeyField::ConversationId => {
+                    self.0.conversation_id = map.next_value::<Lenient<T>>()?.0;
+                }
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A string field read leniently: any other JSON value is skipped and reads as `None`.
+struct Lenient<T>(Option<T>);
 
 /// The text of a JSON string, borrowed from the input where it can be.
 trait JsonText<'de>: Sized {
@@ -447,10 +572,55 @@ mod tests {
         assert_eq!(event_key(b"[]"), None);
     }
 
+    #[test]
+    fn a_request_id_decides_the_key_without_reading_what_follows() {
+        // Reading stops at a non-empty request id: what follows is not looked at.
+        let stopped = br#"{"type":"speech_to_text_transcription","data":{"request_id":"r1","transcription":{"text":"#;
+        assert_eq!(event_key(stopped).as_deref(), Some("r1"));
+        let borrowed = event_key_text(stopped).unwrap();
+        assert!(matches!(borrowed, Cow::Borrowed("r1")), "{borrowed:?}");
+        // ... but everything before it is, and must be JSON.
+        assert_eq!(
+            event_key(br#"{"type":"t","oops,"data":{"request_id":"r1"}}"#),
+            None
+        );
+        assert_eq!(
+            event_key(br#"{"data":{"words":[1,],"request_id":"r1"}}"#),
+            None
+        );
+        // An empty or mistyped request id does not stop it: the conversation id decides.
+        let after_empty = br#"{"data":{"request_id":"","conversation_id":"c"},"type":"t"}"#;
+        assert_eq!(event_key(after_empty).as_deref(), Some("c.t"));
+        let after_mistyped = br#"{"data":{"request_id":{"r":1},"conversation_id":"c"},"type":"t"}"#;
+        assert_eq!(event_key(after_mistyped).as_deref(), Some("c.t"));
+        // Without a request id the whole value is read, `type` after `data` included, and
+        // must be one JSON value.
+        let type_last = br#"{"data":{"conversation_id":"c","x":[{}]},"type":"post_call_audio"}"#;
+        assert_eq!(event_key(type_last).as_deref(), Some("c.post_call_audio"));
+        assert_eq!(
+            event_key(br#"{"data":{"conversation_id":"c"},"type":"t"} trailing"#),
+            None
+        );
+        assert_eq!(
+            event_key(br#"{"data":{"conversation_id":"c"},"type":"t""#),
+            None
+        );
+        // A `data` that is not an object, or a request id outside `data`, gives no key.
+        assert_eq!(event_key(br#"{"type":"t","data":"r1"}"#), None);
+        assert_eq!(
+            event_key(br#"{"type":"t","request_id":"r1","data":{}}"#),
+            None
+        );
+        assert_eq!(
+            event_key(br#"{"type":"t","data":{"type":"u","conversation_id":"c"}}"#).as_deref(),
+            Some("c.t")
+        );
+    }
+
     #[cfg(feature = "gateway")]
     #[test]
     fn event_keys_read_from_a_reader_are_the_same() {
-        let bodies: [&[u8]; 10] = [
+        let bodies: [&[u8]; 12] = [
             br#"{"type":"post_call_transcription","data":{"conversation_id":"c","agent_id":"a"}}"#,
             br#"{"type":"x","data":{"conversation_id":"c","request_id":"r"}}"#,
             br#"{"type":"post\u005fcall_audio","data":{"conversation_id":"c"}}"#,
@@ -459,6 +629,8 @@ mod tests {
             br#"{"type":7,"data":{"request_id":"r","conversation_id":[1]}}"#,
             br#"{"type":"t","data":{"conversation_id":"c","request_id":null}}"#,
             br#"{"type":"t"} trailing"#,
+            br#"{"data":{"request_id":"r1","text":"#,
+            br#"{"data":{"conversation_id":"c"},"type":"t"}"#,
             b"[]",
             b"",
         ];
