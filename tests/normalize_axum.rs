@@ -1,6 +1,6 @@
 //! `NormalizeStatusLayer` mounted in axum: around a router, with a tower `TimeoutLayer` inside
 //! and no `HandleErrorLayer`, served on a real loopback socket and called with a hyper client.
-#![cfg(feature = "normalize")]
+#![cfg(all(feature = "normalize", feature = "axum"))]
 
 use std::{future::Future, net::SocketAddr, time::Duration};
 

@@ -1,6 +1,6 @@
 //! gRPC responses pass through `NormalizeStatusLayer` untouched: a real tonic-health server,
 //! wrapped by the layer, served on a loopback port and called with the tonic-health client.
-#![cfg(feature = "normalize")]
+#![cfg(all(feature = "normalize", feature = "tonic"))]
 
 use std::{
     future::Future,
