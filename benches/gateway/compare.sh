@@ -12,6 +12,7 @@
 # COUNT (4000) deliveries per load, ROUNDS (5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/gateway/common.sh
 COUNT=${COUNT:-4000}
 ROUNDS=${ROUNDS:-5}
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >&2; exit 1; }
@@ -19,11 +20,7 @@ if [ $# -eq 0 ]; then
   cargo build --release --quiet --features cli --bin hookgate
   set -- "now=$PWD/target/release/hookgate"
 fi
-FLOOR=${FLOOR:-}
-if [ -z "$FLOOR" ]; then
-  FLOOR=$(cargo bench --features cli --bench hyper_floor --no-run 2>&1 |
-    grep -o 'target/release/deps/hyper_floor-[0-9a-f]*' | head -1)
-fi
+build_floor
 SENDER=${1#*=}
 WORK=$(mktemp -d /tmp/hookgate-compare.XXXXXX)
 export ELEVENLABS_WEBHOOK_SECRET=perf-secret
@@ -37,21 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 UPSTREAM=127.0.0.1:18101
-mkdir -p "$WORK/upstream/logs"
-cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/upstream/body;
-  client_body_buffer_size 64k;
-  keepalive_requests 1000000;
-  server { listen $UPSTREAM; location / { return 200; } }
-}
-NGINX
-nginx -c "$WORK/upstream.conf" -p "$WORK/upstream"
+start_upstream "$WORK" "$UPSTREAM"
 
 names=()
 addrs=()

@@ -12,21 +12,13 @@
 # KEEP=dir keeps the callgrind profiles there (callgrind_annotate --inclusive=yes FILE).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/gateway/common.sh
 COUNT=${1:-2000}
 CONCURRENCY=${2:-1}
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 
-HOOKGATE=${HOOKGATE:-}
-if [ -z "$HOOKGATE" ]; then
-  cargo build --release --quiet --features cli --bin hookgate
-  HOOKGATE=$PWD/target/release/hookgate
-fi
-FLOOR=${FLOOR:-}
-if [ -z "$FLOOR" ]; then
-  FLOOR=$(cargo bench --features cli --bench hyper_floor --no-run 2>&1 |
-    grep -o 'target/release/deps/hyper_floor-[0-9a-f]*' | head -1)
-fi
+build_binaries
 WORK=$(mktemp -d /tmp/hookgate-instr.XXXXXX)
 export ELEVENLABS_WEBHOOK_SECRET=perf-secret
 cleanup() {
@@ -39,21 +31,7 @@ trap cleanup EXIT
 
 UPSTREAM=127.0.0.1:18091
 LISTEN=127.0.0.1:18092
-mkdir -p "$WORK/upstream/logs"
-cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/upstream/body;
-  client_body_buffer_size 64k;
-  keepalive_requests 1000000;
-  server { listen $UPSTREAM; location / { return 200; } }
-}
-NGINX
-nginx -c "$WORK/upstream.conf" -p "$WORK/upstream"
+start_upstream "$WORK" "$UPSTREAM"
 
 send() { # count
   "$HOOKGATE" send --url "http://$LISTEN/webhooks/elevenlabs" --count "$1" \

@@ -13,21 +13,13 @@
 # Everything listens on 127.0.0.1 only and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/gateway/common.sh
 COUNT=${1:-20000}
 SINK_COUNT=${SINK_COUNT:-3000}
 command -v nginx >/dev/null || { echo "nginx is needed: apt-get install nginx" >&2; exit 1; }
 
 # HOOKGATE and FLOOR name binaries already built (another revision's, say) instead.
-HOOKGATE=${HOOKGATE:-}
-if [ -z "$HOOKGATE" ]; then
-  cargo build --release --quiet --features cli --bin hookgate
-  HOOKGATE=$PWD/target/release/hookgate
-fi
-FLOOR=${FLOOR:-}
-if [ -z "$FLOOR" ]; then
-  FLOOR=$(cargo bench --features cli --bench hyper_floor --no-run 2>&1 |
-    grep -o 'target/release/deps/hyper_floor-[0-9a-f]*' | head -1)
-fi
+build_binaries
 WORK=$(mktemp -d /tmp/hookgate-perf.XXXXXX)
 export ELEVENLABS_WEBHOOK_SECRET=perf-secret
 pids=()

@@ -11,6 +11,7 @@
 # Everything listens on 127.0.0.1 only and stops when the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/gateway/common.sh
 COUNT=${1:-20000}
 for tool in nginx redis-server redis-cli; do
   command -v $tool >/dev/null || { echo "$tool is needed (apt-get install nginx redis-server)" >&2; exit 1; }
@@ -35,21 +36,7 @@ MEMORY_GATEWAY=127.0.0.1:18182
 REDIS_GATEWAY=127.0.0.1:18183
 REDIS_PORT=18184
 
-mkdir -p "$WORK/upstream/logs"
-cat > "$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/upstream/body;
-  client_body_buffer_size 64k;
-  keepalive_requests 1000000;
-  server { listen $UPSTREAM; location / { return 200; } }
-}
-NGINX
-nginx -c "$WORK/upstream.conf" -p "$WORK/upstream"
+start_upstream "$WORK" "$UPSTREAM"
 redis-server --port $REDIS_PORT --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
   --daemonize yes --pidfile "$WORK/redis.pid" --logfile "$WORK/redis.log"
 for _ in $(seq 50); do redis-cli -p $REDIS_PORT ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
