@@ -1,8 +1,13 @@
 //! The embedded default destination: each verified delivery is stored durably in a directory
 //! *before* it is acknowledged, named by its event key, holding exactly the bytes received.
-//! [`Sink`]'s documentation says how (a group committer: concurrent events' files synced
-//! together, then linked to their names, then one directory fsync for the batch) and why a
-//! crash loses no acknowledged event and leaves no name with partial bytes.
+//! [`Sink`]'s documentation says how (a group committer: a batch of concurrent events journaled
+//! with one sync, then linked to their names; a checkpoint making the names durable with one
+//! `syncfs` a second) and why a crash loses no acknowledged event and leaves no name with
+//! partial bytes. The journal is in [`journal`].
+
+mod journal;
+
+use journal::Journal;
 
 use super::codes;
 use std::{
@@ -53,10 +58,11 @@ pub(crate) const STORE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the `/healthz` probe of the directory may take, waiting for an earlier one included.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How many stores have their files written and synced at once: the committer's threads,
-/// started as concurrent stores first need them and kept while the sink is open. Stores beyond
-/// wait in its queue.
-const SYNC_THREADS: usize = 32;
+/// How many stores have their temp files written at once: the committer's threads, started as
+/// concurrent stores first need them and kept while the sink is open. Stores beyond wait in
+/// its queue. Writing a temp file never waits for the disk (nothing is synced there), so a few
+/// threads keep the cores busy.
+const WRITER_THREADS: usize = 8;
 /// The stack of the committer's threads (they parse an event's key and hash it, no more).
 const THREAD_STACK: usize = 256 * 1024;
 
@@ -80,80 +86,95 @@ pub(crate) struct Stored {
 /// `<conversation_id>.<type>.json` for a call's events (`c1.post_call_transcription.json`,
 /// `c1.post_call_audio.json`), `body-<body digest>.json` for an event with no id; an event
 /// whose name holds other bytes goes to `<key>.<body digest>.json`. Storing is durable and
-/// grouped: the events of a batch (those waiting when the committer is free) are written to
-/// temp files that are `fdatasync`ed concurrently, then hard-linked to their names (never
-/// replacing, never following a symlink), then the directory is fsynced once for the batch;
-/// see *Durability* below for why a crash at any point loses no acknowledged event and
-/// leaves no name with partial bytes. Files are `0600`, whatever the umask. The call
-/// answers `200` with `{"stored": "<file>", "duplicate": <bool>}`, or, when the event could
-/// not be stored within 10 s (disk full, directory gone, hung filesystem), a retryable
-/// `503 sink_unavailable` problem with `Retry-After`: never a `4xx`. A redelivery of an event
-/// already stored answers `200` and stores nothing.
+/// grouped: the events of a batch (those waiting when the committer is free) are appended to
+/// a journal and synced **once**, then each is linked to its name (never replacing, never
+/// following a symlink); a checkpoint a second later makes the names themselves durable with
+/// one `syncfs(2)` and drops the journal. See *Durability* below for why a crash at any point
+/// loses no acknowledged event and leaves no name with partial bytes. Files are `0600`,
+/// whatever the umask. The call answers `200` with `{"stored": "<file>", "duplicate": <bool>}`,
+/// or, when the event could not be stored within 10 s (disk full, directory gone, hung
+/// filesystem), a retryable `503 sink_unavailable` problem with `Retry-After`: never a `4xx`.
+/// A redelivery of an event already stored answers `200` and stores nothing.
+///
+/// The directory is the sink's while it is open: a lock (`.journal/lock`) refuses a second
+/// sink on it, in this process or another. Readers may read event files and remove them; the
+/// hidden entries (`.journal/`, `.tmp-*`) are the sink's own.
 ///
 /// # Storing a batch
 ///
-/// Deliveries are stored by a group committer, so that concurrent deliveries share the syncs
-/// that make them durable instead of paying one each. A batch is whatever deliveries are
+/// Deliveries are stored by a group committer, so that concurrent deliveries share the sync
+/// that makes them durable instead of paying one each. A batch is whatever deliveries are
 /// waiting when the committer is free to take them, never a timer: a lone delivery is a batch
-/// of one and waits for nothing but its own syncs.
+/// of one and waits for nothing but its own sync.
 ///
-/// 1. **Data**: each store is taken by one of the committer's threads (up to 32, started as
-///    concurrent stores first need them): the event's name is chosen (see *Names*), a temp
-///    file `.tmp-<random>-<name>` is created (`O_CREAT | O_EXCL | O_NOFOLLOW`, mode `0600`),
-///    the frames received are written to it as they are (one vectored write, never joined)
-///    and it is `fdatasync`ed. Concurrent events' syncs are issued together, one thread each,
-///    so the kernel serves them with shared work: on a journaling filesystem one journal
-///    commit covers every file written back while it was forming, and the block layer merges
-///    the disk cache flushes that wait on one another into one.
-/// 2. **Names**: a synced event joins the name stage. The thread that finds no round of it
-///    running leads one: it takes every event waiting (the batch), hard-links each temp file
-///    to its event's name and removes its temp name, then fsyncs the directory **once** for
-///    the whole batch; when it is done, it leads the next round if events are waiting again.
-///    The other threads go back to the queue meanwhile, so the next events' data syncs overlap
-///    the round. (A lone store is served by one thread from end to end, with no handoff.)
-/// 3. Only then is each event of the batch answered, `200`. A failed sync answers every event
-///    it was to cover with the error, a retryable `503`: a file's `fdatasync` fails its event
-///    (whose temp file is removed and never linked), the directory fsync fails the whole batch.
+/// 1. **Data**: each store is taken by one of the committer's threads (up to 8, started as
+///    concurrent stores first need them), which writes the frames received as they are (one
+///    vectored write, never joined) to a temp file `.tmp-<random>-<name>` (`O_CREAT |
+///    O_EXCL | O_NOFOLLOW`, mode `0600`), not synced, and computes the body's SHA-256.
+/// 2. **Journal**: a written event joins the commit stage. The thread that finds no round of
+///    it running leads one: it takes every event waiting (the batch), chooses each one's name
+///    (see *Names*), appends one record per event (name, bytes, digests) to the journal's
+///    current segment with one vectored write, and `fdatasync`s the segment **once** for the
+///    whole batch.
+/// 3. **Names**: then it hard-links each temp file to its name and removes the temp name, and
+///    only then answers each event of the batch, `200`. It leads the next round if events are
+///    waiting by then; the other threads go back to the queue meanwhile, so the next events'
+///    temp files are written during the round. A failed journal write or sync answers every
+///    event of the batch with the error, a retryable `503`, and links none of them.
+/// 4. **Checkpoint**: once its first record is a second old (or it holds 64 MiB), the segment
+///    is retired and the next batch starts a new one. A checkpointer thread then calls
+///    `syncfs(2)` on the directory's filesystem, which writes back every name linked from the
+///    segment and its file, and removes the segment.
+///
+/// So a batch of any size costs one `fdatasync` before its answers, and every file of a
+/// second's worth of batches is written back by the kernel in one pass, off the path of any
+/// delivery: no directory fsync and no per-file sync is ever waited for.
 ///
 /// # Durability
 ///
-/// The invariant: **a name of the sink only ever refers to a file whose complete bytes are
-/// already on stable storage**, and an event is answered `200` only once its name is too.
+/// The invariant: **an event is answered `200` only once its complete bytes and its name are
+/// in a record of a synced journal segment, and a segment is removed only after a `syncfs`
+/// that followed every link made from it.** A record is written before its name exists, and
+/// its name is linked to a temp file whose bytes were all written before the link, so a name
+/// never exposes a partly written file to a reader while the system runs.
 ///
-/// - Syncing a file before its name exists: `fdatasync` returns once the file's data and the
-///   metadata needed to read it back (its size and block map) are on stable storage, the
-///   disk's write cache flushed. Only after that is the file linked to its name, atomically
-///   (`link(2)` never replaces what is there and never follows a symlink there), and its bytes
-///   are never written again. So the name, whenever it exists, holds the complete bytes.
-/// - Syncing the name before answering: the directory fsync that follows the batch's links
-///   puts their entries on stable storage; the answers wait for it. An event whose bytes were
-///   already under its name (a redelivery) waits for a directory fsync too, since the copy it
-///   found may be the link of a batch whose directory fsync has not finished.
+/// - `fdatasync` of the segment returns once its appended bytes, and the size needed to read
+///   them back, are on stable storage, the disk's write cache flushed; the segment's own name
+///   was made durable (a directory fsync) when it was created, before its first record.
+/// - A record carries the SHA-256 of the body and one of the whole record; a record that does
+///   not check out ends the reading of its segment. Only the last batch of a segment can be
+///   torn (a batch is appended only after the previous one's sync returned, and a failed one
+///   retires its segment), and its events were never answered.
+/// - `syncfs` returns once every dirty page and inode of the filesystem is written back, the
+///   directory entries of the links among them (and reports an error that happened in the
+///   write-back since the last one, in which case the segment is kept and the checkpoint
+///   retried).
 ///
-/// So a crash (SIGKILL or power loss) leaves, for each event in flight:
+/// [`Sink::open`] repairs what a crash left, before serving and under the lock:
 ///
-/// - before its link: nothing under its name, at most a temp file (perhaps incomplete) with a
-///   `.tmp-` name, which [`Sink::open`] removes before serving. The event was not answered;
-///   the sender retries.
-/// - between its link and the end of the directory fsync: the name, or not, and if it is
-///   there it holds the complete bytes; the temp name may still be there beside it, a second
-///   link to the same file, which [`Sink::open`] removes (the name keeps the file). The event
-///   was not answered: its retry stores it, or finds this copy and is answered `200`,
-///   `"duplicate": true`.
-/// - after the directory fsync: the name with the complete bytes, durably; only now may the
-///   event have been answered.
+/// - **The process died (SIGKILL, a panic, an OOM kill), the machine did not**: every segment
+///   names the boot it was written in (Linux's `boot_id`). In the same boot, the kernel still
+///   holds every link and byte the process made, so nothing is replayed: one `syncfs` makes
+///   them durable and the segments are removed. An event linked but not yet answered is there
+///   under its name; its retry is answered `200`, `"duplicate": true`.
+/// - **The machine stopped (power loss, kernel crash)**: the segments of an earlier boot (or of
+///   a system that does not say which boot it is) are replayed in order: each record's name is
+///   made to hold exactly its bytes (written to a temp file, `fdatasync`ed, renamed over
+///   whatever a torn write left there, the directory fsynced), then the segments are removed.
+///   So an acknowledged event is back under its name with its complete bytes. One consequence
+///   to know: an event file a reader removed in the last second or so before the power loss
+///   (while its segment was not yet checkpointed) comes back; readers should expect an event
+///   more than once anyway, as the sender may deliver it twice.
+/// - Either way, the temp files (`.tmp-*`) are removed: a temp file is never an event's only
+///   copy.
 ///
-/// There is nothing to replay: removing the temp files is the whole repair. This rests on what
-/// `fdatasync(2)` and a directory `fsync(2)` promise, not on how a filesystem orders its
-/// writes between them. (On a filesystem without a journal, such as ext4 without
-/// `has_journal`, the filesystem's own bookkeeping, bitmaps and link counts, is put right by
-/// `e2fsck` after a power loss, for every program alike.)
-///
-/// Why not one `syncfs(2)` of the filesystem per batch instead of each file's `fdatasync`:
-/// `syncfs` writes back every dirty page of the whole filesystem, so a neighbour writing a
-/// build or a log beside the sink would make every batch wait for its hundreds of megabytes.
-/// A batch's `fdatasync`s write the batch's own files and their directory, whatever else the
-/// disk is doing; only the cache flush is shared with the neighbours, and it is merged.
+/// This rests on what `fdatasync(2)`, a directory `fsync(2)` and `syncfs(2)` promise, not on
+/// how a filesystem orders its writes between them. `syncfs` writes back the whole
+/// filesystem, a neighbour's writes included; it runs on the checkpointer's own thread, so
+/// however long it takes, no delivery waits for it (the journal meanwhile keeps the events).
+/// (On a filesystem without a journal, such as ext4 without `has_journal`, the filesystem's
+/// own bookkeeping, bitmaps and link counts, is put right by `e2fsck` after a power loss, for
+/// every program alike.)
 ///
 /// # Names
 ///
@@ -207,15 +228,17 @@ impl std::fmt::Debug for Sink {
 }
 
 impl Sink {
-    /// Opens the directory (creating it, `0700`, when it is not there), removes the temp files
-    /// a crash left in it, checks that it can be synced and starts its committer (a thread, and
-    /// more as concurrent stores need them, 32 at most; they end with the last clone of the
-    /// sink).
+    /// Opens the directory (creating it, `0700`, when it is not there), takes its lock,
+    /// repairs what a crash left in it (see *Durability*: the journal replayed after a power
+    /// loss, the temp files removed), checks that it can be synced and starts its committer (a
+    /// thread, and more as concurrent stores need them, 8 at most) and its checkpointer (a
+    /// thread); they end with the last clone of the sink, after a last checkpoint, and the lock
+    /// is released then.
     ///
     /// # Errors
     ///
-    /// [`Error::SinkDirectory`] when the directory cannot be created, read, cleaned or synced,
-    /// or the committer's threads cannot be started.
+    /// [`Error::SinkDirectory`] when the directory cannot be created, read, repaired, cleaned
+    /// or synced, when another sink has it open, or when the threads cannot be started.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, Error> {
         let dir = dir.as_ref();
         Self::open_with(dir, STORE_TIMEOUT, Hooks::default()).map_err(|source| {
@@ -238,7 +261,9 @@ impl Sink {
             let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
             fs::File::open(parent.unwrap_or(Path::new(".")))?.sync_all()?;
         }
-        // The whole repair after a crash: a temp file is never an event's only copy.
+        // The lock first: nothing here may touch the files of a sink still running.
+        let opened = journal::open(dir, hooks.boot_id(), hooks.checkpoint_after())?;
+        // A temp file is never an event's only copy.
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
@@ -250,7 +275,7 @@ impl Sink {
         // Fail now, not on the first delivery, if the directory cannot be synced; this also
         // makes the removals above durable before anything new is stored.
         sync_dir(dir)?;
-        let (jobs, committer) = Committer::start(Arc::from(dir), hooks)?;
+        let (jobs, committer) = Committer::start(Arc::from(dir), opened, hooks)?;
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             jobs,
@@ -341,36 +366,27 @@ struct Job {
 
 type Reply = oneshot::Sender<io::Result<Stored>>;
 
-/// An event past the data stage: its temp file synced, or its bytes found under a name.
+/// An event past the data stage: its bytes in a temp file (not synced), its digest known.
 struct Written {
     body: VerifiedBody,
     reply: Reply,
-    step: NameStep,
+    temp: PathBuf,
+    names: Names,
 }
 
-/// What the name stage does for an event.
-enum NameStep {
-    /// Its bytes were already under this name: nothing to link, but the name may be one a
-    /// batch still in flight linked, so the answer waits for a directory fsync all the same.
-    Found(String),
-    /// Link this synced temp file to the event's name (`second`: to its digest-named twin).
-    Link {
-        temp: PathBuf,
-        names: Names,
-        second: bool,
-    },
+/// Where the commit stage sends an event of its batch.
+enum Decision {
+    /// Link it to this name, once the batch is journaled.
+    Store(String),
+    /// Its bytes are already under this name (`of`: the name an earlier event of this same
+    /// batch will have, whose fate it shares): nothing to link.
+    Found { name: String, of: Option<usize> },
 }
 
-/// An event stored, waiting for the directory fsync that makes its name durable.
-struct Linked {
-    reply: Reply,
-    stored: Stored,
-}
-
-/// The group committer: up to [`SYNC_THREADS`] threads, each taking the next store queued,
-/// writing and syncing its temp file, then handing it to the name stage. Whichever thread finds
-/// no round of the name stage running leads one: it takes every event waiting (a batch), links
-/// them, fsyncs the directory once and answers them, and leads the next round if more are
+/// The group committer: up to [`WRITER_THREADS`] threads, each taking the next store queued,
+/// writing its temp file, then handing it to the commit stage. Whichever thread finds no round
+/// of the commit stage running leads one: it takes every event waiting (a batch), journals
+/// them with one sync, links them and answers them, and leads the next round if more are
 /// waiting by then; the others go back to the queue meanwhile. A lone store is thus served by
 /// one thread from end to end, with no handoff between threads.
 struct Committer {
@@ -380,28 +396,43 @@ struct Committer {
     queued: AtomicUsize,
     idle: AtomicUsize,
     threads: Mutex<usize>,
-    names: Mutex<NameStage>,
+    stage: Mutex<CommitStage>,
+    /// Held by the round leader from its append to its last link, and by the checkpointer to
+    /// retire a segment: a segment is never retired before the links made from it.
+    journal: Arc<Mutex<Journal>>,
     dir: Arc<Path>,
     hooks: Hooks,
 }
 
-/// The events waiting for a round of the name stage, and whether one is running.
+/// The events waiting for a round of the commit stage, and whether one is running.
 #[derive(Default)]
-struct NameStage {
+struct CommitStage {
     waiting: Vec<Written>,
     leading: bool,
 }
 
 impl Committer {
-    /// The committer of `dir` with its first thread; returns its queue as well.
-    fn start(dir: Arc<Path>, hooks: Hooks) -> io::Result<(mpsc::Sender<Job>, Arc<Self>)> {
+    /// The committer of `dir` with its first thread and the checkpointer's; returns its queue
+    /// as well.
+    fn start(
+        dir: Arc<Path>,
+        opened: journal::Opened,
+        hooks: Hooks,
+    ) -> io::Result<(mpsc::Sender<Job>, Arc<Self>)> {
         let (jobs, queue) = mpsc::channel();
+        let journal = Arc::new(Mutex::new(opened.journal));
+        let retiring = Arc::downgrade(&journal);
+        let checkpointer = opened.checkpointer;
+        spawn("hookgate-sink-checkpoint", move || {
+            checkpointer.run(retiring);
+        })?;
         let committer = Arc::new(Self {
             queue: Mutex::new(queue),
             queued: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
             threads: Mutex::new(0),
-            names: Mutex::default(),
+            stage: Mutex::default(),
+            journal,
             dir,
             hooks,
         });
@@ -412,8 +443,7 @@ impl Committer {
     }
 
     /// Queues a store, starting one more thread when more stores are queued than threads wait
-    /// for them (up to [`SYNC_THREADS`]): as many concurrent stores as threads have their data
-    /// synced at once.
+    /// for them (up to [`WRITER_THREADS`]).
     fn submit(self: &Arc<Self>, jobs: &mpsc::Sender<Job>, job: Job) -> io::Result<()> {
         self.queued.fetch_add(1, Ordering::SeqCst);
         if jobs.send(job).is_err() {
@@ -434,7 +464,7 @@ impl Committer {
 
     fn spawn_thread(self: &Arc<Self>) -> io::Result<()> {
         let mut threads = lock(&self.threads);
-        if *threads >= SYNC_THREADS {
+        if *threads >= WRITER_THREADS {
             return Ok(());
         }
         let committer = self.clone();
@@ -458,17 +488,17 @@ impl Committer {
             // sender retries.
             if !job.reply.is_closed() {
                 if let Some(written) = write_event(&self.dir, job, &self.hooks) {
-                    self.name(written);
+                    self.commit(written);
                 }
             }
             self.idle.fetch_add(1, Ordering::SeqCst);
         }
     }
 
-    /// Hands a synced event to the name stage, leading its rounds if none is running.
-    fn name(&self, written: Written) {
+    /// Hands a written event to the commit stage, leading its rounds if none is running.
+    fn commit(&self, written: Written) {
         {
-            let mut stage = lock(&self.names);
+            let mut stage = lock(&self.stage);
             stage.waiting.push(written);
             if stage.leading {
                 return;
@@ -477,14 +507,14 @@ impl Committer {
         }
         loop {
             let batch = {
-                let mut stage = lock(&self.names);
+                let mut stage = lock(&self.stage);
                 if stage.waiting.is_empty() {
                     stage.leading = false;
                     return;
                 }
                 std::mem::take(&mut stage.waiting)
             };
-            name_batch(&self.dir, batch, &self.hooks);
+            commit_batch(&self.dir, &self.journal, batch, &self.hooks);
         }
     }
 }
@@ -502,12 +532,17 @@ fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
         .map(drop)
 }
 
-/// The data stage of one event: where it goes, and its temp file written and synced. An event
-/// that fails here is answered at once.
+/// The data stage of one event: its temp file written. An event that fails here is answered
+/// at once.
 fn write_event(dir: &Path, job: Job, hooks: &Hooks) -> Option<Written> {
     let Job { body, reply } = job;
     match write_temp(dir, &body, hooks) {
-        Ok(step) => Some(Written { body, reply, step }),
+        Ok((temp, names)) => Some(Written {
+            body,
+            reply,
+            temp,
+            names,
+        }),
         Err(error) => {
             let _ = reply.send(Err(error));
             None
@@ -515,62 +550,146 @@ fn write_event(dir: &Path, job: Job, hooks: &Hooks) -> Option<Written> {
     }
 }
 
-/// The name stage of a batch: every event linked, then the directory fsynced once for all of
-/// them, then each answered.
-fn name_batch(dir: &Path, batch: Vec<Written>, hooks: &Hooks) {
+/// The commit stage of a batch: each event's name chosen, the batch journaled with one sync,
+/// then each event linked and answered. The journal stays locked from the append to the last
+/// link, so the checkpointer never retires a segment before the links made from it.
+fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks: &Hooks) {
     let _ = hooks.at(SyncPoint::Batch(batch.len()));
-    let mut linked = Vec::with_capacity(batch.len());
-    for Written { body, reply, step } in batch {
-        match link_event(dir, step, &body) {
-            Ok(stored) => linked.push(Linked { reply, stored }),
+    let mut journal = lock(journal);
+    let mut decided: Vec<(Written, Decision)> = Vec::with_capacity(batch.len());
+    for written in batch {
+        match decide(dir, &written, &decided) {
+            Ok(decision) => decided.push((written, decision)),
             Err(error) => {
-                let _ = reply.send(Err(error));
+                let _ = fs::remove_file(&written.temp);
+                let _ = written.reply.send(Err(error));
             }
         }
     }
-    if linked.is_empty() {
-        return;
+    let stored: Vec<String> = decided
+        .iter()
+        .filter_map(|(_, decision)| match decision {
+            Decision::Store(name) => Some(name.clone()),
+            Decision::Found { .. } => None,
+        })
+        .collect();
+    let journaled = if stored.is_empty() {
+        Ok(())
+    } else {
+        let entries: Vec<journal::Entry<'_>> = decided
+            .iter()
+            .filter_map(|(written, decision)| match decision {
+                Decision::Store(name) => Some(journal::Entry {
+                    name,
+                    body: &written.body,
+                    digest: &written.names.digest,
+                }),
+                Decision::Found { .. } => None,
+            })
+            .collect();
+        journal.append(&entries, || hooks.at(SyncPoint::Journal(&stored)))
+    };
+    if journaled.is_ok() {
+        let _ = hooks.at(SyncPoint::Synced(&stored));
     }
-    let synced = hooks
-        .at(SyncPoint::Directory(&linked))
-        .and_then(|()| sync_dir(dir));
-    match synced {
-        Ok(()) => {
-            let _ = hooks.at(SyncPoint::Synced(&linked));
-            for Linked { reply, stored } in linked {
-                let _ = reply.send(Ok(stored));
+    // Each event's outcome, by its place in the batch: an event found under the name of an
+    // earlier one of the batch shares that one's.
+    let mut linked: Vec<bool> = Vec::with_capacity(decided.len());
+    for (written, decision) in decided {
+        let Written { reply, temp, .. } = written;
+        let outcome = match (&journaled, decision) {
+            // No 200 for an event not journaled: the sender retries, and nothing was linked.
+            (Err(error), _) => Err(io::Error::new(
+                error.kind(),
+                format!("writing the sink's journal: {error}"),
+            )),
+            (Ok(()), Decision::Store(name)) => link(dir, &temp, &name),
+            (Ok(()), Decision::Found { name, of }) => {
+                if of.is_some_and(|earlier| !linked[earlier]) {
+                    Err(io::Error::other(format!(
+                        "{name}: the copy of this event being stored failed"
+                    )))
+                } else {
+                    Ok(Stored {
+                        file: name,
+                        duplicate: true,
+                    })
+                }
             }
-        }
-        // No 200 for an event whose name is not durable: the sender retries, and finds its
-        // copy (complete, as every linked file is) or stores it anew.
-        Err(error) => {
-            for Linked { reply, .. } in linked {
-                let _ = reply.send(Err(io::Error::new(
-                    error.kind(),
-                    format!("syncing the sink directory: {error}"),
-                )));
-            }
-        }
+        };
+        let _ = fs::remove_file(&temp);
+        linked.push(outcome.is_ok());
+        let _ = reply.send(outcome);
     }
 }
 
-/// Where the syncs of the committer stand, for tests to count them, order them and fail them;
+/// Where an event of a batch goes: its key's name, unless that holds other bytes or is
+/// anything but a regular file (then its digest-named twin). A redelivery is byte-identical
+/// (the signature is in a header), so it meets its own copy under one of the two names, on
+/// disk or earlier in the same batch, and nothing is stored. The leader of a round is the only
+/// one creating names (the directory's lock sees to it across processes), so a name free now
+/// is still free when the event is linked to it.
+fn decide(dir: &Path, event: &Written, earlier: &[(Written, Decision)]) -> io::Result<Decision> {
+    for name in [event.names.key.as_str(), &event.names.twin()] {
+        let in_batch = earlier.iter().position(|(_, decision)| {
+            matches!(decision, Decision::Store(taken) if taken == name)
+        });
+        match in_batch {
+            Some(i) if earlier[i].0.names.digest == event.names.digest => {
+                return Ok(Decision::Found {
+                    name: name.to_owned(),
+                    of: Some(i),
+                })
+            }
+            Some(_) => continue,
+            None => {}
+        }
+        match occupant(&dir.join(name), &event.body)? {
+            Occupant::Nothing => return Ok(Decision::Store(name.to_owned())),
+            Occupant::Same => {
+                return Ok(Decision::Found {
+                    name: name.to_owned(),
+                    of: None,
+                })
+            }
+            Occupant::Other => {}
+        }
+    }
+    Err(event.names.both_taken())
+}
+
+/// Links an event's journaled temp file to its chosen name, atomically and never replacing
+/// what is there.
+fn link(dir: &Path, temp: &Path, name: &str) -> io::Result<Stored> {
+    match fs::hard_link(temp, dir.join(name)) {
+        Ok(()) => Ok(Stored {
+            file: name.to_owned(),
+            duplicate: false,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(io::Error::new(
+            e.kind(),
+            format!("{name} was created by another writer while the event was being stored"),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where the committer stands, for tests to count its steps, order them and fail them;
 /// outside tests a no-op the compiler removes.
 #[cfg_attr(not(test), allow(dead_code))]
 enum SyncPoint<'a> {
-    /// A round of the name stage took a batch of this many events.
+    /// A round of the commit stage took a batch of this many events.
     Batch(usize),
-    /// About to `fdatasync` the temp file of the event going to this name.
+    /// About to write the temp file of the event going to this key name.
     Data(&'a str),
-    /// That `fdatasync` succeeded.
-    DataSynced(&'a str),
-    /// About to fsync the directory for these events.
-    Directory(&'a [Linked]),
-    /// The directory fsync for these events succeeded; they are answered next.
-    Synced(&'a [Linked]),
+    /// The journal's records for the events going to these names written, about to be synced
+    /// (an error here fails the sync).
+    Journal(&'a [String]),
+    /// That sync succeeded; the events are linked and answered next.
+    Synced(&'a [String]),
 }
 
-/// The test hook called at each [`SyncPoint`]: an error it returns replaces the sync.
+/// The test hook called at each [`SyncPoint`]: an error it returns replaces the step.
 #[cfg(test)]
 type Hook = dyn Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync;
 
@@ -578,6 +697,11 @@ type Hook = dyn Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync;
 struct Hooks {
     #[cfg(test)]
     hook: Option<Arc<Hook>>,
+    /// The boot the sink believes it runs in (`Some(None)`: one it cannot tell).
+    #[cfg(test)]
+    boot: Option<Option<[u8; 36]>>,
+    #[cfg(test)]
+    checkpoint_after: Option<Duration>,
 }
 
 impl Hooks {
@@ -588,6 +712,24 @@ impl Hooks {
             return hook(point);
         }
         Ok(())
+    }
+
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn boot_id(&self) -> Option<[u8; 36]> {
+        #[cfg(test)]
+        if let Some(boot) = self.boot {
+            return boot;
+        }
+        journal::boot_id()
+    }
+
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn checkpoint_after(&self) -> Duration {
+        #[cfg(test)]
+        if let Some(after) = self.checkpoint_after {
+            return after;
+        }
+        journal::CHECKPOINT_AFTER
     }
 }
 
@@ -683,31 +825,26 @@ impl<'a, I: Iterator<Item = &'a Bytes>> Read for FramesReader<'a, I> {
     }
 }
 
-/// An event's two possible names: its key's, and the twin adding its body's digest, made
-/// when first needed.
+/// An event's two possible names, its key's and the twin adding its body's digest, and that
+/// digest (computed once, by the thread writing its temp file).
 struct Names {
     key: String,
-    digested: Option<String>,
+    digest: [u8; 32],
 }
 
 impl Names {
     fn of(body: &VerifiedBody) -> Self {
+        let digest = body_digest(body);
         Self {
-            key: key_file_name(body_key(body).as_deref(), || body_digest(body)),
-            digested: None,
+            key: key_file_name(body_key(body).as_deref(), || digest),
+            digest,
         }
     }
 
-    /// The key's name, or (`second`) the digest-named twin.
-    fn get(&mut self, second: bool, body: &VerifiedBody) -> &str {
-        if !second {
-            return &self.key;
-        }
-        let key = &self.key;
-        self.digested.get_or_insert_with(|| {
-            let stem = key.trim_end_matches(".json");
-            format!("{stem}.{}.json", hex::encode(body_digest(body)))
-        })
+    /// The digest-named twin of the key's name.
+    fn twin(&self) -> String {
+        let stem = self.key.trim_end_matches(".json");
+        format!("{stem}.{}.json", hex::encode(self.digest))
     }
 
     fn both_taken(&self) -> io::Error {
@@ -719,47 +856,25 @@ impl Names {
     }
 }
 
-/// The data stage: where the event goes (its key's name, unless that holds other bytes, or is
-/// anything but a regular file: then its digest-named twin), and a temp file holding its bytes,
-/// synced. A redelivery is byte-identical (the signature is in a header), so it meets its own
-/// copy under one of the two names, and nothing is written.
-fn write_temp(dir: &Path, body: &VerifiedBody, hooks: &Hooks) -> io::Result<NameStep> {
-    let mut names = Names::of(body);
-    let mut second = false;
-    loop {
-        let name = names.get(second, body);
-        match occupant(&dir.join(name), body)? {
-            Occupant::Nothing => break,
-            Occupant::Same => return Ok(NameStep::Found(name.to_owned())),
-            Occupant::Other if !second => second = true,
-            Occupant::Other => return Err(names.both_taken()),
-        }
-    }
-    let name = names.get(second, body);
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{name}", fastrand::u64(..)));
+/// The data stage: the event's names and digest, and a temp file holding its bytes (not
+/// synced: the journal makes them durable).
+fn write_temp(dir: &Path, body: &VerifiedBody, hooks: &Hooks) -> io::Result<(PathBuf, Names)> {
+    let names = Names::of(body);
+    hooks.at(SyncPoint::Data(&names.key))?;
+    let temp = dir.join(format!("{TEMP_PREFIX}{}-{}", fastrand::u64(..), names.key));
     let mut file = create_private(&temp)?;
-    let synced = write_frames(&mut file, body)
-        .and_then(|()| hooks.at(SyncPoint::Data(name)))
-        .and_then(|()| file.sync_data())
-        .inspect(|()| drop(hooks.at(SyncPoint::DataSynced(name))));
-    match synced {
-        Ok(()) => Ok(NameStep::Link {
-            temp,
-            names,
-            second,
-        }),
-        Err(error) => {
-            let _ = fs::remove_file(&temp);
-            Err(error)
-        }
+    let mut slices: Vec<IoSlice<'_>> = body.frames().map(|frame| IoSlice::new(frame)).collect();
+    if let Err(error) = write_all_vectored(&mut file, &mut slices) {
+        let _ = fs::remove_file(&temp);
+        return Err(error);
     }
+    Ok((temp, names))
 }
 
-/// Writes the body's frames as they are, vectored.
-fn write_frames(file: &mut fs::File, body: &VerifiedBody) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = body.frames().map(|frame| IoSlice::new(frame)).collect();
-    let mut slices = &mut slices[..];
-    IoSlice::advance_slices(&mut slices, 0); // skips empty frames
+/// Writes every slice, vectored, however many calls it takes.
+fn write_all_vectored(file: &mut fs::File, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut slices = slices;
+    IoSlice::advance_slices(&mut slices, 0); // skips empty slices
     while !slices.is_empty() {
         match file.write_vectored(slices) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -769,53 +884,6 @@ fn write_frames(file: &mut fs::File, body: &VerifiedBody) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The name stage of one event: its synced temp file linked to its name (atomically, never
-/// replacing anything there; a name taken meanwhile by other bytes sends it to its twin, by
-/// the same bytes makes it a duplicate), then the temp name removed.
-fn link_event(dir: &Path, step: NameStep, body: &VerifiedBody) -> io::Result<Stored> {
-    let (temp, mut names, mut second) = match step {
-        NameStep::Found(file) => {
-            return Ok(Stored {
-                file,
-                duplicate: true,
-            })
-        }
-        NameStep::Link {
-            temp,
-            names,
-            second,
-        } => (temp, names, second),
-    };
-    let linked = loop {
-        let name = names.get(second, body);
-        let target = dir.join(name);
-        let duplicate = match fs::hard_link(&temp, &target) {
-            Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match occupant(&target, body) {
-                Ok(Occupant::Same) => true,
-                Ok(Occupant::Other) if !second => {
-                    second = true;
-                    continue;
-                }
-                Ok(Occupant::Other) => break Err(names.both_taken()),
-                Ok(Occupant::Nothing) => {
-                    break Err(io::Error::other(format!(
-                        "{name} was removed while the event was being stored"
-                    )))
-                }
-                Err(e) => break Err(e),
-            },
-            Err(e) => break Err(e),
-        };
-        break Ok(Stored {
-            file: name.to_owned(),
-            duplicate,
-        });
-    };
-    let _ = fs::remove_file(&temp);
-    linked
 }
 
 /// What an event's name holds.
@@ -989,6 +1057,17 @@ mod tests {
         assert_ne!(file_name(b"x", None), file_name(b"y", None));
     }
 
+    /// The sink directory's entries but its journal, sorted.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != journal::JOURNAL_DIR)
+            .collect();
+        names.sort();
+        names
+    }
+
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("hookgate-sink-{name}-{}", fastrand::u64(..)));
         let _ = fs::remove_dir_all(&dir);
@@ -1022,7 +1101,7 @@ mod tests {
         assert!(again.duplicate);
         assert_eq!(fs::read(dir.join("r1.json")).unwrap(), body);
         assert_eq!(
-            fs::read_dir(&dir).unwrap().count(),
+            listing(&dir).len(),
             1,
             "one file, no temp left"
         );
@@ -1057,7 +1136,7 @@ mod tests {
 
         assert_eq!(fs::read(dir.join(&first.file)).unwrap(), transcript);
         assert_eq!(fs::read(dir.join(&second.file)).unwrap(), audio);
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+        assert_eq!(listing(&dir).len(), 2);
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1110,7 +1189,7 @@ mod tests {
             }
         }
         assert_eq!(fresh, 1, "exactly one copy wins");
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        assert_eq!(listing(&dir).len(), 1);
         assert_eq!(fs::read(dir.join("c9.post_call_audio.json")).unwrap(), body);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -1191,14 +1270,14 @@ mod tests {
         fs::remove_dir_all(&outside).unwrap();
     }
 
-    /// A hook stalling the directory fsync until released, as a hung filesystem would.
+    /// A hook stalling the journal sync until released, as a hung filesystem would.
     #[tokio::test]
     async fn a_store_that_outlasts_its_bound_is_a_retryable_503() {
         let dir = temp_dir("stalled");
         let (release, released) = std::sync::mpsc::channel::<()>();
         let released = Mutex::new(released);
         let hooks = hooks(move |point| {
-            if let SyncPoint::Directory(_) = point {
+            if let SyncPoint::Journal(_) = point {
                 let _ = released.lock().unwrap().recv();
             }
             Ok(())
@@ -1232,7 +1311,7 @@ mod tests {
         let check = || sink.shared.clone().check();
         assert_eq!(check().await, Ok(()));
         assert_eq!(
-            fs::read_dir(&dir).unwrap().count(),
+            listing(&dir).len(),
             0,
             "the probe cleans up"
         );
@@ -1263,6 +1342,7 @@ mod tests {
     fn hooks(hook: impl Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync + 'static) -> Hooks {
         Hooks {
             hook: Some(Arc::new(hook)),
+            ..Hooks::default()
         }
     }
 
@@ -1302,47 +1382,14 @@ mod tests {
         }
     }
 
-    /// The first `TOGETHER` threads to arrive wait (5 s at most) until they all have: only
-    /// syncs issued together pass it promptly.
-    #[derive(Default)]
-    struct Rendezvous {
-        arrived: Mutex<usize>,
-        all: std::sync::Condvar,
-    }
-
-    const TOGETHER: usize = 8;
-
-    impl Rendezvous {
-        fn arrive(&self) {
-            let mut arrived = self.arrived.lock().unwrap();
-            *arrived += 1;
-            if *arrived >= TOGETHER {
-                self.all.notify_all();
-                return;
-            }
-            let _ = self
-                .all
-                .wait_timeout_while(arrived, Duration::from_secs(5), |n| *n < TOGETHER)
-                .unwrap();
-        }
-
-        fn met(&self) -> bool {
-            *self.arrived.lock().unwrap() >= TOGETHER
-        }
-    }
-
     /// What the hook saw, numbered on one clock with the moments the stores returned.
     #[derive(Default)]
     struct Trace {
         clock: std::sync::atomic::AtomicU64,
         batches: Mutex<Vec<usize>>,
-        /// When each file's data sync had succeeded.
-        data: Mutex<HashMap<String, u64>>,
-        /// The first data syncs of events named `b-*` wait here for one another.
-        together: Rendezvous,
-        /// Each directory fsync about to run: when, and for which files.
-        directory: Mutex<Vec<(u64, Vec<String>)>>,
-        /// When the directory fsync covering each file had succeeded.
+        /// Each journal sync about to run: when, and for which files.
+        journal: Mutex<Vec<(u64, Vec<String>)>>,
+        /// When the journal sync covering each file had succeeded.
         synced: Mutex<HashMap<String, u64>>,
     }
 
@@ -1352,37 +1399,26 @@ mod tests {
         }
 
         fn record(&self, point: &SyncPoint<'_>) {
-            let files = |linked: &[Linked]| -> Vec<String> {
-                linked.iter().map(|l| l.stored.file.clone()).collect()
-            };
             match point {
                 SyncPoint::Batch(size) => self.batches.lock().unwrap().push(*size),
-                SyncPoint::Data(name) => {
-                    if name.starts_with("b-") {
-                        self.together.arrive();
-                    }
-                }
-                SyncPoint::DataSynced(name) => {
+                SyncPoint::Data(_) => {}
+                SyncPoint::Journal(files) => {
                     let at = self.tick();
-                    self.data.lock().unwrap().insert((*name).to_owned(), at);
+                    self.journal.lock().unwrap().push((at, files.to_vec()));
                 }
-                SyncPoint::Directory(linked) => {
-                    let at = self.tick();
-                    self.directory.lock().unwrap().push((at, files(linked)));
-                }
-                SyncPoint::Synced(linked) => {
+                SyncPoint::Synced(files) => {
                     let at = self.tick();
                     let mut synced = self.synced.lock().unwrap();
-                    for file in files(linked) {
-                        synced.insert(file, at);
+                    for file in *files {
+                        synced.insert(file.clone(), at);
                     }
                 }
             }
         }
     }
 
-    /// A sink whose first round of the name stage waits at the gate before its directory
-    /// fsync: meanwhile the test queues the other events, which then make the next batch.
+    /// A sink whose first round of the commit stage waits at the gate before its journal
+    /// sync: meanwhile the test queues the other events, which then make the next batch.
     fn gated_sink(
         dir: &Path,
         fail: impl Fn(&SyncPoint<'_>) -> io::Result<()> + Send + Sync + 'static,
@@ -1393,7 +1429,7 @@ mod tests {
         let first = std::sync::atomic::AtomicBool::new(true);
         let hook = hooks(move |point| {
             seen.record(&point);
-            if matches!(point, SyncPoint::Directory(_))
+            if matches!(point, SyncPoint::Journal(_))
                 && first.swap(false, std::sync::atomic::Ordering::SeqCst)
             {
                 held.wait();
@@ -1405,14 +1441,14 @@ mod tests {
     }
 
     /// Stores `first` (its round held at the gate), then `count` more events concurrently,
-    /// waits until `named` of them are synced and waiting for the name stage, opens the gate
-    /// and returns every outcome with the tick at which its store returned.
+    /// waits until `written` of them are written and waiting for the commit stage, opens the
+    /// gate and returns every outcome with the tick at which its store returned.
     async fn store_gated(
         sink: &Sink,
         trace: &Arc<Trace>,
         gate: &Gate,
         first: &'static str,
-        (count, named): (usize, usize),
+        (count, written): (usize, usize),
     ) -> Vec<(String, io::Result<Stored>, u64)> {
         let spawn = |id: String| {
             let (sink, trace) = (sink.clone(), trace.clone());
@@ -1424,13 +1460,13 @@ mod tests {
             })
         };
         let mut tasks = vec![spawn(first.to_owned())];
-        until("the first round reaches its directory fsync", || {
-            !trace.directory.lock().unwrap().is_empty()
+        until("the first round reaches its journal sync", || {
+            !trace.journal.lock().unwrap().is_empty()
         })
         .await;
         tasks.extend((0..count).map(|i| spawn(format!("{first}-{i}"))));
-        until("the others wait for the name stage", || {
-            lock(&sink.shared.committer.names).waiting.len() == named
+        until("the others wait for the commit stage", || {
+            lock(&sink.shared.committer.stage).waiting.len() == written
         })
         .await;
         gate.open();
@@ -1442,31 +1478,24 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_events_share_their_syncs_and_are_answered_only_after_them() {
+    async fn concurrent_events_share_one_journal_sync_and_are_answered_only_after_it() {
         let dir = temp_dir("batch");
         let (sink, trace, gate) = gated_sink(&dir, |_| Ok(()));
         let outcomes = store_gated(&sink, &trace, &gate, "b", (63, 63)).await;
 
         let batches = trace.batches.lock().unwrap().clone();
-        let rounds = trace.directory.lock().unwrap().clone();
-        assert_eq!(batches.iter().sum::<usize>(), 64, "{batches:?}");
+        let rounds = trace.journal.lock().unwrap().clone();
         assert_eq!(
             batches,
             [1, 63],
             "the first alone, then all that queued behind it"
         );
-        assert!(
-            rounds.len() <= 2,
-            "64 stores cost {} directory fsyncs: {rounds:?}",
-            rounds.len()
+        assert_eq!(
+            rounds.iter().map(|(_, files)| files.len()).collect::<Vec<_>>(),
+            [1, 63],
+            "64 stores cost 2 journal syncs: {rounds:?}"
         );
-        let data = trace.data.lock().unwrap().clone();
         let synced = trace.synced.lock().unwrap().clone();
-        assert_eq!(data.len(), 64, "each file's data synced");
-        assert!(
-            trace.together.met(),
-            "the data syncs of the batch issued together ({TOGETHER} at once at least)"
-        );
         for (id, stored, returned) in outcomes {
             let stored = stored.unwrap_or_else(|e| panic!("{id}: {e}"));
             let file = format!("{id}.json");
@@ -1478,33 +1507,25 @@ mod tests {
                 }
             );
             assert_eq!(fs::read(dir.join(&file)).unwrap(), transcription(&id));
-            let (directory, _) = rounds
-                .iter()
-                .find(|(_, files)| files.contains(&file))
-                .unwrap_or_else(|| panic!("{file}: in no directory fsync"));
-            assert!(
-                data[&file] < *directory,
-                "{file}: data synced before its name's round"
-            );
             assert!(
                 synced[&file] < returned,
-                "{file}: answered only after the directory fsync covering it"
+                "{file}: answered only after the journal sync covering it"
             );
         }
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 64, "no temp file left");
+        assert_eq!(listing(&dir).len(), 64, "no temp file left");
         drop(sink);
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_directory_fsync_fails_every_event_it_covers() {
+    async fn a_failed_journal_sync_fails_every_event_it_covers_and_links_none() {
         let dir = temp_dir("batch-fails");
-        // The round holding many events fails its directory fsync, once.
+        // The round holding many events fails its journal sync, once.
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let failing = failed.clone();
         let (sink, trace, gate) = gated_sink(&dir, move |point| match point {
-            SyncPoint::Directory(linked)
-                if linked.len() > 1 && !failing.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+            SyncPoint::Journal(files)
+                if files.len() > 1 && !failing.swap(true, std::sync::atomic::Ordering::SeqCst) =>
             {
                 Err(io::Error::other("injected: the disk failed the flush"))
             }
@@ -1513,42 +1534,44 @@ mod tests {
         let outcomes = store_gated(&sink, &trace, &gate, "f", (31, 31)).await;
         assert!(failed.load(std::sync::atomic::Ordering::SeqCst));
 
-        let rounds = trace.directory.lock().unwrap().clone();
         let synced = trace.synced.lock().unwrap().clone();
-        let failed_round: Vec<String> = rounds
-            .iter()
-            .flat_map(|(_, files)| files)
-            .filter(|file| !synced.contains_key(*file))
-            .cloned()
-            .collect();
-        assert!(failed_round.len() > 1, "{rounds:?}");
-        let mut mock = sink.clone();
+        let mut retries = Vec::new();
         for (id, stored, _) in outcomes {
             let file = format!("{id}.json");
-            if failed_round.contains(&file) {
-                let error = stored.expect_err("no 200 for an event whose fsync failed");
-                assert!(error.to_string().contains("injected"), "{error}");
-                // The sender's retry: a retryable 503 first, then stored.
-                let response = mock
-                    .call(Request::new(VerifiedBody::from_bytes(transcription(&id))))
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), StatusCode::OK, "{id}");
-            } else {
-                assert!(synced.contains_key(&file), "{file}");
+            if synced.contains_key(&file) {
                 assert!(!stored.unwrap().duplicate);
+                assert_eq!(fs::read(dir.join(&file)).unwrap(), transcription(&id));
+            } else {
+                let error = stored.expect_err("no 200 for an event whose journal sync failed");
+                assert!(error.to_string().contains("injected"), "{error}");
+                assert!(!dir.join(&file).exists(), "{file}: never linked");
+                retries.push(id);
             }
-            assert_eq!(fs::read(dir.join(&file)).unwrap(), transcription(&id));
         }
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 32);
-        drop((sink, mock));
+        assert_eq!(retries.len(), 31, "the whole batch failed");
+        assert_eq!(listing(&dir).len(), 1, "no temp file left");
+        // The senders' retries go to a fresh segment and are stored.
+        let mut service = sink.clone();
+        for id in retries {
+            let response = service
+                .call(Request::new(VerifiedBody::from_bytes(transcription(&id))))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{id}");
+            assert_eq!(
+                fs::read(dir.join(format!("{id}.json"))).unwrap(),
+                transcription(&id)
+            );
+        }
+        assert_eq!(listing(&dir).len(), 32);
+        drop((sink, service));
         fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_failed_data_sync_fails_its_event_and_names_nothing() {
+    async fn a_failed_temp_write_fails_its_event_and_names_nothing() {
         let dir = temp_dir("data-fails");
-        // The data sync of `d-3` fails, once.
+        // The temp file of `d-3` cannot be written, once.
         let failed = std::sync::atomic::AtomicBool::new(false);
         let (mut sink, trace, gate) = gated_sink(&dir, move |point| match point {
             SyncPoint::Data("d-3.json")
@@ -1567,10 +1590,7 @@ mod tests {
                 assert!(!stored.unwrap().duplicate, "{id}");
             }
         }
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let names = listing(&dir);
         assert_eq!(names.len(), 7, "{names:?}");
         assert!(
             !names.iter().any(|name| name.starts_with(TEMP_PREFIX)),
@@ -1581,6 +1601,180 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "the retry is stored");
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Opens a sink on `dir` with these hooks, waiting (5 s at most) for a sink dropped just
+    /// before to release the directory's lock.
+    async fn reopen(dir: &Path, hooks: Hooks) -> Sink {
+        let started = std::time::Instant::now();
+        loop {
+            match Sink::open_with(dir, STORE_TIMEOUT, hooks.clone()) {
+                Ok(sink) => return sink,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn booted(boot: &[u8; 36], checkpoint_after: Duration) -> Hooks {
+        Hooks {
+            boot: Some(Some(*boot)),
+            checkpoint_after: Some(checkpoint_after),
+            ..Hooks::default()
+        }
+    }
+
+    const BOOT: &[u8; 36] = b"11111111-2222-3333-4444-555555555555";
+    const NEXT_BOOT: &[u8; 36] = b"66666666-7777-8888-9999-000000000000";
+
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut found: Vec<PathBuf> = fs::read_dir(dir.join(journal::JOURNAL_DIR))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "seg"))
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Stores three events with a sink that never checkpoints, and returns the journal
+    /// segments as they were before the sink was dropped (as a crash would leave them).
+    async fn journaled(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let sink = reopen(dir, booted(BOOT, Duration::from_secs(3600))).await;
+        for id in ["j1", "j2", "j3"] {
+            assert!(
+                !sink
+                    .store(VerifiedBody::from_bytes(transcription(id)))
+                    .await
+                    .unwrap()
+                    .duplicate
+            );
+        }
+        let kept = segments(dir)
+            .into_iter()
+            .map(|path| {
+                let bytes = fs::read(&path).unwrap();
+                (path, bytes)
+            })
+            .collect::<Vec<_>>();
+        assert!(!kept.is_empty(), "the events were journaled");
+        drop(sink);
+        // The dropped sink's last checkpoint retires its segments and releases the lock.
+        drop(reopen(dir, Hooks::default()).await);
+        assert!(segments(dir).is_empty(), "a clean close leaves no segment");
+        kept
+    }
+
+    /// After a power loss (the segments are from another boot), opening replays them: a name
+    /// lost or torn holds its complete bytes again; an intact one is left alone.
+    #[tokio::test]
+    async fn after_a_power_loss_the_journal_restores_every_acknowledged_event() {
+        let dir = temp_dir("power-loss");
+        let kept = journaled(&dir).await;
+        // What a power loss can leave: the link of j1 lost, the bytes of j2 never written.
+        fs::remove_file(dir.join("j1.json")).unwrap();
+        fs::write(dir.join("j2.json"), b"").unwrap();
+        let untouched = fs::metadata(dir.join("j3.json")).unwrap().ino();
+        for (path, bytes) in &kept {
+            fs::write(path, bytes).unwrap();
+        }
+
+        let sink = reopen(&dir, booted(NEXT_BOOT, Duration::from_secs(3600))).await;
+        for id in ["j1", "j2", "j3"] {
+            assert_eq!(
+                fs::read(dir.join(format!("{id}.json"))).unwrap(),
+                transcription(id),
+                "{id}"
+            );
+        }
+        assert_eq!(fs::metadata(dir.join("j3.json")).unwrap().ino(), untouched);
+        assert!(segments(&dir).is_empty(), "replayed segments are removed");
+        assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json"]);
+        assert!(
+            sink.store(VerifiedBody::from_bytes(transcription("j2")))
+                .await
+                .unwrap()
+                .duplicate
+        );
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// After the process alone died (the same boot), the kernel kept every link: nothing is
+    /// replayed, so a file a reader removed stays removed.
+    #[tokio::test]
+    async fn after_a_process_crash_nothing_is_replayed() {
+        let dir = temp_dir("process-crash");
+        let kept = journaled(&dir).await;
+        fs::remove_file(dir.join("j1.json")).unwrap();
+        for (path, bytes) in &kept {
+            fs::write(path, bytes).unwrap();
+        }
+        let sink = reopen(&dir, booted(BOOT, Duration::from_secs(3600))).await;
+        assert_eq!(listing(&dir), ["j2.json", "j3.json"]);
+        assert!(segments(&dir).is_empty());
+        drop(sink);
+
+        // A system that cannot tell its boot replays, to be safe.
+        for (path, bytes) in &kept {
+            fs::write(path, bytes).unwrap();
+        }
+        let unknown = Hooks {
+            boot: Some(None),
+            ..Hooks::default()
+        };
+        drop(reopen(&dir, unknown).await);
+        assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_sink_on_one_directory_is_refused_until_the_first_is_dropped() {
+        let dir = temp_dir("locked");
+        let first = Sink::open(&dir).unwrap();
+        let Err(Error::SinkDirectory { source, .. }) = Sink::open(&dir) else {
+            panic!("a second sink opened the same directory");
+        };
+        assert_eq!(source.kind(), io::ErrorKind::WouldBlock);
+        assert!(source.to_string().contains("one sink per directory"), "{source}");
+        drop(first);
+        drop(reopen(&dir, Hooks::default()).await);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The checkpoint retires a segment once it is due, with or without more deliveries, and
+    /// the sink goes on storing in a new one.
+    #[tokio::test]
+    async fn segments_are_retired_by_the_checkpoint() {
+        let dir = temp_dir("checkpoint");
+        let sink = reopen(&dir, booted(BOOT, Duration::from_millis(50))).await;
+        let store = |id: &'static str| {
+            let sink = sink.clone();
+            async move {
+                sink.store(VerifiedBody::from_bytes(transcription(id)))
+                    .await
+                    .unwrap()
+            }
+        };
+        store("k1").await;
+        assert_eq!(segments(&dir).len(), 1);
+        until("the idle segment is retired", || segments(&dir).is_empty()).await;
+        store("k2").await;
+        let second = segments(&dir);
+        assert_eq!(second.len(), 1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // The next batch finds its segment due: retires it and starts another.
+        store("k3").await;
+        until("the due segment is retired", || {
+            !segments(&dir).contains(&second[0])
+        })
+        .await;
+        assert_eq!(listing(&dir), ["k1.json", "k2.json", "k3.json"]);
         drop(sink);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -1599,12 +1793,7 @@ mod tests {
         fs::write(dir.join(".tmp-456-partial.json"), &partial[..10]).unwrap();
 
         let sink = Sink::open(&dir).unwrap();
-        let mut names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        assert_eq!(names, ["linked.json"]);
+        assert_eq!(listing(&dir), ["linked.json"]);
         assert_eq!(fs::read(dir.join("linked.json")).unwrap(), linked);
         assert_eq!(fs::metadata(dir.join("linked.json")).unwrap().nlink(), 1);
 
