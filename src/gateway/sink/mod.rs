@@ -370,8 +370,136 @@ type Reply = oneshot::Sender<io::Result<Stored>>;
 struct Written {
     body: VerifiedBody,
     reply: Reply,
-    temp: PathBuf,
+    temp: Temp,
     names: Names,
+}
+
+/// An event's file before it has its name.
+enum Temp {
+    /// An unnamed file (`O_TMPFILE`, Linux): nothing in the directory until it is linked to
+    /// its name, so writing it never contends with the links for the directory, and a crash
+    /// leaves nothing behind. It stays open until then, counted in [`Unnamed`].
+    Unnamed { file: fs::File, _held: UnnamedHeld },
+    /// A `.tmp-` file, where the filesystem has no unnamed files.
+    Named(PathBuf),
+}
+
+impl Temp {
+    /// A new temp file in `dir`, mode exactly `0600`, holding `slices`: unnamed while
+    /// `unnamed` has room.
+    fn write(
+        dir: &Path,
+        unnamed: &Unnamed,
+        key: &str,
+        slices: &mut [IoSlice<'_>],
+    ) -> io::Result<Self> {
+        if let Some(held) = unnamed.take() {
+            let file = create_unnamed(dir)?;
+            write_all_vectored(&file, slices)?;
+            return Ok(Self::Unnamed { file, _held: held });
+        }
+        let path = dir.join(format!("{TEMP_PREFIX}{}-{key}", fastrand::u64(..)));
+        let written = create_private(&path).and_then(|file| write_all_vectored(&file, slices));
+        if let Err(error) = written {
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
+        Ok(Self::Named(path))
+    }
+
+    /// Links the file to `target`, atomically, never replacing what is there.
+    fn link(&self, target: &Path) -> io::Result<()> {
+        match self {
+            Self::Unnamed { file, .. } => link_unnamed(file, target),
+            Self::Named(path) => fs::hard_link(path, target),
+        }
+    }
+
+    /// Drops the temp file's own name, if it has one (a linked file keeps its other name).
+    fn discard(self) {
+        if let Self::Named(path) = self {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// The unnamed temp files open at once: each holds a file descriptor until its event is linked,
+/// so past [`UNNAMED_LIMIT`] (a batch larger than that) events get named temp files, which are
+/// closed once written.
+struct Unnamed {
+    /// Whether the directory's filesystem has unnamed files.
+    works: bool,
+    open: Arc<AtomicUsize>,
+}
+
+/// How many unnamed temp files may be open at once.
+const UNNAMED_LIMIT: usize = 256;
+
+/// One unnamed temp file counted in [`Unnamed`] until dropped.
+struct UnnamedHeld(Arc<AtomicUsize>);
+
+impl Drop for UnnamedHeld {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Unnamed {
+    /// Room for one more unnamed file, if the filesystem has them and the limit allows.
+    fn take(&self) -> Option<UnnamedHeld> {
+        if !self.works {
+            return None;
+        }
+        let taken = self
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (open < UNNAMED_LIMIT).then_some(open + 1)
+            });
+        taken.ok().map(|_| UnnamedHeld(self.open.clone()))
+    }
+}
+
+/// An unnamed file in `dir` (`O_TMPFILE`), mode exactly `0600`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn create_unnamed(dir: &Path) -> io::Result<fs::File> {
+    use rustix::fs::{open, Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+    let file = fs::File::from(open(dir, flags, Mode::from_raw_mode(FILE_MODE))?);
+    // The umask can only take bits away; this puts back any it took.
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
+/// Gives an unnamed file its name: `linkat` through `/proc/self/fd`, which needs no privilege
+/// (`AT_EMPTY_PATH` would).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn link_unnamed(file: &fs::File, target: &Path) -> io::Result<()> {
+    use rustix::fs::{linkat, AtFlags, CWD};
+    use std::os::fd::AsRawFd;
+    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
+    Ok(linkat(CWD, source.as_str(), CWD, target, AtFlags::SYMLINK_FOLLOW)?)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn create_unnamed(_dir: &Path) -> io::Result<fs::File> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn link_unnamed(_file: &fs::File, _target: &Path) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Whether unnamed temp files work in `dir`: one is created, written, linked to a temp name
+/// and removed.
+fn unnamed_files_work(dir: &Path) -> bool {
+    let probe = dir.join(format!("{TEMP_PREFIX}unnamed-{}", fastrand::u64(..)));
+    let linked = create_unnamed(dir).and_then(|mut file| {
+        file.write_all(b"probe\n")?;
+        link_unnamed(&file, &probe)
+    });
+    let _ = fs::remove_file(&probe);
+    linked.is_ok()
 }
 
 /// Where the commit stage sends an event of its batch.
@@ -397,6 +525,8 @@ struct Committer {
     idle: AtomicUsize,
     threads: Mutex<usize>,
     stage: Mutex<CommitStage>,
+    /// Temp files unnamed ([`Temp::Unnamed`]) where the filesystem allows, up to a limit.
+    unnamed: Unnamed,
     /// Held by the round leader from its append to its last link, and by the checkpointer to
     /// retire a segment: a segment is never retired before the links made from it.
     journal: Arc<Mutex<Journal>>,
@@ -426,7 +556,12 @@ impl Committer {
         spawn("hookgate-sink-checkpoint", move || {
             checkpointer.run(retiring);
         })?;
+        let unnamed = Unnamed {
+            works: hooks.unnamed_temps() && unnamed_files_work(&dir),
+            open: Arc::default(),
+        };
         let committer = Arc::new(Self {
+            unnamed,
             queue: Mutex::new(queue),
             queued: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
@@ -487,7 +622,7 @@ impl Committer {
             // A store that gave up waiting (its bound passed) is not started after all: its
             // sender retries.
             if !job.reply.is_closed() {
-                if let Some(written) = write_event(&self.dir, job, &self.hooks) {
+                if let Some(written) = write_event(&self.dir, &self.unnamed, job, &self.hooks) {
                     self.commit(written);
                 }
             }
@@ -534,9 +669,9 @@ fn spawn(name: &str, work: impl FnOnce() + Send + 'static) -> io::Result<()> {
 
 /// The data stage of one event: its temp file written. An event that fails here is answered
 /// at once.
-fn write_event(dir: &Path, job: Job, hooks: &Hooks) -> Option<Written> {
+fn write_event(dir: &Path, unnamed: &Unnamed, job: Job, hooks: &Hooks) -> Option<Written> {
     let Job { body, reply } = job;
-    match write_temp(dir, &body, hooks) {
+    match write_temp(dir, unnamed, &body, hooks) {
         Ok((temp, names)) => Some(Written {
             body,
             reply,
@@ -561,7 +696,7 @@ fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks
         match decide(dir, &written, &decided) {
             Ok(decision) => decided.push((written, decision)),
             Err(error) => {
-                let _ = fs::remove_file(&written.temp);
+                written.temp.discard();
                 let _ = written.reply.send(Err(error));
             }
         }
@@ -617,7 +752,7 @@ fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks
                 }
             }
         };
-        let _ = fs::remove_file(&temp);
+        temp.discard();
         linked.push(outcome.is_ok());
         let _ = reply.send(outcome);
     }
@@ -660,8 +795,8 @@ fn decide(dir: &Path, event: &Written, earlier: &[(Written, Decision)]) -> io::R
 
 /// Links an event's journaled temp file to its chosen name, atomically and never replacing
 /// what is there.
-fn link(dir: &Path, temp: &Path, name: &str) -> io::Result<Stored> {
-    match fs::hard_link(temp, dir.join(name)) {
+fn link(dir: &Path, temp: &Temp, name: &str) -> io::Result<Stored> {
+    match temp.link(&dir.join(name)) {
         Ok(()) => Ok(Stored {
             file: name.to_owned(),
             duplicate: false,
@@ -702,6 +837,9 @@ struct Hooks {
     boot: Option<Option<[u8; 36]>>,
     #[cfg(test)]
     checkpoint_after: Option<Duration>,
+    /// Temp files always named, as on a filesystem without unnamed ones.
+    #[cfg(test)]
+    named_temps: bool,
 }
 
 impl Hooks {
@@ -721,6 +859,15 @@ impl Hooks {
             return boot;
         }
         journal::boot_id()
+    }
+
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
+    fn unnamed_temps(&self) -> bool {
+        #[cfg(test)]
+        if self.named_temps {
+            return false;
+        }
+        true
     }
 
     #[cfg_attr(not(test), allow(clippy::unused_self))]
@@ -858,21 +1005,21 @@ impl Names {
 
 /// The data stage: the event's names and digest, and a temp file holding its bytes (not
 /// synced: the journal makes them durable).
-fn write_temp(dir: &Path, body: &VerifiedBody, hooks: &Hooks) -> io::Result<(PathBuf, Names)> {
+fn write_temp(
+    dir: &Path,
+    unnamed: &Unnamed,
+    body: &VerifiedBody,
+    hooks: &Hooks,
+) -> io::Result<(Temp, Names)> {
     let names = Names::of(body);
     hooks.at(SyncPoint::Data(&names.key))?;
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{}", fastrand::u64(..), names.key));
-    let mut file = create_private(&temp)?;
     let mut slices: Vec<IoSlice<'_>> = body.frames().map(|frame| IoSlice::new(frame)).collect();
-    if let Err(error) = write_all_vectored(&mut file, &mut slices) {
-        let _ = fs::remove_file(&temp);
-        return Err(error);
-    }
+    let temp = Temp::write(dir, unnamed, &names.key, &mut slices)?;
     Ok((temp, names))
 }
 
 /// Writes every slice, vectored, however many calls it takes.
-fn write_all_vectored(file: &mut fs::File, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+fn write_all_vectored(mut file: impl Write, slices: &mut [IoSlice<'_>]) -> io::Result<()> {
     let mut slices = slices;
     IoSlice::advance_slices(&mut slices, 0); // skips empty slices
     while !slices.is_empty() {
@@ -1421,6 +1568,7 @@ mod tests {
     /// sync: meanwhile the test queues the other events, which then make the next batch.
     fn gated_sink(
         dir: &Path,
+        named_temps: bool,
         fail: impl Fn(&SyncPoint<'_>) -> io::Result<()> + Send + Sync + 'static,
     ) -> (Sink, Arc<Trace>, Arc<Gate>) {
         let trace = Arc::new(Trace::default());
@@ -1436,20 +1584,25 @@ mod tests {
             }
             fail(&point)
         });
-        let sink = Sink::open_with(dir, STORE_TIMEOUT, hook).unwrap();
+        let hooks = Hooks {
+            named_temps,
+            ..hook
+        };
+        let sink = Sink::open_with(dir, STORE_TIMEOUT, hooks).unwrap();
         (sink, trace, gate)
     }
 
     /// Stores `first` (its round held at the gate), then `count` more events concurrently,
     /// waits until `written` of them are written and waiting for the commit stage, opens the
-    /// gate and returns every outcome with the tick at which its store returned.
+    /// gate and returns every outcome with the tick at which its store returned, and the
+    /// directory's listing just before the gate opened.
     async fn store_gated(
         sink: &Sink,
         trace: &Arc<Trace>,
         gate: &Gate,
         first: &'static str,
         (count, written): (usize, usize),
-    ) -> Vec<(String, io::Result<Stored>, u64)> {
+    ) -> (Vec<(String, io::Result<Stored>, u64)>, Vec<String>) {
         let spawn = |id: String| {
             let (sink, trace) = (sink.clone(), trace.clone());
             tokio::spawn(async move {
@@ -1469,19 +1622,40 @@ mod tests {
             lock(&sink.shared.committer.stage).waiting.len() == written
         })
         .await;
+        let before = listing(sink.shared.dir.as_path());
         gate.open();
         let mut outcomes = Vec::new();
         for task in tasks {
             outcomes.push(task.await.unwrap());
         }
-        outcomes
+        (outcomes, before)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_events_share_one_journal_sync_and_are_answered_only_after_it() {
+        share_one_journal_sync(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_named_temp_files_concurrent_events_share_one_journal_sync_too() {
+        share_one_journal_sync(true).await;
+    }
+
+    async fn share_one_journal_sync(named_temps: bool) {
         let dir = temp_dir("batch");
-        let (sink, trace, gate) = gated_sink(&dir, |_| Ok(()));
-        let outcomes = store_gated(&sink, &trace, &gate, "b", (63, 63)).await;
+        let (sink, trace, gate) = gated_sink(&dir, named_temps, |_| Ok(()));
+        let (outcomes, before) = store_gated(&sink, &trace, &gate, "b", (63, 63)).await;
+        // While the first batch waited for its journal sync, the others were written, and no
+        // event had a name yet: names follow the journal.
+        assert!(
+            before.iter().all(|name| name.starts_with(TEMP_PREFIX)),
+            "{before:?}"
+        );
+        assert_eq!(
+            before.len(),
+            if named_temps { 64 } else { 0 },
+            "temp files: named only where asked, unnamed (invisible) otherwise: {before:?}"
+        );
 
         let batches = trace.batches.lock().unwrap().clone();
         let rounds = trace.journal.lock().unwrap().clone();
@@ -1523,7 +1697,7 @@ mod tests {
         // The round holding many events fails its journal sync, once.
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let failing = failed.clone();
-        let (sink, trace, gate) = gated_sink(&dir, move |point| match point {
+        let (sink, trace, gate) = gated_sink(&dir, false, move |point| match point {
             SyncPoint::Journal(files)
                 if files.len() > 1 && !failing.swap(true, std::sync::atomic::Ordering::SeqCst) =>
             {
@@ -1531,7 +1705,7 @@ mod tests {
             }
             _ => Ok(()),
         });
-        let outcomes = store_gated(&sink, &trace, &gate, "f", (31, 31)).await;
+        let (outcomes, _) = store_gated(&sink, &trace, &gate, "f", (31, 31)).await;
         assert!(failed.load(std::sync::atomic::Ordering::SeqCst));
 
         let synced = trace.synced.lock().unwrap().clone();
@@ -1570,10 +1744,19 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_temp_write_fails_its_event_and_names_nothing() {
+        a_failed_temp_write(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_named_temp_write_fails_its_event_and_names_nothing() {
+        a_failed_temp_write(true).await;
+    }
+
+    async fn a_failed_temp_write(named_temps: bool) {
         let dir = temp_dir("data-fails");
         // The temp file of `d-3` cannot be written, once.
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let (mut sink, trace, gate) = gated_sink(&dir, move |point| match point {
+        let (mut sink, trace, gate) = gated_sink(&dir, named_temps, move |point| match point {
             SyncPoint::Data("d-3.json")
                 if !failed.swap(true, std::sync::atomic::Ordering::SeqCst) =>
             {
@@ -1581,7 +1764,7 @@ mod tests {
             }
             _ => Ok(()),
         });
-        let outcomes = store_gated(&sink, &trace, &gate, "d", (7, 6)).await;
+        let (outcomes, _) = store_gated(&sink, &trace, &gate, "d", (7, 6)).await;
         for (id, stored, _) in outcomes {
             if id == "d-3" {
                 assert!(stored.is_err());
@@ -1603,6 +1786,29 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK, "the retry is stored");
         drop(sink);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unnamed_temp_files_are_bounded_and_counted_until_dropped() {
+        let unnamed = Unnamed {
+            works: true,
+            open: Arc::default(),
+        };
+        let mut held: Vec<UnnamedHeld> =
+            (0..UNNAMED_LIMIT).map_while(|_| unnamed.take()).collect();
+        assert_eq!(held.len(), UNNAMED_LIMIT);
+        assert!(unnamed.take().is_none(), "past the limit: a named temp file");
+        held.pop();
+        let again = unnamed.take();
+        assert!(again.is_some(), "room again once one is dropped");
+        assert!(unnamed.take().is_none());
+        drop((held, again));
+        assert_eq!(unnamed.open.load(Ordering::SeqCst), 0);
+        let unsupported = Unnamed {
+            works: false,
+            open: Arc::default(),
+        };
+        assert!(unsupported.take().is_none());
     }
 
     /// Opens a sink on `dir` with these hooks, waiting (5 s at most) for a sink dropped just
