@@ -14,10 +14,11 @@
 //! printed, what creating an empty file costs here, shows it; so does a build's churn in
 //! `target/`).
 //!
-//! Concurrency 1 is bound by the latency of two syncs (the file's, the directory's), which
-//! varies with whatever else the disk serves; concurrency 64 by the CPU the kernel spends on each
-//! file (create, write, writeback, link, unlink) once the syncs are shared: the `cpu` column
-//! (all threads, per event) tells which. Compare builds by alternating their runs and repeating
+//! Concurrency 1 is bound by the latency of one sync (the journal's `fdatasync`, as costly as the
+//! bare `fdatasync` of a new file), which varies with whatever else the disk serves; concurrency
+//! 64 by the CPU spent on each event once a batch shares its sync: the kernel's file create,
+//! write and link, the key read and the SHA-256 of the body, and the write-back of the checkpoint
+//! (`syncfs`) each second: the `cpu` column (all threads, per event) tells which. Compare builds by alternating their runs and repeating
 //! them, with `SINK_BENCH_KEEP=1` (and removing `target/sink-bench-*` afterwards).
 
 use std::{

@@ -46,7 +46,7 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
     // A redelivery (re-signed, as a sender retry is) answers 200 and leaves one file.
     let answer = post(&url, sign(body.as_bytes()), body.clone()).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 1);
+    assert_eq!(gateway.event_files(), 1);
 
     let cases: Vec<(Option<String>, Vec<u8>, StatusCode, &str)> = vec![
         (
@@ -95,7 +95,7 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
         assert_eq!(answer.headers["content-type"], "application/problem+json");
     }
     assert_eq!(
-        std::fs::read_dir(gateway.events()).unwrap().count(),
+        gateway.event_files(),
         1,
         "nothing refused was stored"
     );
@@ -555,10 +555,15 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
                 .unwrap()
                 .file_name()
                 .to_string_lossy()
-                .starts_with('.')
+                .starts_with(".tmp-")
         })
         .count();
     assert_eq!(leftovers, 0);
+    let segments = std::fs::read_dir(again.events().join(".journal"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert_eq!(segments, 0, "the killed gateway's journal was checkpointed at restart");
     let (id, body) = &acknowledged[0];
     let answer = post(&again.url(), sign(body.as_bytes()), body.clone()).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -630,7 +635,7 @@ async fn tls_with_a_certificate_made_here_serves_http2_and_http1() {
         assert_eq!(response.version(), version);
         assert_eq!(response.status(), StatusCode::OK, "{alpn}");
     }
-    assert_eq!(std::fs::read_dir(gateway.events()).unwrap().count(), 2);
+    assert_eq!(gateway.event_files(), 2);
 }
 
 /// An HTTP client whose connections come from `local` (any 127.0.0.0/8 address is loopback).
@@ -713,7 +718,7 @@ async fn forged_floods_from_several_addresses_never_pass_and_never_crowd_out_the
             "the flood was cut off: {statuses:?}"
         );
     }
-    let stored = std::fs::read_dir(gateway.events()).unwrap().count();
+    let stored = gateway.event_files();
     assert_eq!(stored, 40, "only the legitimate deliveries were stored");
 }
 

@@ -234,6 +234,22 @@ impl Gateway {
         self.dir.join("events")
     }
 
+    /// How many event files the sink directory holds (its own hidden entries, the journal and
+    /// temp files, aside).
+    pub fn event_files(&self) -> usize {
+        std::fs::read_dir(self.events())
+            .unwrap()
+            .filter(|entry| {
+                !entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count()
+    }
+
     /// The spawned gateway's process.
     pub fn child(&mut self) -> &mut Child {
         match &mut self.kind {

@@ -19,7 +19,7 @@
 use std::{
     fs,
     io::{self, IoSlice, Read, Write},
-    os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     sync::{mpsc, Mutex, Weak},
     time::{Duration, Instant},
@@ -92,11 +92,13 @@ impl Journal {
         entries: &[Entry<'_>],
         before_sync: impl FnOnce() -> io::Result<()>,
     ) -> io::Result<()> {
-        if self
-            .active
-            .as_ref()
-            .is_some_and(|s| s.opened.elapsed() >= self.checkpoint_after || s.len >= SEGMENT_LIMIT)
-        {
+        // Due for its checkpoint, or removed from under the sink (the directory deleted and
+        // made again): a segment without a name would keep nothing through a power loss.
+        if self.active.as_ref().is_some_and(|s| {
+            s.opened.elapsed() >= self.checkpoint_after
+                || s.len >= SEGMENT_LIMIT
+                || s.file.metadata().map_or(true, |m| m.nlink() == 0)
+        }) {
             self.retire();
         }
         if self.active.is_none() {
@@ -133,11 +135,21 @@ impl Journal {
             .dir
             .join(format!("{:016x}{SEGMENT_SUFFIX}", self.next));
         self.next += 1;
-        let mut file = fs::OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&path)?;
+        let create = || {
+            fs::OpenOptions::new()
+                .append(true)
+                .create_new(true)
+                .mode(FILE_MODE)
+                .open(&path)
+        };
+        let mut file = match create() {
+            // The journal's directory removed (with the sink's, made again since): made again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_journal_dir(&self.dir)?;
+                create()?
+            }
+            created => created?,
+        };
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(SEGMENT_MAGIC);
         header.extend_from_slice(&self.boot);
@@ -268,8 +280,8 @@ pub(super) struct Opened {
     pub(super) checkpointer: Checkpointer,
 }
 
-/// Opens the journal of the sink directory `dir`: takes its lock (one sink per directory),
-/// then repairs what a crash left. A segment written in this same boot needs no replay (the
+/// Opens the journal of the sink directory `dir`: takes its lock (one sink per directory;
+/// waiting a moment for a sink just dropped to release it), then repairs what a crash left. A segment written in this same boot needs no replay (the
 /// kernel still holds every name its events were linked to, and the `syncfs` makes them
 /// durable); a segment from an earlier boot (a power loss, a kernel crash) is replayed: each
 /// record's name made to hold exactly its bytes (written to a temp file, synced, renamed over
@@ -281,9 +293,7 @@ pub(super) fn open(
 ) -> io::Result<Opened> {
     let journal_dir = dir.join(JOURNAL_DIR);
     if !journal_dir.is_dir() {
-        fs::DirBuilder::new().mode(DIR_MODE).create(&journal_dir)?;
-        fs::set_permissions(&journal_dir, fs::Permissions::from_mode(DIR_MODE))?;
-        sync_dir(dir)?;
+        create_journal_dir(&journal_dir)?;
     }
     let lock_file = fs::OpenOptions::new()
         .read(true)
@@ -292,13 +302,7 @@ pub(super) fn open(
         .truncate(false)
         .mode(FILE_MODE)
         .open(journal_dir.join(LOCK_FILE))?;
-    lock_file.try_lock().map_err(|error| match error {
-        fs::TryLockError::WouldBlock => io::Error::new(
-            io::ErrorKind::WouldBlock,
-            "another sink has this directory open (one sink per directory)",
-        ),
-        fs::TryLockError::Error(error) => error,
-    })?;
+    take_lock(&lock_file)?;
     let mut segments = Vec::new();
     for entry in fs::read_dir(&journal_dir)? {
         let name = entry?.file_name();
@@ -325,7 +329,7 @@ pub(super) fn open(
             }
             sync_dir(dir)?;
         }
-        sync_filesystem(&journal_dir)?;
+        sync_filesystem(&lock_file)?;
         for (_, path) in &segments {
             fs::remove_file(path)?;
         }
@@ -351,6 +355,40 @@ pub(super) fn open(
     })
 }
 
+/// Creates the journal's directory, `0700`, its name durable in the sink's.
+fn create_journal_dir(journal_dir: &Path) -> io::Result<()> {
+    match fs::DirBuilder::new().mode(DIR_MODE).create(journal_dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        created => created?,
+    }
+    fs::set_permissions(journal_dir, fs::Permissions::from_mode(DIR_MODE))?;
+    sync_dir(journal_dir.parent().unwrap_or(Path::new(".")))
+}
+
+/// How long opening waits for the lock: a sink just dropped releases it after its last
+/// checkpoint, moments later.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+/// Takes the directory's lock, waiting for it at most [`LOCK_WAIT`].
+fn take_lock(lock_file: &fs::File) -> io::Result<()> {
+    let started = Instant::now();
+    loop {
+        match lock_file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    "another sink has this directory open (one sink per directory)",
+                ))
+            }
+            Err(fs::TryLockError::Error(error)) => return Err(error),
+        }
+    }
+}
+
 /// Makes `dir/name` hold exactly `body`, durably: left alone when it already does.
 fn restore(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
     let path = dir.join(name);
@@ -372,16 +410,15 @@ fn restore(dir: &Path, name: &str, body: &[u8]) -> io::Result<()> {
     restored
 }
 
-/// Writes back everything cached for the filesystem holding `dir` (Linux's `syncfs(2)`; a
+/// Writes back everything cached for the filesystem holding `on` (Linux's `syncfs(2)`; a
 /// whole-system `sync(2)` elsewhere), and reports a write-back error.
-fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    let handle = fs::File::open(dir)?;
+fn sync_filesystem(on: &fs::File) -> io::Result<()> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    rustix::fs::syncfs(&handle)?;
+    rustix::fs::syncfs(on)?;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     {
         rustix::fs::sync();
-        handle.sync_all()?;
+        on.sync_all()?;
     }
     Ok(())
 }
@@ -429,7 +466,9 @@ impl Checkpointer {
         if self.pending.is_empty() {
             return;
         }
-        if let Err(error) = sync_filesystem(&self.journal_dir) {
+        // Through the lock file's descriptor: it works even should the directory have been
+        // removed from under the sink.
+        if let Err(error) = sync_filesystem(&self.lock_file) {
             tracing::warn!(%error, "sink checkpoint: syncing the filesystem failed; retrying");
             return;
         }

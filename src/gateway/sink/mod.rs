@@ -97,7 +97,8 @@ pub(crate) struct Stored {
 /// A redelivery of an event already stored answers `200` and stores nothing.
 ///
 /// The directory is the sink's while it is open: a lock (`.journal/lock`) refuses a second
-/// sink on it, in this process or another. Readers may read event files and remove them; the
+/// sink on it, in this process or another (opening waits up to 2 s for a sink just dropped to
+/// finish its last checkpoint and release it). Readers may read event files and remove them; the
 /// hidden entries (`.journal/`, `.tmp-*`) are the sink's own.
 ///
 /// # Storing a batch
@@ -1811,20 +1812,10 @@ mod tests {
         assert!(unsupported.take().is_none());
     }
 
-    /// Opens a sink on `dir` with these hooks, waiting (5 s at most) for a sink dropped just
-    /// before to release the directory's lock.
-    async fn reopen(dir: &Path, hooks: Hooks) -> Sink {
-        let started = std::time::Instant::now();
-        loop {
-            match Sink::open_with(dir, STORE_TIMEOUT, hooks.clone()) {
-                Ok(sink) => return sink,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(started.elapsed() < Duration::from_secs(5), "{e}");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
+    /// Opens a sink on `dir` with these hooks (waiting, as any open does, for a sink dropped
+    /// just before to release the directory's lock).
+    fn reopen(dir: &Path, hooks: Hooks) -> Sink {
+        Sink::open_with(dir, STORE_TIMEOUT, hooks).unwrap()
     }
 
     fn booted(boot: &[u8; 36], checkpoint_after: Duration) -> Hooks {
@@ -1851,7 +1842,7 @@ mod tests {
     /// Stores three events with a sink that never checkpoints, and returns the journal
     /// segments as they were before the sink was dropped (as a crash would leave them).
     async fn journaled(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-        let sink = reopen(dir, booted(BOOT, Duration::from_secs(3600))).await;
+        let sink = reopen(dir, booted(BOOT, Duration::from_secs(3600)));
         for id in ["j1", "j2", "j3"] {
             assert!(
                 !sink
@@ -1871,7 +1862,7 @@ mod tests {
         assert!(!kept.is_empty(), "the events were journaled");
         drop(sink);
         // The dropped sink's last checkpoint retires its segments and releases the lock.
-        drop(reopen(dir, Hooks::default()).await);
+        drop(reopen(dir, Hooks::default()));
         assert!(segments(dir).is_empty(), "a clean close leaves no segment");
         kept
     }
@@ -1890,7 +1881,7 @@ mod tests {
             fs::write(path, bytes).unwrap();
         }
 
-        let sink = reopen(&dir, booted(NEXT_BOOT, Duration::from_secs(3600))).await;
+        let sink = reopen(&dir, booted(NEXT_BOOT, Duration::from_secs(3600)));
         for id in ["j1", "j2", "j3"] {
             assert_eq!(
                 fs::read(dir.join(format!("{id}.json"))).unwrap(),
@@ -1921,7 +1912,7 @@ mod tests {
         for (path, bytes) in &kept {
             fs::write(path, bytes).unwrap();
         }
-        let sink = reopen(&dir, booted(BOOT, Duration::from_secs(3600))).await;
+        let sink = reopen(&dir, booted(BOOT, Duration::from_secs(3600)));
         assert_eq!(listing(&dir), ["j2.json", "j3.json"]);
         assert!(segments(&dir).is_empty());
         drop(sink);
@@ -1934,7 +1925,7 @@ mod tests {
             boot: Some(None),
             ..Hooks::default()
         };
-        drop(reopen(&dir, unknown).await);
+        drop(reopen(&dir, unknown));
         assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json"]);
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -1949,7 +1940,7 @@ mod tests {
         assert_eq!(source.kind(), io::ErrorKind::WouldBlock);
         assert!(source.to_string().contains("one sink per directory"), "{source}");
         drop(first);
-        drop(reopen(&dir, Hooks::default()).await);
+        drop(reopen(&dir, Hooks::default()));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1958,7 +1949,7 @@ mod tests {
     #[tokio::test]
     async fn segments_are_retired_by_the_checkpoint() {
         let dir = temp_dir("checkpoint");
-        let sink = reopen(&dir, booted(BOOT, Duration::from_millis(50))).await;
+        let sink = reopen(&dir, booted(BOOT, Duration::from_millis(50)));
         let store = |id: &'static str| {
             let sink = sink.clone();
             async move {
