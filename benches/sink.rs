@@ -203,7 +203,14 @@ fn main() {
         // The sink's own entries (its journal, temp files) are hidden.
         let events = fs::read_dir(&dir)
             .unwrap()
-            .filter(|entry| !entry.as_ref().unwrap().file_name().to_string_lossy().starts_with('.'))
+            .filter(|entry| {
+                !entry
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
             .count();
         assert_eq!(events, count, "one file per event");
         rates.push((concurrency, rate));

@@ -94,11 +94,7 @@ async fn sink_mode_stores_genuine_deliveries_once_and_refuses_the_rest() {
         assert_eq!(answer.code(), code);
         assert_eq!(answer.headers["content-type"], "application/problem+json");
     }
-    assert_eq!(
-        gateway.event_files(),
-        1,
-        "nothing refused was stored"
-    );
+    assert_eq!(gateway.event_files(), 1, "nothing refused was stored");
 
     let other_path = post(&url.replace("elevenlabs", "other"), sign(b"{}"), "{}").await;
     assert_eq!(other_path.status, StatusCode::NOT_FOUND);
@@ -561,9 +557,18 @@ async fn sigkill_mid_stream_loses_no_acknowledged_event() {
     assert_eq!(leftovers, 0);
     let segments = std::fs::read_dir(again.events().join(".journal"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "seg")
+        })
         .count();
-    assert_eq!(segments, 0, "the killed gateway's journal was checkpointed at restart");
+    assert_eq!(
+        segments, 0,
+        "the killed gateway's journal was checkpointed at restart"
+    );
     let (id, body) = &acknowledged[0];
     let answer = post(&again.url(), sign(body.as_bytes()), body.clone()).await;
     assert_eq!(answer.status, StatusCode::OK);

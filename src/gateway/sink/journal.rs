@@ -106,7 +106,11 @@ impl Journal {
         }
         let segment = self.active.as_mut().expect("a segment was just opened");
         let heads: Vec<Vec<u8>> = entries.iter().map(head).collect();
-        let tails: Vec<[u8; 64]> = entries.iter().zip(&heads).map(|(e, h)| tail(e, h)).collect();
+        let tails: Vec<[u8; 64]> = entries
+            .iter()
+            .zip(&heads)
+            .map(|(e, h)| tail(e, h))
+            .collect();
         let mut slices = Vec::with_capacity(entries.len() * 3);
         for ((entry, head), tail) in entries.iter().zip(&heads).zip(&tails) {
             slices.push(IoSlice::new(head));
@@ -131,9 +135,7 @@ impl Journal {
 
     /// A new segment, its name durable before any record in it is acknowledged.
     fn open_segment(&mut self) -> io::Result<Segment> {
-        let path = self
-            .dir
-            .join(format!("{:016x}{SEGMENT_SUFFIX}", self.next));
+        let path = self.dir.join(format!("{:016x}{SEGMENT_SUFFIX}", self.next));
         self.next += 1;
         let create = || {
             fs::OpenOptions::new()
@@ -257,7 +259,10 @@ fn record(bytes: &[u8]) -> Option<(&str, &[u8], &[u8])> {
 
 /// A name in the sink's directory itself: never a path, a hidden name or a temp name.
 fn plain_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME && !name.starts_with('.') && !name.contains(['/', '\0'])
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('.')
+        && !name.contains(['/', '\0'])
 }
 
 /// The boot a segment was written in, from its header.
@@ -472,14 +477,15 @@ impl Checkpointer {
             tracing::warn!(%error, "sink checkpoint: syncing the filesystem failed; retrying");
             return;
         }
-        self.pending.retain(|segment| match fs::remove_file(segment) {
-            Ok(()) => false,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(error) => {
-                tracing::warn!(%error, "sink checkpoint: removing a journal segment failed");
-                true
-            }
-        });
+        self.pending
+            .retain(|segment| match fs::remove_file(segment) {
+                Ok(()) => false,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                Err(error) => {
+                    tracing::warn!(%error, "sink checkpoint: removing a journal segment failed");
+                    true
+                }
+            });
         if let Err(error) = sync_dir(&self.journal_dir) {
             tracing::warn!(%error, "sink checkpoint: syncing the journal directory failed");
         }
@@ -562,6 +568,17 @@ mod tests {
     }
 
     #[test]
+    fn the_boot_is_the_one_the_system_names() {
+        match fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+            Ok(id) => assert_eq!(
+                boot_id().map(|boot| boot.to_vec()),
+                Some(id.trim().as_bytes().to_vec())
+            ),
+            Err(_) => assert_eq!(boot_id(), None),
+        }
+    }
+
+    #[test]
     fn a_segment_names_its_boot() {
         let dir = std::env::temp_dir().join(format!("hookgate-journal-{}", fastrand::u64(..)));
         fs::create_dir_all(&dir).unwrap();
@@ -571,7 +588,11 @@ mod tests {
         assert_eq!(segment_boot(&path).unwrap(), Some(boot));
         fs::write(&path, &segment(&boot, &[])[..HEADER_LEN - 1]).unwrap();
         assert_eq!(segment_boot(&path).unwrap(), None, "a torn header");
-        fs::write(&path, b"not a segment at all, but long enough to hold a header").unwrap();
+        fs::write(
+            &path,
+            b"not a segment at all, but long enough to hold a header",
+        )
+        .unwrap();
         assert_eq!(segment_boot(&path).unwrap(), None);
         fs::remove_dir_all(&dir).unwrap();
     }

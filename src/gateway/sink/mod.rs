@@ -6,8 +6,10 @@
 //! partial bytes. The journal is in [`journal`].
 
 mod journal;
+mod temp;
 
 use journal::Journal;
+use temp::{unnamed_files_work, Temp, Unnamed};
 
 use super::codes;
 use std::{
@@ -375,134 +377,6 @@ struct Written {
     names: Names,
 }
 
-/// An event's file before it has its name.
-enum Temp {
-    /// An unnamed file (`O_TMPFILE`, Linux): nothing in the directory until it is linked to
-    /// its name, so writing it never contends with the links for the directory, and a crash
-    /// leaves nothing behind. It stays open until then, counted in [`Unnamed`].
-    Unnamed { file: fs::File, _held: UnnamedHeld },
-    /// A `.tmp-` file, where the filesystem has no unnamed files.
-    Named(PathBuf),
-}
-
-impl Temp {
-    /// A new temp file in `dir`, mode exactly `0600`, holding `slices`: unnamed while
-    /// `unnamed` has room.
-    fn write(
-        dir: &Path,
-        unnamed: &Unnamed,
-        key: &str,
-        slices: &mut [IoSlice<'_>],
-    ) -> io::Result<Self> {
-        if let Some(held) = unnamed.take() {
-            let file = create_unnamed(dir)?;
-            write_all_vectored(&file, slices)?;
-            return Ok(Self::Unnamed { file, _held: held });
-        }
-        let path = dir.join(format!("{TEMP_PREFIX}{}-{key}", fastrand::u64(..)));
-        let written = create_private(&path).and_then(|file| write_all_vectored(&file, slices));
-        if let Err(error) = written {
-            let _ = fs::remove_file(&path);
-            return Err(error);
-        }
-        Ok(Self::Named(path))
-    }
-
-    /// Links the file to `target`, atomically, never replacing what is there.
-    fn link(&self, target: &Path) -> io::Result<()> {
-        match self {
-            Self::Unnamed { file, .. } => link_unnamed(file, target),
-            Self::Named(path) => fs::hard_link(path, target),
-        }
-    }
-
-    /// Drops the temp file's own name, if it has one (a linked file keeps its other name).
-    fn discard(self) {
-        if let Self::Named(path) = self {
-            let _ = fs::remove_file(path);
-        }
-    }
-}
-
-/// The unnamed temp files open at once: each holds a file descriptor until its event is linked,
-/// so past [`UNNAMED_LIMIT`] (a batch larger than that) events get named temp files, which are
-/// closed once written.
-struct Unnamed {
-    /// Whether the directory's filesystem has unnamed files.
-    works: bool,
-    open: Arc<AtomicUsize>,
-}
-
-/// How many unnamed temp files may be open at once.
-const UNNAMED_LIMIT: usize = 256;
-
-/// One unnamed temp file counted in [`Unnamed`] until dropped.
-struct UnnamedHeld(Arc<AtomicUsize>);
-
-impl Drop for UnnamedHeld {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-impl Unnamed {
-    /// Room for one more unnamed file, if the filesystem has them and the limit allows.
-    fn take(&self) -> Option<UnnamedHeld> {
-        if !self.works {
-            return None;
-        }
-        let taken = self
-            .open
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
-                (open < UNNAMED_LIMIT).then_some(open + 1)
-            });
-        taken.ok().map(|_| UnnamedHeld(self.open.clone()))
-    }
-}
-
-/// An unnamed file in `dir` (`O_TMPFILE`), mode exactly `0600`.
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn create_unnamed(dir: &Path) -> io::Result<fs::File> {
-    use rustix::fs::{open, Mode, OFlags};
-    let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-    let file = fs::File::from(open(dir, flags, Mode::from_raw_mode(FILE_MODE))?);
-    // The umask can only take bits away; this puts back any it took.
-    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))?;
-    Ok(file)
-}
-
-/// Gives an unnamed file its name: `linkat` through `/proc/self/fd`, which needs no privilege
-/// (`AT_EMPTY_PATH` would).
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn link_unnamed(file: &fs::File, target: &Path) -> io::Result<()> {
-    use rustix::fs::{linkat, AtFlags, CWD};
-    use std::os::fd::AsRawFd;
-    let source = format!("/proc/self/fd/{}", file.as_raw_fd());
-    Ok(linkat(CWD, source.as_str(), CWD, target, AtFlags::SYMLINK_FOLLOW)?)
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn create_unnamed(_dir: &Path) -> io::Result<fs::File> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn link_unnamed(_file: &fs::File, _target: &Path) -> io::Result<()> {
-    Err(io::ErrorKind::Unsupported.into())
-}
-
-/// Whether unnamed temp files work in `dir`: one is created, written, linked to a temp name
-/// and removed.
-fn unnamed_files_work(dir: &Path) -> bool {
-    let probe = dir.join(format!("{TEMP_PREFIX}unnamed-{}", fastrand::u64(..)));
-    let linked = create_unnamed(dir).and_then(|mut file| {
-        file.write_all(b"probe\n")?;
-        link_unnamed(&file, &probe)
-    });
-    let _ = fs::remove_file(&probe);
-    linked.is_ok()
-}
-
 /// Where the commit stage sends an event of its batch.
 enum Decision {
     /// Link it to this name, once the batch is journaled.
@@ -767,9 +641,9 @@ fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks
 /// is still free when the event is linked to it.
 fn decide(dir: &Path, event: &Written, earlier: &[(Written, Decision)]) -> io::Result<Decision> {
     for name in [event.names.key.as_str(), &event.names.twin()] {
-        let in_batch = earlier.iter().position(|(_, decision)| {
-            matches!(decision, Decision::Store(taken) if taken == name)
-        });
+        let in_batch = earlier
+            .iter()
+            .position(|(_, decision)| matches!(decision, Decision::Store(taken) if taken == name));
         match in_batch {
             Some(i) if earlier[i].0.names.digest == event.names.digest => {
                 return Ok(Decision::Found {
@@ -1248,11 +1122,7 @@ mod tests {
             .unwrap();
         assert!(again.duplicate);
         assert_eq!(fs::read(dir.join("r1.json")).unwrap(), body);
-        assert_eq!(
-            listing(&dir).len(),
-            1,
-            "one file, no temp left"
-        );
+        assert_eq!(listing(&dir).len(), 1, "one file, no temp left");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1458,11 +1328,7 @@ mod tests {
         let sink = Sink::open(&dir).unwrap();
         let check = || sink.shared.clone().check();
         assert_eq!(check().await, Ok(()));
-        assert_eq!(
-            listing(&dir).len(),
-            0,
-            "the probe cleans up"
-        );
+        assert_eq!(listing(&dir).len(), 0, "the probe cleans up");
         fs::remove_dir_all(&dir).unwrap();
         let cause = check().await.unwrap_err();
         assert!(cause.contains(&dir.display().to_string()), "{cause}");
@@ -1666,7 +1532,10 @@ mod tests {
             "the first alone, then all that queued behind it"
         );
         assert_eq!(
-            rounds.iter().map(|(_, files)| files.len()).collect::<Vec<_>>(),
+            rounds
+                .iter()
+                .map(|(_, files)| files.len())
+                .collect::<Vec<_>>(),
             [1, 63],
             "64 stores cost 2 journal syncs: {rounds:?}"
         );
@@ -1787,29 +1656,6 @@ mod tests {
         assert_eq!(response.status(), StatusCode::OK, "the retry is stored");
         drop(sink);
         fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn unnamed_temp_files_are_bounded_and_counted_until_dropped() {
-        let unnamed = Unnamed {
-            works: true,
-            open: Arc::default(),
-        };
-        let mut held: Vec<UnnamedHeld> =
-            (0..UNNAMED_LIMIT).map_while(|_| unnamed.take()).collect();
-        assert_eq!(held.len(), UNNAMED_LIMIT);
-        assert!(unnamed.take().is_none(), "past the limit: a named temp file");
-        held.pop();
-        let again = unnamed.take();
-        assert!(again.is_some(), "room again once one is dropped");
-        assert!(unnamed.take().is_none());
-        drop((held, again));
-        assert_eq!(unnamed.open.load(Ordering::SeqCst), 0);
-        let unsupported = Unnamed {
-            works: false,
-            open: Arc::default(),
-        };
-        assert!(unsupported.take().is_none());
     }
 
     /// Opens a sink on `dir` with these hooks (waiting, as any open does, for a sink dropped
@@ -1938,9 +1784,43 @@ mod tests {
             panic!("a second sink opened the same directory");
         };
         assert_eq!(source.kind(), io::ErrorKind::WouldBlock);
-        assert!(source.to_string().contains("one sink per directory"), "{source}");
+        assert!(
+            source.to_string().contains("one sink per directory"),
+            "{source}"
+        );
         drop(first);
         drop(reopen(&dir, Hooks::default()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A journal removed from under the sink (its directory deleted and made again) is made
+    /// again: the next batch goes to a segment that has a name, not to the orphaned one.
+    #[tokio::test]
+    async fn a_journal_removed_from_under_the_sink_is_made_again() {
+        let dir = temp_dir("journal-removed");
+        let sink = reopen(&dir, booted(BOOT, Duration::from_secs(3600)));
+        let store = |id: &'static str| {
+            let sink = sink.clone();
+            async move {
+                sink.store(VerifiedBody::from_bytes(transcription(id)))
+                    .await
+                    .unwrap()
+            }
+        };
+        store("r1").await;
+        let first = segments(&dir);
+        assert_eq!(first.len(), 1);
+        fs::remove_dir_all(dir.join(journal::JOURNAL_DIR)).unwrap();
+        store("r2").await;
+        let second = segments(&dir);
+        assert_eq!(second.len(), 1, "a new segment in a new journal directory");
+        let records = fs::read(&second[0]).unwrap();
+        assert!(
+            records.windows(b"r2.json".len()).any(|w| w == b"r2.json"),
+            "r2 journaled in the new segment"
+        );
+        assert_eq!(listing(&dir), ["r1.json", "r2.json"]);
+        drop(sink);
         fs::remove_dir_all(&dir).unwrap();
     }
 
