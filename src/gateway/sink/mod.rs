@@ -13,6 +13,7 @@ use temp::{unnamed_files_work, Temp, Unnamed};
 
 use super::codes;
 use std::{
+    cell::OnceCell,
     convert::Infallible,
     fs,
     future::Future,
@@ -116,7 +117,7 @@ pub(crate) struct Stored {
 ///    O_EXCL | O_NOFOLLOW`, mode `0600`), not synced, and computes the body's SHA-256.
 /// 2. **Journal**: a written event joins the commit stage. The thread that finds no round of
 ///    it running leads one: it takes every event waiting (the batch), chooses each one's name
-///    (see *Names*), appends one record per event (name, bytes, digests) to the journal's
+///    (see *Names*), appends one record per event (name, bytes, checksum) to the journal's
 ///    current segment with one vectored write, and `fdatasync`s the segment **once** for the
 ///    whole batch.
 /// 3. **Names**: then it hard-links each temp file to its name and removes the temp name, and
@@ -369,7 +370,7 @@ struct Job {
 
 type Reply = oneshot::Sender<io::Result<Stored>>;
 
-/// An event past the data stage: its bytes in a temp file (not synced), its digest known.
+/// An event past the data stage: its bytes in a temp file (not synced), its name's key read.
 struct Written {
     body: VerifiedBody,
     reply: Reply,
@@ -592,7 +593,6 @@ fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks
                 Decision::Store(name) => Some(journal::Entry {
                     name,
                     body: &written.body,
-                    digest: &written.names.digest,
                 }),
                 Decision::Found { .. } => None,
             })
@@ -640,12 +640,18 @@ fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks
 /// one creating names (the directory's lock sees to it across processes), so a name free now
 /// is still free when the event is linked to it.
 fn decide(dir: &Path, event: &Written, earlier: &[(Written, Decision)]) -> io::Result<Decision> {
-    for name in [event.names.key.as_str(), &event.names.twin()] {
+    let twin = OnceCell::new();
+    for second in [false, true] {
+        let name = if second {
+            twin.get_or_init(|| event.names.twin(&event.body)).as_str()
+        } else {
+            event.names.key.as_str()
+        };
         let in_batch = earlier
             .iter()
             .position(|(_, decision)| matches!(decision, Decision::Store(taken) if taken == name));
         match in_batch {
-            Some(i) if earlier[i].0.names.digest == event.names.digest => {
+            Some(i) if same_bytes(&earlier[i].0.body, &event.body) => {
                 return Ok(Decision::Found {
                     name: name.to_owned(),
                     of: Some(i),
@@ -847,26 +853,30 @@ impl<'a, I: Iterator<Item = &'a Bytes>> Read for FramesReader<'a, I> {
     }
 }
 
-/// An event's two possible names, its key's and the twin adding its body's digest, and that
-/// digest (computed once, by the thread writing its temp file).
+/// Whether two bodies hold the same bytes, however they are framed.
+fn same_bytes(a: &VerifiedBody, b: &VerifiedBody) -> bool {
+    a.len() == b.len()
+        && a.frames()
+            .flat_map(|frame| frame.iter())
+            .eq(b.frames().flat_map(|frame| frame.iter()))
+}
+
+/// An event's key's name; its twin, adding the body's digest, is made only when needed.
 struct Names {
     key: String,
-    digest: [u8; 32],
 }
 
 impl Names {
     fn of(body: &VerifiedBody) -> Self {
-        let digest = body_digest(body);
         Self {
-            key: key_file_name(body_key(body).as_deref(), || digest),
-            digest,
+            key: key_file_name(body_key(body).as_deref(), || body_digest(body)),
         }
     }
 
     /// The digest-named twin of the key's name.
-    fn twin(&self) -> String {
+    fn twin(&self, body: &VerifiedBody) -> String {
         let stem = self.key.trim_end_matches(".json");
-        format!("{stem}.{}.json", hex::encode(self.digest))
+        format!("{stem}.{}.json", hex::encode(body_digest(body)))
     }
 
     fn both_taken(&self) -> io::Error {
@@ -878,7 +888,7 @@ impl Names {
     }
 }
 
-/// The data stage: the event's names and digest, and a temp file holding its bytes (not
+/// The data stage: the event's key's name, and a temp file holding its bytes (not
 /// synced: the journal makes them durable).
 fn write_temp(
     dir: &Path,
