@@ -7,7 +7,8 @@
 //!   in interleaved rounds of short batches and prints, per variant, the median and the
 //!   fastest batch (ns per request) and the cost over its bare service.
 //! - `... -- VARIANT CLIENTS N` runs one variant N times (or `hookgate_refused`: every request
-//!   over a rate of one an hour, answered 429 with its problem body) (CLIENTS: `one` or `10k`), for an
+//!   over a rate of one an hour, answered 429 with its problem body; or
+//!   `hookgate_headers_varying`: a `RateLimit` value that differs at every answer) (CLIENTS: `one` or `10k`), for an
 //!   instruction count: under `valgrind --tool=callgrind`, the difference between N = 200 000
 //!   and N = 100 000 divided by 100 000 is the instructions per request, free of start-up.
 
@@ -138,6 +139,15 @@ fn runner(variant: &str, rotating: bool) -> Runner {
         }
         "hookgate_headers" => {
             let mut s = RateLimitLayer::per_client(rate(), client_ip()).layer(full());
+            Box::new(move |n| drive(&mut s, &mut next, n))
+        }
+        "hookgate_headers_varying" => {
+            // One request a second with a burst of a billion: every request takes one more of
+            // the burst, so no two answers carry the same `RateLimit` value (`r` counts down,
+            // `t` grows), unlike the variants above where every answer finds the burst full.
+            let slow = Rate::per_second(NonZeroU32::new(1).unwrap())
+                .burst(NonZeroU32::new(1_000_000_000).unwrap());
+            let mut s = RateLimitLayer::per_client(slow, client_ip()).layer(full());
             Box::new(move |n| drive(&mut s, &mut next, n))
         }
         "bare_json" => {

@@ -161,6 +161,7 @@ where
     K: Hash + Eq + Clone,
 {
     /// Counts one request against `key` and decides, at once.
+    #[inline(always)]
     pub fn decide(&self, key: &K) -> Decision {
         let len_before = self.len();
         let now = self.time.now();
@@ -178,10 +179,17 @@ where
         decision
     }
 
+    #[inline(always)]
     fn decide_keyed(&self, key: &K, now: u64) -> Decision {
         if let Some(tat) = self.map.get(key) {
             return self.gcra.decide(&tat, now);
         }
+        self.decide_new(key, now)
+    }
+
+    /// [`decide_keyed`](Self::decide_keyed) for a key not tracked a moment ago.
+    #[inline(never)]
+    fn decide_new(&self, key: &K, now: u64) -> Decision {
         let tat = self.map.entry(key.clone()).or_insert_with(|| {
             self.len.fetch_add(1, Ordering::Relaxed);
             Tat::default()
@@ -289,6 +297,7 @@ where
     type CheckFuture = Ready<Result<Decision, StoreError>>;
     type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
+    #[inline(always)]
     fn check(&self, key: &K) -> Check<Self::CheckFuture, Decision> {
         Check::Ready(Ok(self.decide(key)))
     }
@@ -327,7 +336,7 @@ enum Time {
 }
 
 impl Time {
-    #[inline]
+    #[inline(always)]
     fn now(&self) -> u64 {
         match self {
             Self::Monotonic { clock, start } => u64::from(clock.now().duration_since(*start)),
@@ -365,6 +374,7 @@ impl Gcra {
     }
 
     /// Counts one request at `now` against `tat` and decides.
+    #[inline(always)]
     fn decide(&self, tat: &Tat, now: u64) -> Decision {
         let Self { t, tau, burst } = *self;
         let mut seen = tat.0.load(Ordering::Acquire);
@@ -380,6 +390,11 @@ impl Gcra {
                 .compare_exchange_weak(seen, next, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
+                    if current <= now {
+                        // The burst was full (the usual case: a client well under its rate),
+                        // and this request took one of it: no division needed.
+                        return Decision::allowed(burst - 1, Duration::from_nanos(t));
+                    }
                     // Requests that could still pass right now, after this one.
                     let remaining = ((now + tau + t).saturating_sub(next)).min(tau + t) / t;
                     // At most `burst`, a `u32`.
