@@ -49,7 +49,7 @@ const VARIANTS: [&str; 8] = [
 fn bare_of(variant: &str) -> &'static str {
     match variant {
         v if v.ends_with("_json") => "bare_json",
-        v if v.starts_with("tower_governor") || v == "bare_axum" => "bare_axum",
+        v if v.starts_with("tower_governor") || v.ends_with("_axum") => "bare_axum",
         _ => "bare_full",
     }
 }
@@ -156,6 +156,15 @@ fn runner(variant: &str, rotating: bool) -> Runner {
         }
         "hookgate_headers_json" => {
             let mut s = RateLimitLayer::per_client(rate(), client_ip()).layer(json());
+            Box::new(move |n| drive(&mut s, &mut next, n))
+        }
+        #[cfg(feature = "axum")]
+        "hookgate_decision_axum" => {
+            // The decision over tower_governor's bare service (axum's `Body`, a smaller
+            // response, moved without a `memcpy` call): needs hookgate's `axum` feature.
+            let mut s = RateLimitLayer::per_client(rate(), client_ip())
+                .shadow()
+                .layer(axum_body());
             Box::new(move |n| drive(&mut s, &mut next, n))
         }
         "bare_axum" => {

@@ -524,6 +524,33 @@ mod tests {
     }
 
     #[test]
+    fn a_value_is_shared_while_r_and_t_repeat_and_written_anew_when_either_changes() {
+        let shared = shared(Placement::PerClient);
+        let mut buf = HeaderBuf::default();
+        let at = |buf: &mut HeaderBuf, r, millis| {
+            shared.headers(buf, r, Duration::from_millis(millis)).1
+        };
+        let first = at(&mut buf, 7, 1_500);
+        // Same r, and t rounds up to the same 2 s: the very same bytes.
+        let again = at(&mut buf, 7, 1_001);
+        assert_eq!(again, "\"client\";r=7;t=2");
+        assert_eq!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Either one changed: a value of its own, right.
+        let other_r = at(&mut buf, 6, 1_500);
+        assert_eq!(other_r, "\"client\";r=6;t=2");
+        assert_ne!(other_r.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        let other_t = at(&mut buf, 6, 2_001);
+        assert_eq!(other_t, "\"client\";r=6;t=3");
+        // Back to an earlier pair: only the last one is remembered, written anew and right.
+        let earlier = at(&mut buf, 7, 1_500);
+        assert_eq!(earlier, "\"client\";r=7;t=2");
+        assert_ne!(earlier.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Every value handed out is intact.
+        assert_eq!(first, "\"client\";r=7;t=2");
+        assert_eq!(other_t, "\"client\";r=6;t=3");
+    }
+
+    #[test]
     fn reset_is_whole_seconds_rounded_up_and_zero_only_when_full() {
         assert_eq!(reset_secs(Duration::ZERO), 0);
         assert_eq!(reset_secs(Duration::from_nanos(1)), 1);

@@ -692,6 +692,39 @@ mod tests {
     }
 
     #[test]
+    fn a_full_burst_reports_one_taken_whether_fresh_refilled_or_just_refilled() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(10)).burst(nz(3)), &clock);
+        let full = (2, Duration::from_millis(100));
+        let fresh = store.decide(&1);
+        assert_eq!((fresh.remaining(), fresh.reset()), full);
+        // Refilled exactly now (the TAT is now): full again.
+        clock.advance(Duration::from_millis(100));
+        let just = store.decide(&1);
+        assert_eq!((just.remaining(), just.reset()), full);
+        // A nanosecond short of refilled: one less remains, and it takes longer.
+        clock.advance(Duration::from_millis(100) - Duration::from_nanos(1));
+        let short = store.decide(&1);
+        assert_eq!(
+            (short.remaining(), short.reset()),
+            (1, Duration::from_millis(200))
+        );
+        // Long refilled: full.
+        clock.advance(Duration::from_secs(60));
+        let refilled = store.decide(&1);
+        assert_eq!((refilled.remaining(), refilled.reset()), full);
+        // A burst of one: nothing remains after a request, full again after the interval.
+        let single_burst =
+            MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), clock.clone());
+        let first = single_burst.decide(&1);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (0, Duration::from_millis(250))
+        );
+        assert!(!single_burst.decide(&1).is_allowed());
+    }
+
+    #[test]
     fn decisions_report_what_remains_and_when_the_burst_is_full_again() {
         let clock = FakeRelativeClock::default();
         let store = store(Rate::per_second(nz(10)).burst(nz(3)), &clock);
