@@ -243,8 +243,8 @@ where
             Extra::Nothing => {}
             Extra::Headers(policy, limit) => {
                 let map = response.headers_mut();
-                map.insert(RATELIMIT_POLICY.clone(), policy);
-                map.insert(RATELIMIT.clone(), limit);
+                map.insert(RATELIMIT_POLICY, policy);
+                map.insert(RATELIMIT, limit);
             }
             Extra::Exceeded(exceeded) => {
                 response.extensions_mut().insert(exceeded);
