@@ -441,6 +441,14 @@ where
                         .extensions_mut()
                         .insert(LookedUpBlock { lookup, key });
                 }
+                if !shared.enforce {
+                    // Shadow mode: nothing to add, written as such where the future is built
+                    // rather than chosen at run time and copied in.
+                    return ResponseFuture::new(Kind::inner(
+                        self.inner.call(request),
+                        Extra::Nothing,
+                    ));
+                }
                 let extra = shared.allowed(&mut self.header_buf, &decision);
                 return ResponseFuture::new(Kind::inner(self.inner.call(request), extra));
             }
