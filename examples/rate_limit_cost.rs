@@ -8,7 +8,9 @@
 //!   fastest batch (ns per request) and the cost over its bare service.
 //! - `... -- VARIANT CLIENTS N` runs one variant N times (or `hookgate_refused`: every request
 //!   over a rate of one an hour, answered 429 with its problem body; or
-//!   `hookgate_headers_varying`: a `RateLimit` value that differs at every answer) (CLIENTS: `one` or `10k`), for an
+//!   `hookgate_headers_varying`: a `RateLimit` value that differs at every answer; or, built
+//!   with hookgate's `axum` feature, `hookgate_decision_axum`: the decision over
+//!   tower_governor's bare service) (CLIENTS: `one` or `10k`), for an
 //!   instruction count: under `valgrind --tool=callgrind`, the difference between N = 200 000
 //!   and N = 100 000 divided by 100 000 is the instructions per request, free of start-up.
 

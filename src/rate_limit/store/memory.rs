@@ -395,8 +395,10 @@ impl Gcra {
                         // and this request took one of it: no division needed.
                         return Decision::allowed(burst - 1, Duration::from_nanos(t));
                     }
-                    // Requests that could still pass right now, after this one.
-                    let remaining = ((now + tau + t).saturating_sub(next)).min(tau + t) / t;
+                    // Requests that could still pass right now, after this one: at most
+                    // `burst - 2` here, since the TAT before this request (`next - t`) is
+                    // past `now`.
+                    let remaining = (now + tau + t).saturating_sub(next) / t;
                     // At most `burst`, a `u32`.
                     let remaining = u32::try_from(remaining).unwrap_or(burst);
                     let missing = burst.saturating_sub(remaining);
