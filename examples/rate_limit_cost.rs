@@ -7,7 +7,10 @@
 //!   in interleaved rounds of short batches and prints, per variant, the median and the
 //!   fastest batch (ns per request) and the cost over its bare service.
 //! - `... -- VARIANT CLIENTS N` runs one variant N times (or `hookgate_refused`: every request
-//!   over a rate of one an hour, answered 429 with its problem body) (CLIENTS: `one` or `10k`), for an
+//!   over a rate of one an hour, answered 429 with its problem body; or
+//!   `hookgate_headers_varying`: a `RateLimit` value that differs at every answer; or, built
+//!   with hookgate's `axum` feature, `hookgate_decision_axum`: the decision over
+//!   tower_governor's bare service) (CLIENTS: `one` or `10k`), for an
 //!   instruction count: under `valgrind --tool=callgrind`, the difference between N = 200 000
 //!   and N = 100 000 divided by 100 000 is the instructions per request, free of start-up.
 
@@ -48,7 +51,7 @@ const VARIANTS: [&str; 8] = [
 fn bare_of(variant: &str) -> &'static str {
     match variant {
         v if v.ends_with("_json") => "bare_json",
-        v if v.starts_with("tower_governor") || v == "bare_axum" => "bare_axum",
+        v if v.starts_with("tower_governor") || v.ends_with("_axum") => "bare_axum",
         _ => "bare_full",
     }
 }
@@ -140,12 +143,30 @@ fn runner(variant: &str, rotating: bool) -> Runner {
             let mut s = RateLimitLayer::per_client(rate(), client_ip()).layer(full());
             Box::new(move |n| drive(&mut s, &mut next, n))
         }
+        "hookgate_headers_varying" => {
+            // One request a second with a burst of a billion: every request takes one more of
+            // the burst, so no two answers carry the same `RateLimit` value (`r` counts down,
+            // `t` grows), unlike the variants above where every answer finds the burst full.
+            let slow = Rate::per_second(NonZeroU32::new(1).unwrap())
+                .burst(NonZeroU32::new(1_000_000_000).unwrap());
+            let mut s = RateLimitLayer::per_client(slow, client_ip()).layer(full());
+            Box::new(move |n| drive(&mut s, &mut next, n))
+        }
         "bare_json" => {
             let mut s = json();
             Box::new(move |n| drive(&mut s, &mut next, n))
         }
         "hookgate_headers_json" => {
             let mut s = RateLimitLayer::per_client(rate(), client_ip()).layer(json());
+            Box::new(move |n| drive(&mut s, &mut next, n))
+        }
+        #[cfg(feature = "axum")]
+        "hookgate_decision_axum" => {
+            // The decision over tower_governor's bare service (axum's `Body`, a smaller
+            // response, moved without a `memcpy` call): needs hookgate's `axum` feature.
+            let mut s = RateLimitLayer::per_client(rate(), client_ip())
+                .shadow()
+                .layer(axum_body());
             Box::new(move |n| drive(&mut s, &mut next, n))
         }
         "bare_axum" => {

@@ -285,9 +285,15 @@ impl ClientIp {
     /// # Errors
     ///
     /// [`Unidentified`] when the request carries no peer address; its reason names the fix.
+    #[inline]
     pub fn identify<B>(&self, request: &Request<B>) -> Result<IpAddr, Unidentified> {
-        let peer = (self.peer)(request.extensions()).ok_or(Unidentified::new(NO_PEER))?;
-        Ok(self.resolve(peer.ip(), request.headers()))
+        match (self.peer)(request.extensions()) {
+            // Every request asks, and most come from an IPv4 peer with no proxy trusted: the
+            // peer is then the client, as `resolve` would find, without the walk's code.
+            Some(SocketAddr::V4(peer)) if self.trusted.is_empty() => Ok(IpAddr::V4(*peer.ip())),
+            Some(peer) => Ok(self.resolve(peer.ip(), request.headers())),
+            None => Err(Unidentified::new(NO_PEER)),
+        }
     }
 
     /// The client of a request from `peer` carrying `headers`: the walk described on
@@ -338,7 +344,14 @@ impl ClientIp {
     /// Whether `client` (as [`identify`](ClientIp::identify) gives it, IPv6 by prefix) is one
     /// of the [`known_senders`](ClientIp::known_senders).
     #[must_use]
+    #[inline]
     pub fn is_known_sender(&self, client: &IpAddr) -> bool {
+        // Every request asks; most deployments declare no sender.
+        !self.known_senders.is_empty() && self.is_listed_sender(client)
+    }
+
+    /// [`is_known_sender`](ClientIp::is_known_sender) with senders declared.
+    fn is_listed_sender(&self, client: &IpAddr) -> bool {
         // IPv6 clients are prefixes (`ipv6_prefix`): a known sender narrower than the prefix is
         // matched by the prefix its addresses are known by.
         match client {

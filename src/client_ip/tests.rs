@@ -233,3 +233,64 @@ fn the_allow_lists_view_tells_every_ipv6_address_apart() {
         ip("2001:db8:1:2::1")
     );
 }
+
+/// A request from `peer` carrying `x-forwarded-for: forwarded`.
+fn from(peer: &str, forwarded: &str) -> Request<()> {
+    let mut request = Request::builder()
+        .header("x-forwarded-for", forwarded)
+        .body(())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(SocketAddr::new(ip(peer), 40_000));
+    request
+}
+
+#[test]
+fn identify_takes_an_ipv4_peer_as_is_only_when_no_proxy_is_trusted() {
+    // No proxy trusted: an IPv4 peer is the client, whatever it forwards.
+    let direct = ClientIp::peer();
+    let request = from("10.0.0.1", "203.0.113.5");
+    assert_eq!(direct.identify(&request), Ok(ip("10.0.0.1")));
+    // The same request from a trusted proxy is its forwarded client's.
+    assert_eq!(
+        xff(&["10.0.0.0/8"]).identify(&request),
+        Ok(ip("203.0.113.5"))
+    );
+    // A proxy trusted elsewhere: this IPv4 peer is not one, so it is the client.
+    assert_eq!(
+        xff(&["192.168.0.0/16"]).identify(&request),
+        Ok(ip("10.0.0.1"))
+    );
+}
+
+#[test]
+fn identify_groups_ipv6_peers_and_unmaps_mapped_ipv4_without_proxies() {
+    let direct = ClientIp::peer();
+    assert_eq!(
+        direct.identify(&from("2001:db8:1:2:aaaa::1", "203.0.113.5")),
+        Ok(ip("2001:db8:1:2::"))
+    );
+    assert_eq!(
+        direct.identify(&from("::ffff:192.0.2.1", "203.0.113.5")),
+        Ok(ip("192.0.2.1"))
+    );
+    // A mapped IPv4 peer inside a trusted range is a proxy like its IPv4 address.
+    assert_eq!(
+        xff(&["192.0.2.0/24"]).identify(&from("::ffff:192.0.2.1", "203.0.113.5")),
+        Ok(ip("203.0.113.5"))
+    );
+}
+
+#[test]
+fn without_declared_senders_no_client_is_a_known_sender() {
+    let key = ClientIp::peer();
+    for client in ["34.67.146.145", "0.0.0.0", "2001:db8:1:2::", "::"] {
+        assert!(!key.is_known_sender(&ip(client)), "{client}");
+    }
+    // One sender declared: only it.
+    let key = key.known_senders(["2001:db8:1:2::7"]).unwrap();
+    assert!(key.is_known_sender(&ip("2001:db8:1:2::")));
+    assert!(!key.is_known_sender(&ip("2001:db8:1:3::")));
+    assert!(!key.is_known_sender(&ip("34.67.146.145")));
+}

@@ -138,10 +138,12 @@ impl KeyExtractor for HeaderKey {
 impl KeyExtractor for ClientIp {
     type Key = IpAddr;
 
+    #[inline]
     fn extract<B>(&self, request: &Request<B>) -> Result<IpAddr, Unidentified> {
         self.identify(request)
     }
 
+    #[inline]
     fn is_known_sender(&self, key: &IpAddr) -> bool {
         ClientIp::is_known_sender(self, key)
     }

@@ -24,10 +24,16 @@ use crate::{
     store::LogGate,
 };
 
+// The names are constants, not statics: each use is a name built at compile time, handed to
+// the header map as it is, where a static's would be cloned (an indirect call) on every answer.
+// Their bytes are static and never written, so the interior mutability the lint warns of
+// (`Bytes`' atomic pointer) is never used.
 /// The `RateLimit-Policy` header (draft-ietf-httpapi-ratelimit-headers-10).
-pub(crate) static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+#[allow(clippy::declare_interior_mutable_const)]
+pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// The `RateLimit` header (draft-ietf-httpapi-ratelimit-headers-10).
-pub(crate) static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+#[allow(clippy::declare_interior_mutable_const)]
+pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The bytes a service sets aside at a time for its `RateLimit` header values (about a dozen).
 const HEADER_CHUNK: usize = 256;
@@ -52,7 +58,17 @@ pub struct RateLimit<S, E, St> {
     shared: Arc<Shared<St>>,
     /// Where this service writes its `RateLimit` header values (see `Shared::headers`); each
     /// clone starts with none.
-    header_buf: BytesMut,
+    header_buf: HeaderBuf,
+}
+
+/// Where a service writes its `RateLimit` header values, and the last one it wrote.
+#[derive(Default)]
+pub(crate) struct HeaderBuf {
+    /// The chunk the values are written into and split off (see `Shared::headers`).
+    chunk: BytesMut,
+    /// The last value written, with its `r` and `t`: a client well under its rate finds its
+    /// burst full at every request, and gets the same value answer after answer.
+    last: Option<(u32, u64, HeaderValue)>,
 }
 
 /// What every service of a [`RateLimitLayer`](super::RateLimitLayer) shares: the store and the
@@ -106,10 +122,8 @@ impl Rejection {
     pub(crate) fn into_response<B: ProblemBody>(self, form: ResponseForm) -> Response<B> {
         let mut response = self.problem.into_response_for(form);
         if let Some((policy, limit)) = self.headers {
-            response
-                .headers_mut()
-                .insert(RATELIMIT_POLICY.clone(), policy);
-            response.headers_mut().insert(RATELIMIT.clone(), limit);
+            response.headers_mut().insert(RATELIMIT_POLICY, policy);
+            response.headers_mut().insert(RATELIMIT, limit);
         }
         if let Some(exceeded) = self.exceeded {
             response.extensions_mut().insert(exceeded);
@@ -125,7 +139,25 @@ impl<St> Shared<St> {
     /// built once (a clone shares it), and the `RateLimit` value is written into `buf`, the
     /// calling service's chunk of a few hundred bytes, and split off it (a new chunk once
     /// every dozen or so answers, freed when the last answer written into it is dropped).
-    fn headers(&self, buf: &mut BytesMut, remaining: u32, reset: Duration) -> RateHeaders {
+    ///
+    /// When `r` and `t` are those of the last value `buf` wrote, that value is shared instead
+    /// (a reference count, no formatting or validation).
+    fn headers(&self, buf: &mut HeaderBuf, remaining: u32, reset: Duration) -> RateHeaders {
+        let reset = reset_secs(reset);
+        let limit = match &buf.last {
+            Some((r, t, value)) if *r == remaining && *t == reset => value.clone(),
+            _ => {
+                let value = self.limit_value(&mut buf.chunk, remaining, reset);
+                buf.last = Some((remaining, reset, value.clone()));
+                value
+            }
+        };
+        (self.policy.clone(), limit)
+    }
+
+    /// The `RateLimit` value for `remaining` requests left and the burst full again after
+    /// `reset` seconds, written into `buf` and split off it.
+    fn limit_value(&self, buf: &mut BytesMut, remaining: u32, reset: u64) -> HeaderValue {
         // `"verified";r=4294967295;t=18446744073709551615` fits in 64 bytes: written on the
         // stack, then copied into `buf` at once.
         let mut value = [0_u8; 64];
@@ -141,14 +173,12 @@ impl<St> Shared<St> {
         let mut digits = itoa::Buffer::new();
         push(digits.format(remaining).as_bytes());
         push(b";t=");
-        push(digits.format(reset_secs(reset)).as_bytes());
+        push(digits.format(reset).as_bytes());
         if buf.capacity() < value.len() {
             *buf = BytesMut::with_capacity(HEADER_CHUNK);
         }
         buf.extend_from_slice(&value[..len]);
-        let value = HeaderValue::from_maybe_shared(buf.split().freeze())
-            .unwrap_or(HeaderValue::from_static(""));
-        (self.policy.clone(), value)
+        HeaderValue::from_maybe_shared(buf.split().freeze()).unwrap_or(HeaderValue::from_static(""))
     }
 
     /// Turns a store's answer into what the layer does.
@@ -158,54 +188,66 @@ impl<St> Shared<St> {
         &self,
         result: Result<Decision, StoreError>,
         may_wait: bool,
-        buf: &mut BytesMut,
+        buf: &mut HeaderBuf,
     ) -> Verdict {
-        let decision = match result {
-            Ok(decision) => decision,
-            Err(error) => {
-                if let Some(suppressed) = self.errors.admit() {
-                    tracing::warn!(
-                        target: "hookgate::rate_limit",
-                        policy = self.placement.policy_name(),
-                        %error,
-                        suppressed,
-                        fail_closed = self.on_store_error == OnStoreError::Reject,
-                        "rate limit store failed"
-                    );
-                }
-                return match self.on_store_error {
-                    OnStoreError::Reject => Verdict::Reject(Box::new(Rejection {
-                        problem: Problem::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            ProblemCode::LIMITER_UNAVAILABLE,
-                        )
-                        .with_retry_after(Duration::from_secs(1)),
-                        headers: None,
-                        exceeded: None,
-                    })),
-                    OnStoreError::Allow => Verdict::Pass {
-                        extra: Extra::Nothing,
-                        block: self.reads_block_list.map(|list| BlockLookup {
-                            list,
-                            blocked: None,
-                            failed: true,
-                        }),
-                    },
-                };
-            }
-        };
-        if decision.is_allowed() {
-            let extra = if self.enforce {
-                let (policy, limit) = self.headers(buf, decision.remaining(), decision.reset());
-                Extra::Headers(policy, limit)
-            } else {
-                Extra::Nothing
-            };
-            return Verdict::Pass {
-                extra,
+        match result {
+            Ok(decision) if decision.is_allowed() => Verdict::Pass {
+                extra: self.allowed(buf, &decision),
                 block: decision.block_lookup(),
-            };
+            },
+            Ok(decision) => self.over_rate(&decision, may_wait, buf),
+            Err(error) => self.store_failed(&error),
         }
+    }
+
+    /// What to add to the answer to an allowed request: the headers while enforcing.
+    #[inline]
+    pub(crate) fn allowed(&self, buf: &mut HeaderBuf, decision: &Decision) -> Extra {
+        if self.enforce {
+            let (policy, limit) = self.headers(buf, decision.remaining(), decision.reset());
+            Extra::Headers(policy, limit)
+        } else {
+            Extra::Nothing
+        }
+    }
+
+    /// What the layer does when the store failed.
+    #[inline(never)]
+    fn store_failed(&self, error: &StoreError) -> Verdict {
+        if let Some(suppressed) = self.errors.admit() {
+            tracing::warn!(
+                target: "hookgate::rate_limit",
+                policy = self.placement.policy_name(),
+                %error,
+                suppressed,
+                fail_closed = self.on_store_error == OnStoreError::Reject,
+                "rate limit store failed"
+            );
+        }
+        match self.on_store_error {
+            OnStoreError::Reject => Verdict::Reject(Box::new(Rejection {
+                problem: Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ProblemCode::LIMITER_UNAVAILABLE,
+                )
+                .with_retry_after(Duration::from_secs(1)),
+                headers: None,
+                exceeded: None,
+            })),
+            OnStoreError::Allow => Verdict::Pass {
+                extra: Extra::Nothing,
+                block: self.reads_block_list.map(|list| BlockLookup {
+                    list,
+                    blocked: None,
+                    failed: true,
+                }),
+            },
+        }
+    }
+
+    /// What the layer does with a request over the rate.
+    #[inline(never)]
+    fn over_rate(&self, decision: &Decision, may_wait: bool, buf: &mut HeaderBuf) -> Verdict {
         let retry_after = decision.reset();
         if !self.enforce {
             tracing::debug!(
@@ -306,7 +348,7 @@ impl<S, E, St> RateLimit<S, E, St> {
             inner,
             extractor,
             shared,
-            header_buf: BytesMut::new(),
+            header_buf: HeaderBuf::default(),
         }
     }
 
@@ -332,7 +374,7 @@ impl<S: Clone, E, St> Clone for RateLimit<S, E, St> {
             inner: self.inner.clone(),
             extractor: Arc::clone(&self.extractor),
             shared: Arc::clone(&self.shared),
-            header_buf: BytesMut::new(),
+            header_buf: HeaderBuf::default(),
         }
     }
 }
@@ -383,13 +425,34 @@ where
         if self.extractor.is_known_sender(&key) {
             return ResponseFuture::new(Kind::inner(self.inner.call(request), Extra::Nothing));
         }
-        let verdict = match shared.store.check(&key) {
-            Check::Ready(result) => shared.judge(result, true, &mut self.header_buf),
+        let result = match shared.store.check(&key) {
+            Check::Ready(result) => result,
             Check::Pending(check) => {
                 let inner = self.take_ready_inner();
                 let deferred = Deferred::new(inner, request, key, &self.shared);
                 return ResponseFuture::new(Kind::checking(check, deferred, true));
             }
+        };
+        let verdict = match result {
+            Ok(decision) if decision.is_allowed() => {
+                // Nearly every request: straight on, with no `Verdict` built and taken apart.
+                if let Some(lookup) = decision.block_lookup() {
+                    request
+                        .extensions_mut()
+                        .insert(LookedUpBlock { lookup, key });
+                }
+                if !shared.enforce {
+                    // Shadow mode: nothing to add, written as such where the future is built
+                    // rather than chosen at run time and copied in.
+                    return ResponseFuture::new(Kind::inner(
+                        self.inner.call(request),
+                        Extra::Nothing,
+                    ));
+                }
+                let extra = shared.allowed(&mut self.header_buf, &decision);
+                return ResponseFuture::new(Kind::inner(self.inner.call(request), extra));
+            }
+            result => shared.judge(result, true, &mut self.header_buf),
         };
         match verdict {
             Verdict::Pass { extra, block } => {
@@ -446,7 +509,7 @@ mod tests {
     #[test]
     fn header_values_are_split_off_shared_chunks_and_stay_intact() {
         let shared = shared(Placement::PerClient);
-        let mut buf = BytesMut::new();
+        let mut buf = HeaderBuf::default();
         // Enough answers to cross several chunks, all alive at once.
         let answers: Vec<RateHeaders> = (0..100)
             .map(|n| shared.headers(&mut buf, n, Duration::from_millis(1_500 * u64::from(n))))
@@ -457,19 +520,46 @@ mod tests {
             assert_eq!(limit, format!("\"client\";r={n};t={t}").as_str());
         }
         assert!(
-            buf.capacity() < HEADER_CHUNK,
+            buf.chunk.capacity() < HEADER_CHUNK,
             "the chunk in use is the service's"
         );
         // The longest value fits.
         let verified = self::shared(Placement::Verified);
         let (_, limit) = verified.headers(
-            &mut BytesMut::new(),
+            &mut HeaderBuf::default(),
             u32::MAX,
             Duration::from_secs(u64::MAX),
         );
         assert_eq!(limit, "\"verified\";r=4294967295;t=18446744073709551615");
         let (_, limit) = verified.headers(&mut buf, 0, Duration::ZERO);
         assert_eq!(limit, "\"verified\";r=0;t=0");
+    }
+
+    #[test]
+    fn a_value_is_shared_while_r_and_t_repeat_and_written_anew_when_either_changes() {
+        let shared = shared(Placement::PerClient);
+        let mut buf = HeaderBuf::default();
+        let at = |buf: &mut HeaderBuf, r, millis| {
+            shared.headers(buf, r, Duration::from_millis(millis)).1
+        };
+        let first = at(&mut buf, 7, 1_500);
+        // Same r, and t rounds up to the same 2 s: the very same bytes.
+        let again = at(&mut buf, 7, 1_001);
+        assert_eq!(again, "\"client\";r=7;t=2");
+        assert_eq!(again.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Either one changed: a value of its own, right.
+        let other_r = at(&mut buf, 6, 1_500);
+        assert_eq!(other_r, "\"client\";r=6;t=2");
+        assert_ne!(other_r.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        let other_t = at(&mut buf, 6, 2_001);
+        assert_eq!(other_t, "\"client\";r=6;t=3");
+        // Back to an earlier pair: only the last one is remembered, written anew and right.
+        let earlier = at(&mut buf, 7, 1_500);
+        assert_eq!(earlier, "\"client\";r=7;t=2");
+        assert_ne!(earlier.as_bytes().as_ptr(), first.as_bytes().as_ptr());
+        // Every value handed out is intact.
+        assert_eq!(first, "\"client\";r=7;t=2");
+        assert_eq!(other_t, "\"client\";r=6;t=3");
     }
 
     #[test]

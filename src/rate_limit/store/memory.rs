@@ -161,6 +161,7 @@ where
     K: Hash + Eq + Clone,
 {
     /// Counts one request against `key` and decides, at once.
+    #[inline(always)]
     pub fn decide(&self, key: &K) -> Decision {
         let len_before = self.len();
         let now = self.time.now();
@@ -178,10 +179,17 @@ where
         decision
     }
 
+    #[inline(always)]
     fn decide_keyed(&self, key: &K, now: u64) -> Decision {
         if let Some(tat) = self.map.get(key) {
             return self.gcra.decide(&tat, now);
         }
+        self.decide_new(key, now)
+    }
+
+    /// [`decide_keyed`](Self::decide_keyed) for a key not tracked a moment ago.
+    #[inline(never)]
+    fn decide_new(&self, key: &K, now: u64) -> Decision {
         let tat = self.map.entry(key.clone()).or_insert_with(|| {
             self.len.fetch_add(1, Ordering::Relaxed);
             Tat::default()
@@ -289,6 +297,7 @@ where
     type CheckFuture = Ready<Result<Decision, StoreError>>;
     type BlockFuture = Ready<Result<Option<Duration>, StoreError>>;
 
+    #[inline(always)]
     fn check(&self, key: &K) -> Check<Self::CheckFuture, Decision> {
         Check::Ready(Ok(self.decide(key)))
     }
@@ -327,7 +336,7 @@ enum Time {
 }
 
 impl Time {
-    #[inline]
+    #[inline(always)]
     fn now(&self) -> u64 {
         match self {
             Self::Monotonic { clock, start } => u64::from(clock.now().duration_since(*start)),
@@ -365,6 +374,7 @@ impl Gcra {
     }
 
     /// Counts one request at `now` against `tat` and decides.
+    #[inline(always)]
     fn decide(&self, tat: &Tat, now: u64) -> Decision {
         let Self { t, tau, burst } = *self;
         let mut seen = tat.0.load(Ordering::Acquire);
@@ -380,8 +390,15 @@ impl Gcra {
                 .compare_exchange_weak(seen, next, Ordering::Release, Ordering::Relaxed)
             {
                 Ok(_) => {
-                    // Requests that could still pass right now, after this one.
-                    let remaining = ((now + tau + t).saturating_sub(next)).min(tau + t) / t;
+                    if current <= now {
+                        // The burst was full (the usual case: a client well under its rate),
+                        // and this request took one of it: no division needed.
+                        return Decision::allowed(burst - 1, Duration::from_nanos(t));
+                    }
+                    // Requests that could still pass right now, after this one: at most
+                    // `burst - 2` here, since the TAT before this request (`next - t`) is
+                    // past `now`.
+                    let remaining = (now + tau + t).saturating_sub(next) / t;
                     // At most `burst`, a `u32`.
                     let remaining = u32::try_from(remaining).unwrap_or(burst);
                     let missing = burst.saturating_sub(remaining);
@@ -674,6 +691,39 @@ mod tests {
         store.fail(&1, Duration::MAX);
         assert_eq!(store.fail(&1, Duration::MAX), Some(Duration::MAX));
         assert!(store.blocked_for(&1).unwrap() > Duration::from_secs(100 * 365 * 24 * 3600));
+    }
+
+    #[test]
+    fn a_full_burst_reports_one_taken_whether_fresh_refilled_or_just_refilled() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(10)).burst(nz(3)), &clock);
+        let full = (2, Duration::from_millis(100));
+        let fresh = store.decide(&1);
+        assert_eq!((fresh.remaining(), fresh.reset()), full);
+        // Refilled exactly now (the TAT is now): full again.
+        clock.advance(Duration::from_millis(100));
+        let just = store.decide(&1);
+        assert_eq!((just.remaining(), just.reset()), full);
+        // A nanosecond short of refilled: one less remains, and it takes longer.
+        clock.advance(Duration::from_millis(100) - Duration::from_nanos(1));
+        let short = store.decide(&1);
+        assert_eq!(
+            (short.remaining(), short.reset()),
+            (1, Duration::from_millis(200))
+        );
+        // Long refilled: full.
+        clock.advance(Duration::from_secs(60));
+        let refilled = store.decide(&1);
+        assert_eq!((refilled.remaining(), refilled.reset()), full);
+        // A burst of one: nothing remains after a request, full again after the interval.
+        let single_burst =
+            MemoryStore::with_clock(Rate::per_second(nz(4)).burst(nz(1)), clock.clone());
+        let first = single_burst.decide(&1);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (0, Duration::from_millis(250))
+        );
+        assert!(!single_burst.decide(&1).is_allowed());
     }
 
     #[test]
