@@ -18,28 +18,27 @@
 
 use super::codes;
 use std::{
-    cell::RefCell,
     collections::HashMap,
     future::Future,
     io,
-    net::{IpAddr, SocketAddr},
+    net::IpAddr,
     pin::Pin,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
-    task::{Context, Poll, Waker},
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
-use crate::{client_checks::TlsConnection, problem::Problem};
-use http::{Request, StatusCode};
+use crate::problem::Problem;
+use http::StatusCode;
 use pin_project_lite::pin_project;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::TcpStream,
 };
-use tower::{util::Oneshot, Service};
+use tower::Service;
 
 /// How long a lingering close reads and discards what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(5);
@@ -344,104 +343,43 @@ impl Drop for InFlight {
     }
 }
 
-/// A connection's hyper service: sets the connection's facts on each request (the peer's
-/// address, and [`TlsConnection`] when the connection is TLS), marks the request as in flight
-/// on the connection's [`Activity`] until its response is ready, and calls the connection's
-/// stack.
-///
-/// In place of hyper-util's `TowerToHyperService`, which clones the whole stack for every
-/// request (hyper's services are called through `&self`, tower's through `&mut self`) and moves
-/// the clone and the request through a `Oneshot` before calling it: here the stack is the
-/// connection's, borrowed for the call. A stack that is not ready at once (none of the
-/// gateway's layers waits for readiness) is cloned and driven to readiness as before, so the
-/// tower contract (`poll_ready` before each `call`) holds either way.
-#[derive(Debug)]
-pub(crate) struct ConnectionService<S> {
-    stack: RefCell<S>,
-    peer: SocketAddr,
-    tls: bool,
+/// Marks each request as in flight on its connection's [`Activity`] until its response is
+/// ready.
+#[derive(Clone, Debug)]
+pub(crate) struct TrackActivity<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl<S> ConnectionService<S> {
-    pub(crate) fn new(stack: S, peer: SocketAddr, tls: bool, activity: Arc<Activity>) -> Self {
-        Self {
-            stack: RefCell::new(stack),
-            peer,
-            tls,
-            activity,
-        }
+impl<S> TrackActivity<S> {
+    pub(crate) fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
     }
 }
 
-impl<S, B> hyper::service::Service<Request<B>> for ConnectionService<S>
+impl<S, R> Service<R> for TrackActivity<S>
 where
-    S: Service<Request<B>> + Clone,
+    S: Service<R>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = Tracked<StackCall<S, Request<B>>>;
+    type Future = Tracked<S::Future>;
 
-    fn call(&self, mut request: Request<B>) -> Self::Future {
-        request.extensions_mut().insert(self.peer);
-        if self.tls {
-            request.extensions_mut().insert(TlsConnection);
-        }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
         let in_flight = self.activity.begin();
-        // Never held across a call of another request's: hyper calls this synchronously, and
-        // the future returned does not borrow the stack.
-        let mut stack = self.stack.borrow_mut();
-        let waker = Waker::noop();
-        let future = match stack.poll_ready(&mut Context::from_waker(waker)) {
-            Poll::Ready(Ok(())) => StackCall::Called {
-                future: stack.call(request),
-            },
-            Poll::Ready(Err(error)) => StackCall::Failed { error: Some(error) },
-            Poll::Pending => StackCall::Waiting {
-                oneshot: Oneshot::new(stack.clone(), request),
-            },
-        };
         Tracked {
-            future,
+            future: self.inner.call(request),
             in_flight: Some(in_flight),
         }
     }
 }
 
 pin_project! {
-    /// The stack's answer to one request: called at once (the usual case), or a clone of the
-    /// stack driven to readiness first.
-    #[project = StackCallProj]
-    pub(crate) enum StackCall<S, R>
-    where
-        S: Service<R>,
-    {
-        Called { #[pin] future: S::Future },
-        Waiting { #[pin] oneshot: Oneshot<S, R> },
-        Failed { error: Option<S::Error> },
-    }
-}
-
-impl<S, R> Future for StackCall<S, R>
-where
-    S: Service<R>,
-{
-    type Output = Result<S::Response, S::Error>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            StackCallProj::Called { future } => future.poll(cx),
-            StackCallProj::Waiting { oneshot } => oneshot.poll(cx),
-            StackCallProj::Failed { error } => {
-                Poll::Ready(Err(error.take().expect("polled after completion")))
-            }
-        }
-    }
-}
-
-pin_project! {
-    /// Response future of [`ConnectionService`]: the request is in flight until it is ready
-    /// (or dropped).
+    /// Response future of [`TrackActivity`].
     pub(crate) struct Tracked<F> {
         #[pin]
         future: F,
@@ -585,119 +523,6 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["code"], "too_many_connections");
-    }
-
-    /// A stack that answers with what the request carried: the peer, whether it came over TLS.
-    #[derive(Clone, Default)]
-    struct Echo {
-        /// `poll_ready` calls answered `Pending` before the stack is ready (shared by clones).
-        not_ready: Arc<AtomicUsize>,
-        /// Clones made.
-        clones: Arc<AtomicUsize>,
-        calls: usize,
-    }
-
-    impl Echo {
-        fn clone_count(&self) -> usize {
-            self.clones.load(Ordering::SeqCst)
-        }
-    }
-
-    struct EchoClone(Echo);
-
-    impl Service<Request<()>> for EchoClone {
-        type Response = (Option<SocketAddr>, bool, usize);
-        type Error = std::convert::Infallible;
-        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
-
-        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            let left = self.0.not_ready.load(Ordering::SeqCst);
-            if left > 0 {
-                self.0.not_ready.store(left - 1, Ordering::SeqCst);
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: Request<()>) -> Self::Future {
-            self.0.calls += 1;
-            let peer = request.extensions().get::<SocketAddr>().copied();
-            let tls = request.extensions().get::<TlsConnection>().is_some();
-            std::future::ready(Ok((peer, tls, self.0.calls)))
-        }
-    }
-
-    impl Clone for EchoClone {
-        fn clone(&self) -> Self {
-            self.0.clones.fetch_add(1, Ordering::SeqCst);
-            Self(self.0.clone())
-        }
-    }
-
-    fn peer() -> SocketAddr {
-        "192.0.2.7:4242".parse().unwrap()
-    }
-
-    #[tokio::test]
-    async fn connection_service_sets_the_peer_and_tls_and_calls_its_own_stack() {
-        use hyper::service::Service as _;
-        for tls in [false, true] {
-            let echo = Echo::default();
-            let service =
-                ConnectionService::new(EchoClone(echo.clone()), peer(), tls, Activity::new());
-            for expected_calls in 1..=3 {
-                let answer = service.call(Request::new(())).await.unwrap();
-                // The connection's stack itself, not a clone per request: its call count grows.
-                assert_eq!(answer, (Some(peer()), tls, expected_calls));
-            }
-            assert_eq!(echo.clone_count(), 0, "a stack ready at once is not cloned");
-        }
-    }
-
-    #[tokio::test]
-    async fn connection_service_drives_a_stack_not_ready_at_once_to_readiness() {
-        use hyper::service::Service as _;
-        let echo = Echo::default();
-        echo.not_ready.store(2, Ordering::SeqCst);
-        let service =
-            ConnectionService::new(EchoClone(echo.clone()), peer(), false, Activity::new());
-        // Not ready when called: a clone is made, polled until ready, and called once.
-        let answer = service.call(Request::new(())).await.unwrap();
-        assert_eq!(answer, (Some(peer()), false, 1));
-        assert_eq!(echo.clone_count(), 1);
-        assert_eq!(echo.not_ready.load(Ordering::SeqCst), 0);
-        // Ready now: the connection's own stack is called (its first call).
-        let answer = service.call(Request::new(())).await.unwrap();
-        assert_eq!(answer, (Some(peer()), false, 1));
-        assert_eq!(echo.clone_count(), 1);
-    }
-
-    #[tokio::test]
-    async fn connection_service_counts_a_request_in_flight_until_its_answer() {
-        use hyper::service::Service as _;
-        let activity = Activity::new();
-        let (send, receive) = tokio::sync::oneshot::channel::<()>();
-        let receive = Arc::new(Mutex::new(Some(receive)));
-        let stack = tower::service_fn(move |_request: Request<()>| {
-            let receive = receive.lock().unwrap().take();
-            async move {
-                if let Some(receive) = receive {
-                    let _ = receive.await;
-                }
-                Ok::<_, std::convert::Infallible>(())
-            }
-        });
-        let service = ConnectionService::new(stack, peer(), false, Arc::clone(&activity));
-        let first = Duration::from_secs(10);
-        let idle = Duration::from_secs(60);
-        let answer = tokio::spawn(service.call(Request::new(())));
-        tokio::task::yield_now().await;
-        assert_eq!(activity.idle_deadline(first, idle), None, "in flight");
-        send.send(()).unwrap();
-        answer.await.unwrap().unwrap();
-        assert!(activity.idle_deadline(first, idle).is_some(), "ended");
-        assert_eq!(activity.requests.load(Ordering::SeqCst), 1);
     }
 
     #[test]

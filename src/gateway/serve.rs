@@ -13,21 +13,27 @@
 
 use std::{future::Future, net::SocketAddr, pin::pin, sync::Arc, time::Duration};
 
-use hyper::rt::{Read, Write};
+use http::Request;
+use hyper::{
+    body::Incoming,
+    rt::{Read, Write},
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
+    service::TowerToHyperService,
 };
 use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
 };
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceBuilder;
 
 use super::{
     builder::{Deadlines, Gateway, REFUSALS_AT_ONCE},
     connections::{
-        self, AcceptErrors, Activity, ConnectionLimits, ConnectionService, Lingering, Refusal,
+        self, AcceptErrors, Activity, ConnectionLimits, Lingering, Refusal, TrackActivity,
     },
     metrics::{self, Metrics},
     rejection_log::RejectionLog,
@@ -35,6 +41,7 @@ use super::{
     stack::{DestinationConfig, Stack, StackFactory},
     Error,
 };
+use crate::client_checks::TlsConnection;
 
 /// How long a TLS handshake may take.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -420,7 +427,18 @@ impl Connection {
     {
         let peer = self.peer;
         let activity = Activity::new();
-        let service = ConnectionService::new(self.stack, peer, is_tls, Arc::clone(&activity));
+        let service = TowerToHyperService::new(TrackActivity::new(
+            ServiceBuilder::new()
+                .map_request(move |mut request: Request<Incoming>| {
+                    request.extensions_mut().insert(peer);
+                    if is_tls {
+                        request.extensions_mut().insert(TlsConnection);
+                    }
+                    request
+                })
+                .service(self.stack.clone()),
+            Arc::clone(&activity),
+        ));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // A client that never finishes its request head is cut off (slowloris); bodies have
         // their own deadline in VerifySignatureLayer.
