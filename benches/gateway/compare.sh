@@ -63,7 +63,7 @@ sleep 1
 
 # Nanoseconds on a CPU so far, summed over the process's threads (schedstat: exact, where
 # /proc/<pid>/stat counts 10 ms ticks).
-cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ n += $1 } END { print n }'; }
+cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ n += $1 } END { printf "%.0f\n", n }'; }
 
 # One load: "p50_µs cpu_ns_per_request".
 load() { # index concurrency

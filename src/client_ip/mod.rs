@@ -178,6 +178,10 @@ const NO_PEER: &str = "no peer address in the request extensions: under axum ser
 pub struct ClientIp {
     trusted: Vec<IpNet>,
     known_senders: Vec<IpNet>,
+    /// The IPv4 known senders as `(network, mask)` integers, worked out once: every delivery
+    /// asks, and a masked compare per network is a few instructions where `Ipv4Net::contains`
+    /// works the mask out from the prefix length each time.
+    known_v4: Vec<(u32, u32)>,
     header: ForwardedHeader,
     ipv6_prefix: u8,
     peer: PeerAddrFn,
@@ -191,6 +195,7 @@ impl ClientIp {
         Self {
             trusted: Vec::new(),
             known_senders: Vec::new(),
+            known_v4: Vec::new(),
             header: ForwardedHeader::XForwardedFor,
             ipv6_prefix: 64,
             peer: default_peer_addr,
@@ -252,6 +257,14 @@ impl ClientIp {
     {
         self.known_senders
             .extend(parse_networks(senders, "client ip: known sender")?);
+        self.known_v4 = self
+            .known_senders
+            .iter()
+            .filter_map(|net| match net {
+                IpNet::V4(net) => Some((u32::from(net.network()), u32::from(net.netmask()))),
+                IpNet::V6(_) => None,
+            })
+            .collect();
         Ok(self)
     }
 
@@ -357,10 +370,12 @@ impl ClientIp {
         match client {
             // Every delivery asks: an IPv4 client is only in IPv4 networks, compared as
             // integers, without the IPv6 prefix of every IPv6 network.
-            IpAddr::V4(ip) => self
-                .known_senders
-                .iter()
-                .any(|net| matches!(net, IpNet::V4(net) if net.contains(ip))),
+            IpAddr::V4(ip) => {
+                let ip = u32::from(*ip);
+                self.known_v4
+                    .iter()
+                    .any(|&(network, mask)| ip & mask == network)
+            }
             IpAddr::V6(_) => self.known_senders.iter().any(|net| {
                 net.contains(client)
                     || (matches!(net, IpNet::V6(_)) && self.group(net.network()) == *client)

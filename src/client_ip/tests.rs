@@ -124,6 +124,59 @@ fn the_fallback_warning_is_due_once_per_interval() {
 }
 
 #[test]
+fn ipv4_known_senders_match_as_their_networks_contain() {
+    let nets = [
+        "10.0.0.0/8",
+        "34.67.146.145",
+        "198.51.100.0/24",
+        "203.0.113.128/25",
+    ];
+    // Declared in two calls: both are kept.
+    let key = ClientIp::peer()
+        .known_senders(&nets[..2])
+        .unwrap()
+        .known_senders(&nets[2..])
+        .unwrap();
+    let parsed: Vec<ipnet::Ipv4Net> = nets
+        .iter()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| format!("{n}/32").parse().unwrap())
+        })
+        .collect();
+    let mut x: u32 = 0x9e37_79b9;
+    let mut candidates: Vec<std::net::Ipv4Addr> = (0..2000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            std::net::Ipv4Addr::from(x)
+        })
+        .collect();
+    for net in &parsed {
+        let (first, last) = (u32::from(net.network()), u32::from(net.broadcast()));
+        for edge in [
+            first.wrapping_sub(1),
+            first,
+            first + 1,
+            last - 1,
+            last,
+            last.wrapping_add(1),
+        ] {
+            candidates.push(edge.into());
+        }
+    }
+    for ip in candidates {
+        let expected = parsed.iter().any(|net| net.contains(&ip));
+        assert_eq!(key.is_known_sender(&IpAddr::V4(ip)), expected, "{ip}");
+    }
+    let everyone = ClientIp::peer().known_senders(["0.0.0.0/0"]).unwrap();
+    assert!(everyone.is_known_sender(&ip("255.255.255.255")));
+    assert!(everyone.is_known_sender(&ip("0.0.0.0")));
+    assert!(!everyone.is_known_sender(&ip("2001:db8::1")));
+}
+
+#[test]
 fn known_senders_are_matched_by_address_and_by_ipv6_prefix() {
     let key = ClientIp::peer()
         .known_senders(["34.67.146.145", "2001:db8:1:2::7", "198.51.100.0/24"])

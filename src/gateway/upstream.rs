@@ -671,10 +671,13 @@ impl Service<Request<VerifiedBody>> for Upstream {
 
     fn call(&mut self, request: Request<VerifiedBody>) -> Self::Future {
         let request = forwarded_request(self, request);
-        let response = self.pool.clone().exchange(request);
+        let pool = self.pool.clone();
         let timeout = self.response_timeout;
+        // The exchange's future is made inside the boxed one, in place, rather than made here
+        // and moved (with its deadline) into the box: a delivery copies it once, not three
+        // times.
         Box::pin(async move {
-            let problem = match tokio::time::timeout(timeout, response).await {
+            let problem = match tokio::time::timeout(timeout, pool.exchange(request)).await {
                 Ok(Ok(response)) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
