@@ -17,9 +17,13 @@
 //! Concurrency 1 is bound by the latency of one sync (the journal's `fdatasync`, as costly as the
 //! bare `fdatasync` of a new file), which varies with whatever else the disk serves; concurrency
 //! 64 by the CPU spent on each event once a batch shares its sync: the kernel's file create,
-//! write and link, the key read and the SHA-256 of the body, and the write-back of the checkpoint
-//! (`syncfs`) each second: the `cpu` column (all threads, per event) tells which. Compare builds by alternating their runs and repeating
-//! them, with `SINK_BENCH_KEEP=1` (and removing `target/sink-bench-*` afterwards).
+//! lookup and link, the key read, the journal's copy and checksum, and the write-back of the
+//! checkpoint (`syncfs`): the `cpu` column (this process's threads, per event) tells which;
+//! `machine` is the whole machine's busy time per event (the kernel's write-back threads
+//! included: compare it only on an otherwise idle machine). A run ends once every event is
+//! answered **and** the sink, closed, has checkpointed its journal, so the write-back a store
+//! defers to the checkpoint counts in its time. Compare builds by alternating their runs and
+//! repeating them, with `SINK_BENCH_KEEP=1` (and removing `target/sink-bench-*` afterwards).
 
 use std::{
     fs,
@@ -92,9 +96,44 @@ async fn run(dir: &Path, count: usize, concurrency: usize, tag: &str) -> (Durati
     for worker in workers {
         latencies.extend(worker.await.unwrap());
     }
+    // Every event answered; then the sink closed, and its journal checkpointed (the names
+    // written back by `syncfs`): the work a store defers counts in the run's time too.
+    drop(sink);
+    let journal = dir.join(".journal");
+    let checkpointed = || {
+        fs::read_dir(&journal).map_or(true, |entries| {
+            !entries
+                .filter_map(Result::ok)
+                .any(|entry| entry.path().extension().is_some_and(|e| e == "seg"))
+        })
+    };
+    while !checkpointed() {
+        assert!(started.elapsed() < Duration::from_secs(120), "checkpointed");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let took = started.elapsed();
     latencies.sort();
     (took, latencies)
+}
+
+/// The whole machine's busy time so far (every CPU, user and system, interrupts included:
+/// the kernel's write-back threads too), from `/proc/stat` (Linux; in clock ticks of 10 ms).
+fn machine_busy() -> Duration {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    // The first line: "cpu" then user nice system idle iowait irq softirq steal ...; all but
+    // idle and iowait are busy.
+    let busy: u64 = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 3 | 4))
+        .filter_map(|(_, field)| field.parse::<u64>().ok())
+        .sum();
+    Duration::from_millis(busy * 10)
 }
 
 /// The CPU time this process has used so far (all threads, user and system), from
@@ -188,15 +227,17 @@ fn main() {
     let mut rates = Vec::new();
     for &concurrency in &levels {
         let dir = base.join(format!("c{concurrency}"));
-        let cpu = cpu_time();
+        let (cpu, busy) = (cpu_time(), machine_busy());
         let (took, latencies) =
             runtime.block_on(run(&dir, count, concurrency, &format!("c{concurrency}")));
-        let cpu = cpu_time() - cpu;
+        let (cpu, busy) = (cpu_time() - cpu, machine_busy() - busy);
         let rate = count as f64 / took.as_secs_f64();
+        let per_event = |time: Duration| time.as_secs_f64() * 1e6 / count as f64;
         println!(
-            "sink c{concurrency:<3} {count} events of {EVENT_LEN} B in {:>6.3} s: {rate:>8.0} events/s, cpu {:>4.0} us/event, latency p50 {:.2} ms, p99 {:.2} ms",
+            "sink c{concurrency:<3} {count} events of {EVENT_LEN} B in {:>6.3} s: {rate:>8.0} events/s, cpu {:>4.0} us/event (machine {:>4.0}), latency p50 {:.2} ms, p99 {:.2} ms",
             took.as_secs_f64(),
-            cpu.as_secs_f64() * 1e6 / count as f64,
+            per_event(cpu),
+            per_event(busy),
             percentile(&latencies, 0.5).as_secs_f64() * 1e3,
             percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         );
