@@ -578,6 +578,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(segment_boot(&path).unwrap(), None);
+        // What cannot be read is an error, not a segment of an unknown boot.
+        let unreadable = dir.join("1.seg");
+        fs::create_dir(&unreadable).unwrap();
+        assert!(segment_boot(&unreadable).is_err());
         fs::remove_dir_all(&dir).unwrap();
     }
 }
