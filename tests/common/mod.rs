@@ -28,6 +28,9 @@ pub fn scratch_dir() -> PathBuf {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    // A process id comes back: what an earlier test process of the same id left here (a
+    // ready file naming a gateway long gone) must not be read as this one's.
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
