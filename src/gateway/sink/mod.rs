@@ -1668,6 +1668,123 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Stores `first` (its round held at the gate), then `bodies` concurrently, which make the
+    /// next batch together; returns their outcomes in order.
+    async fn store_batch(
+        sink: &Sink,
+        trace: &Arc<Trace>,
+        gate: &Gate,
+        first: &'static str,
+        bodies: Vec<Bytes>,
+    ) -> Vec<io::Result<Stored>> {
+        let spawn = |body: Bytes| {
+            let sink = sink.clone();
+            tokio::spawn(async move { sink.store(VerifiedBody::from_bytes(body)).await })
+        };
+        let held = spawn(transcription(first));
+        until("the first round reaches its journal sync", || {
+            !trace.journal.lock().unwrap().is_empty()
+        })
+        .await;
+        let count = bodies.len();
+        let tasks: Vec<_> = bodies.into_iter().map(spawn).collect();
+        until("the others wait for the commit stage", || {
+            lock(&sink.shared.committer.stage).waiting.len() == count
+        })
+        .await;
+        gate.open();
+        held.await.unwrap().unwrap();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        assert_eq!(trace.batches.lock().unwrap()[..], [1, count], "one batch");
+        outcomes
+    }
+
+    /// Within one batch, a copy of an event meets the event (one file, the copy a duplicate)
+    /// and another event claiming its name goes to the digest-named twin.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn copies_and_claimants_in_one_batch_are_told_apart() {
+        let dir = temp_dir("in-batch");
+        let (sink, trace, gate) = gated_sink(&dir, false, |_| Ok(()));
+        let event = transcription("dup");
+        let claimant = Bytes::from(
+            r#"{"type":"speech_to_text_transcription","data":{"request_id":"dup","other":1}}"#,
+        );
+        let outcomes = store_batch(
+            &sink,
+            &trace,
+            &gate,
+            "first",
+            vec![
+                event.clone(),
+                event.clone(),
+                claimant.clone(),
+                event.clone(),
+            ],
+        )
+        .await;
+        let outcomes: Vec<Stored> = outcomes.into_iter().map(Result::unwrap).collect();
+        // The three copies: one file, stored once.
+        let copies = [&outcomes[0], &outcomes[1], &outcomes[3]];
+        let file = &copies[0].file;
+        assert!(copies.iter().all(|copy| &copy.file == file), "{outcomes:?}");
+        assert_eq!(copies.iter().filter(|copy| !copy.duplicate).count(), 1);
+        // The claimant: stored on its own. Whichever of the two came first in the batch has
+        // the name; the other its twin.
+        let other = &outcomes[2];
+        assert!(!other.duplicate && &other.file != file, "{outcomes:?}");
+        let twin = |body: &Bytes| format!("dup.{}.json", hex::encode(Sha256::digest(body)));
+        assert!(
+            (file == "dup.json" && other.file == twin(&claimant))
+                || (other.file == "dup.json" && *file == twin(&event)),
+            "{outcomes:?}"
+        );
+        assert_eq!(fs::read(dir.join(file)).unwrap(), event);
+        assert_eq!(fs::read(dir.join(&other.file)).unwrap(), claimant);
+        assert_eq!(listing(&dir).len(), 3, "the two, and the first event");
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A name taken by another writer between the journal and the link (the directory is not
+    /// the sink's alone after all) is never replaced: the event, and its copies in the batch,
+    /// get a retryable error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_name_taken_before_its_link_fails_the_event_and_its_copies() {
+        let dir = temp_dir("taken");
+        let intruder = dir.clone();
+        let (sink, trace, gate) = gated_sink(&dir, false, move |point| {
+            if let SyncPoint::Synced(names) = point {
+                if names.iter().any(|name| name == "taken.json") {
+                    fs::write(intruder.join("taken.json"), b"another writer's").unwrap();
+                }
+            }
+            Ok(())
+        });
+        let event = transcription("taken");
+        let outcomes = store_batch(&sink, &trace, &gate, "first", vec![event.clone(), event]).await;
+        let errors: Vec<String> = outcomes
+            .into_iter()
+            .map(|outcome| outcome.unwrap_err().to_string())
+            .collect();
+        // Whichever copy came first in the batch was to be linked; the other shares its fate.
+        let failed_link = |e: &String| e.contains("created by another writer");
+        let failed_copy = |e: &String| e.contains("the copy of this event being stored failed");
+        assert!(
+            (failed_link(&errors[0]) && failed_copy(&errors[1]))
+                || (failed_copy(&errors[0]) && failed_link(&errors[1])),
+            "{errors:?}"
+        );
+        assert_eq!(
+            fs::read(dir.join("taken.json")).unwrap(),
+            b"another writer's"
+        );
+        drop(sink);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Opens a sink on `dir` with these hooks (waiting, as any open does, for a sink dropped
     /// just before to release the directory's lock).
     fn reopen(dir: &Path, hooks: Hooks) -> Sink {
