@@ -112,18 +112,19 @@ pub(crate) struct Stored {
 /// of one and waits for nothing but its own sync.
 ///
 /// 1. **Data**: each store is taken by one of the committer's threads (up to 8, started as
-///    concurrent stores first need them), which writes the frames received as they are (one
-///    vectored write, never joined) to a temp file `.tmp-<random>-<name>` (`O_CREAT |
-///    O_EXCL | O_NOFOLLOW`, mode `0600`), not synced, and computes the body's SHA-256.
+///    concurrent stores first need them), which reads the event's key and writes the frames
+///    received as they are (one vectored write, never joined) to a temp file, not synced: an
+///    unnamed one (`O_TMPFILE`, mode `0600`; Linux, up to 256 open at once), or where the
+///    filesystem has none a `.tmp-<random>-<name>` file (`O_CREAT | O_EXCL | O_NOFOLLOW`).
 /// 2. **Journal**: a written event joins the commit stage. The thread that finds no round of
 ///    it running leads one: it takes every event waiting (the batch), chooses each one's name
 ///    (see *Names*), appends one record per event (name, bytes, checksum) to the journal's
 ///    current segment with one vectored write, and `fdatasync`s the segment **once** for the
 ///    whole batch.
-/// 3. **Names**: then it hard-links each temp file to its name and removes the temp name, and
-///    only then answers each event of the batch, `200`. It leads the next round if events are
-///    waiting by then; the other threads go back to the queue meanwhile, so the next events'
-///    temp files are written during the round. A failed journal write or sync answers every
+/// 3. **Names**: then it links each temp file to its name (`linkat`, never replacing; a named
+///    temp file's own name is removed after), and only then answers each event of the batch,
+///    `200`. It leads the next round if events are waiting by then; the other threads go back
+///    to the queue meanwhile, so the next events' temp files are written during the round. A failed journal write or sync answers every
 ///    event of the batch with the error, a retryable `503`, and links none of them.
 /// 4. **Checkpoint**: once its first record is a second old (or it holds 64 MiB), the segment
 ///    is retired and the next batch starts a new one. A checkpointer thread then calls
@@ -145,8 +146,8 @@ pub(crate) struct Stored {
 /// - `fdatasync` of the segment returns once its appended bytes, and the size needed to read
 ///   them back, are on stable storage, the disk's write cache flushed; the segment's own name
 ///   was made durable (a directory fsync) when it was created, before its first record.
-/// - A record carries the SHA-256 of the body and one of the whole record; a record that does
-///   not check out ends the reading of its segment. Only the last batch of a segment can be
+/// - A record carries a CRC-32 of the whole record; a record that does not check out ends the
+///   reading of its segment. Only the last batch of a segment can be
 ///   torn (a batch is appended only after the previous one's sync returned, and a failed one
 ///   retires its segment), and its events were never answered.
 /// - `syncfs` returns once every dirty page and inode of the filesystem is written back, the
