@@ -1328,8 +1328,12 @@ mod tests {
             Some(&codes::SINK_UNAVAILABLE)
         );
         assert!(response.headers().contains_key(header::RETRY_AFTER));
+        // The stalled store then finishes (the event is stored after all: the sender's retry
+        // finds it), and the sink, dropped, releases the directory once it has.
         release.send(()).unwrap();
         drop(sink);
+        drop(reopen(&dir, Hooks::default()));
+        assert_eq!(listing(&dir).len(), 1, "stored after all");
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1710,9 +1714,10 @@ mod tests {
         let dir = temp_dir("in-batch");
         let (sink, trace, gate) = gated_sink(&dir, false, |_| Ok(()));
         let event = transcription("dup");
-        let claimant = Bytes::from(
-            r#"{"type":"speech_to_text_transcription","data":{"request_id":"dup","other":1}}"#,
-        );
+        // As long as the event, so that only its bytes tell them apart.
+        let claimant =
+            Bytes::from(r#"{"type":"SPEECH_TO_TEXT_TRANSCRIPTION","data":{"request_id":"dup"}}"#);
+        assert_eq!(claimant.len(), transcription("dup").len());
         let outcomes = store_batch(
             &sink,
             &trace,
@@ -1817,7 +1822,7 @@ mod tests {
     /// segments as they were before the sink was dropped (as a crash would leave them).
     async fn journaled(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         let sink = reopen(dir, booted(BOOT, Duration::from_secs(3600)));
-        for id in ["j1", "j2", "j3"] {
+        for id in ["j1", "j2", "j3", "j4"] {
             assert!(
                 !sink
                     .store(VerifiedBody::from_bytes(transcription(id)))
@@ -1847,16 +1852,18 @@ mod tests {
     async fn after_a_power_loss_the_journal_restores_every_acknowledged_event() {
         let dir = temp_dir("power-loss");
         let kept = journaled(&dir).await;
-        // What a power loss can leave: the link of j1 lost, the bytes of j2 never written.
+        // What a power loss can leave: the link of j1 lost, the bytes of j2 never written (its
+        // size set, its blocks zeros), j4 empty.
         fs::remove_file(dir.join("j1.json")).unwrap();
-        fs::write(dir.join("j2.json"), b"").unwrap();
+        fs::write(dir.join("j2.json"), vec![0; transcription("j2").len()]).unwrap();
+        fs::write(dir.join("j4.json"), b"").unwrap();
         let untouched = fs::metadata(dir.join("j3.json")).unwrap().ino();
         for (path, bytes) in &kept {
             fs::write(path, bytes).unwrap();
         }
 
         let sink = reopen(&dir, booted(NEXT_BOOT, Duration::from_secs(3600)));
-        for id in ["j1", "j2", "j3"] {
+        for id in ["j1", "j2", "j3", "j4"] {
             assert_eq!(
                 fs::read(dir.join(format!("{id}.json"))).unwrap(),
                 transcription(id),
@@ -1865,7 +1872,7 @@ mod tests {
         }
         assert_eq!(fs::metadata(dir.join("j3.json")).unwrap().ino(), untouched);
         assert!(segments(&dir).is_empty(), "replayed segments are removed");
-        assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json"]);
+        assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json", "j4.json"]);
         assert!(
             sink.store(VerifiedBody::from_bytes(transcription("j2")))
                 .await
@@ -1887,7 +1894,7 @@ mod tests {
             fs::write(path, bytes).unwrap();
         }
         let sink = reopen(&dir, booted(BOOT, Duration::from_secs(3600)));
-        assert_eq!(listing(&dir), ["j2.json", "j3.json"]);
+        assert_eq!(listing(&dir), ["j2.json", "j3.json", "j4.json"]);
         assert!(segments(&dir).is_empty());
         drop(sink);
 
@@ -1900,7 +1907,7 @@ mod tests {
             ..Hooks::default()
         };
         drop(reopen(&dir, unknown));
-        assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json"]);
+        assert_eq!(listing(&dir), ["j1.json", "j2.json", "j3.json", "j4.json"]);
         fs::remove_dir_all(&dir).unwrap();
     }
 
