@@ -1928,20 +1928,20 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Stores the transcription `id`, which must succeed.
+    async fn store_transcription(sink: &Sink, id: &str) -> Stored {
+        sink.store(VerifiedBody::from_bytes(transcription(id)))
+            .await
+            .unwrap()
+    }
+
     /// A journal removed from under the sink (its directory deleted and made again) is made
     /// again: the next batch goes to a segment that has a name, not to the orphaned one.
     #[tokio::test]
     async fn a_journal_removed_from_under_the_sink_is_made_again() {
         let dir = temp_dir("journal-removed");
         let sink = reopen(&dir, booted(BOOT, Duration::from_secs(3600)));
-        let store = |id: &'static str| {
-            let sink = sink.clone();
-            async move {
-                sink.store(VerifiedBody::from_bytes(transcription(id)))
-                    .await
-                    .unwrap()
-            }
-        };
+        let store = |id: &'static str| store_transcription(&sink, id);
         store("r1").await;
         let first = segments(&dir);
         assert_eq!(first.len(), 1);
@@ -1965,14 +1965,7 @@ mod tests {
     async fn segments_are_retired_by_the_checkpoint() {
         let dir = temp_dir("checkpoint");
         let sink = reopen(&dir, booted(BOOT, Duration::from_millis(50)));
-        let store = |id: &'static str| {
-            let sink = sink.clone();
-            async move {
-                sink.store(VerifiedBody::from_bytes(transcription(id)))
-                    .await
-                    .unwrap()
-            }
-        };
+        let store = |id: &'static str| store_transcription(&sink, id);
         store("k1").await;
         assert_eq!(segments(&dir).len(), 1);
         until("the idle segment is retired", || segments(&dir).is_empty()).await;
