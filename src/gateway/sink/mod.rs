@@ -578,31 +578,25 @@ fn commit_batch(dir: &Path, journal: &Mutex<Journal>, batch: Vec<Written>, hooks
             }
         }
     }
-    let stored: Vec<String> = decided
+    let entries: Vec<journal::Entry<'_>> = decided
         .iter()
-        .filter_map(|(_, decision)| match decision {
-            Decision::Store(name) => Some(name.clone()),
+        .filter_map(|(written, decision)| match decision {
+            Decision::Store(name) => Some(journal::Entry {
+                name,
+                body: &written.body,
+            }),
             Decision::Found { .. } => None,
         })
         .collect();
-    let journaled = if stored.is_empty() {
+    let journaled = if entries.is_empty() {
         Ok(())
     } else {
-        let entries: Vec<journal::Entry<'_>> = decided
-            .iter()
-            .filter_map(|(written, decision)| match decision {
-                Decision::Store(name) => Some(journal::Entry {
-                    name,
-                    body: &written.body,
-                }),
-                Decision::Found { .. } => None,
-            })
-            .collect();
-        journal.append(&entries, || hooks.at(SyncPoint::Journal(&stored)))
+        journal.append(&entries, || hooks.at(SyncPoint::Journal(&entries)))
     };
     if journaled.is_ok() {
-        let _ = hooks.at(SyncPoint::Synced(&stored));
+        let _ = hooks.at(SyncPoint::Synced(&entries));
     }
+    drop(entries);
     // Each event's outcome, by its place in the batch: an event found under the name of an
     // earlier one of the batch shares that one's.
     let mut linked: Vec<bool> = Vec::with_capacity(decided.len());
@@ -699,11 +693,11 @@ enum SyncPoint<'a> {
     Batch(usize),
     /// About to write the temp file of the event going to this key name.
     Data(&'a str),
-    /// The journal's records for the events going to these names written, about to be synced
-    /// (an error here fails the sync).
-    Journal(&'a [String]),
+    /// The journal's records for these events written, about to be synced (an error here
+    /// fails the sync).
+    Journal(&'a [journal::Entry<'a>]),
     /// That sync succeeded; the events are linked and answered next.
-    Synced(&'a [String]),
+    Synced(&'a [journal::Entry<'a>]),
 }
 
 /// The test hook called at each [`SyncPoint`]: an error it returns replaces the step.
@@ -1431,15 +1425,16 @@ mod tests {
             match point {
                 SyncPoint::Batch(size) => self.batches.lock().unwrap().push(*size),
                 SyncPoint::Data(_) => {}
-                SyncPoint::Journal(files) => {
+                SyncPoint::Journal(entries) => {
                     let at = self.tick();
-                    self.journal.lock().unwrap().push((at, files.to_vec()));
+                    let files = entries.iter().map(|e| e.name.to_owned()).collect();
+                    self.journal.lock().unwrap().push((at, files));
                 }
-                SyncPoint::Synced(files) => {
+                SyncPoint::Synced(entries) => {
                     let at = self.tick();
                     let mut synced = self.synced.lock().unwrap();
-                    for file in *files {
-                        synced.insert(file.clone(), at);
+                    for entry in *entries {
+                        synced.insert(entry.name.to_owned(), at);
                     }
                 }
             }
@@ -1762,8 +1757,8 @@ mod tests {
         let dir = temp_dir("taken");
         let intruder = dir.clone();
         let (sink, trace, gate) = gated_sink(&dir, false, move |point| {
-            if let SyncPoint::Synced(names) = point {
-                if names.iter().any(|name| name == "taken.json") {
+            if let SyncPoint::Synced(entries) = point {
+                if entries.iter().any(|entry| entry.name == "taken.json") {
                     fs::write(intruder.join("taken.json"), b"another writer's").unwrap();
                 }
             }
