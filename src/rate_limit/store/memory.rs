@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use dashmap::DashMap;
+use dashmap::{mapref::one::Ref, DashMap};
 use governor::clock::{Clock, DefaultClock, Reference};
 
 use super::{Check, Decision, RateLimitStore, StoreError};
@@ -181,20 +181,27 @@ where
 
     #[inline(always)]
     fn decide_keyed(&self, key: &K, now: u64) -> Decision {
-        if let Some(tat) = self.map.get(key) {
-            return self.gcra.decide(&tat, now);
-        }
-        self.decide_new(key, now)
+        // One decision for a tracked key and a new one alike: with a second, out-of-line
+        // decision for new keys, the two would meet in memory (the decision written and read
+        // back on every request).
+        let tat = match self.map.get(key) {
+            Some(tat) => tat,
+            None => self.track(key),
+        };
+        self.gcra.decide(&tat, now)
     }
 
-    /// [`decide_keyed`](Self::decide_keyed) for a key not tracked a moment ago.
+    /// The state of `key`, not tracked a moment ago: added fresh unless another decision just
+    /// added it.
     #[inline(never)]
-    fn decide_new(&self, key: &K, now: u64) -> Decision {
-        let tat = self.map.entry(key.clone()).or_insert_with(|| {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            Tat::default()
-        });
-        self.gcra.decide(&tat, now)
+    fn track(&self, key: &K) -> Ref<'_, K, Tat> {
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                self.len.fetch_add(1, Ordering::Relaxed);
+                Tat::default()
+            })
+            .downgrade()
     }
 
     /// Sweeps idle keys if the last sweep is at least `sweep_interval` ago.
