@@ -183,12 +183,11 @@ where
     fn decide_keyed(&self, key: &K, now: u64) -> Decision {
         // One decision for a tracked key and a new one alike: with a second, out-of-line
         // decision for new keys, the two would meet in memory (the decision written and read
-        // back on every request).
-        let tat = match self.map.get(key) {
-            Some(tat) => tat,
-            None => self.track(key),
-        };
-        self.gcra.decide(&tat, now)
+        // back on every request). A new key's state is put where the lookup's answer lies, so
+        // a tracked key's is read where it is, not moved.
+        let mut tat = self.map.get(key);
+        let tat = tat.get_or_insert_with(|| self.track(key));
+        self.gcra.decide(tat, now)
     }
 
     /// The state of `key`, not tracked a moment ago: added fresh unless another decision just
