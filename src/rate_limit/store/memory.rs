@@ -163,20 +163,14 @@ where
     /// Counts one request against `key` and decides, at once.
     #[inline(always)]
     pub fn decide(&self, key: &K) -> Decision {
-        let len_before = self.len();
         let now = self.time.now();
-        if len_before >= self.max_keys && !self.map.contains_key(key) {
+        if self.len() >= self.max_keys && !self.map.contains_key(key) {
             self.maybe_sweep(now);
             if self.len() >= self.max_keys {
                 return self.gcra.decide(&self.overflow, now).in_overflow();
             }
         }
-        let decision = self.decide_keyed(key, now);
-        // Memory only grows when a key is added: that is when idle keys are swept.
-        if self.len() > len_before {
-            self.maybe_sweep(now);
-        }
-        decision
+        self.decide_keyed(key, now)
     }
 
     #[inline(always)]
@@ -186,14 +180,17 @@ where
         // back on every request). A new key's state is put where the lookup's answer lies, so
         // a tracked key's is read where it is, not moved.
         let mut tat = self.map.get(key);
-        let tat = tat.get_or_insert_with(|| self.track(key));
+        let tat = tat.get_or_insert_with(|| self.track(key, now));
         self.gcra.decide(tat, now)
     }
 
     /// The state of `key`, not tracked a moment ago: added fresh unless another decision just
     /// added it.
     #[inline(never)]
-    fn track(&self, key: &K) -> Ref<'_, K, Tat> {
+    fn track(&self, key: &K, now: u64) -> Ref<'_, K, Tat> {
+        // Memory only grows when a key is added: that is when idle keys are swept (here, where
+        // the decision holds no lock of the map yet, rather than after it on every request).
+        self.maybe_sweep(now);
         self.map
             .entry(key.clone())
             .or_insert_with(|| {
