@@ -529,6 +529,56 @@ mod tests {
     }
 
     #[test]
+    fn callers_racing_to_add_new_keys_add_each_once_and_never_over_grant() {
+        let clock = FakeRelativeClock::default();
+        let store =
+            store(Rate::per_second(nz(50)).burst(nz(100)), &clock).sweep_interval(Duration::ZERO);
+        // Every thread meets the keys untracked at first, and some find a key added by another
+        // when they go to add it: each key is counted once and its burst granted once.
+        let granted: usize = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..60)
+                            .flat_map(|_| [0, 1_000, 2_000, 3_000])
+                            .filter(|key| store.decide(key).is_allowed())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 4 * 100);
+        assert_eq!(store.len(), 4);
+    }
+
+    #[test]
+    fn a_new_key_sweeps_idle_ones_and_starts_with_its_own_full_burst() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(2)), &clock).sweep_interval(Duration::ZERO);
+        assert_eq!(drain(&store, 1), 2);
+        clock.advance(Duration::from_secs(1));
+        // Key 1 has refilled: adding key 2 sweeps it, and key 2's decision is its own.
+        let first = store.decide(&2);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (1, Duration::from_millis(500))
+        );
+        assert_eq!(store.len(), 1);
+        store.decide(&3);
+        assert_eq!(store.len(), 2);
+        // Keys 2 and 3 have refilled: a tracked key sweeps nothing, even with no interval.
+        clock.advance(Duration::from_secs(1));
+        assert!(store.decide(&2).is_allowed());
+        assert_eq!(store.len(), 2, "a tracked key sweeps nothing");
+        // A new key does: key 3 goes, key 2 (just used) stays.
+        assert_eq!(drain(&store, 1), 2);
+        assert_eq!(store.len(), 2);
+        assert!(store.decide(&2).is_allowed());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[test]
     fn idle_keys_are_evicted_by_the_store_itself() {
         let clock = FakeRelativeClock::default();
         let store = store(Rate::per_second(nz(2)), &clock).sweep_interval(Duration::from_secs(5));
