@@ -42,9 +42,11 @@ impl<F, SF, S, ReqBody, K, St> fmt::Debug for ResponseFuture<F, SF, S, ReqBody, 
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.kind {
             Kind::Inner { .. } => "inner",
-            Kind::Rejected { .. } => "rejected",
-            Kind::Checking { .. } => "checking",
-            Kind::Waiting { .. } => "waiting",
+            Kind::Other { other } => match other {
+                Other::Rejected { .. } => "rejected",
+                Other::Checking { .. } => "checking",
+                Other::Waiting { .. } => "waiting",
+            },
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)
@@ -60,6 +62,19 @@ pin_project! {
             future: F,
             extra: Extra,
         },
+        // Every other state in one variant of its own type: the future is dropped after every
+        // request, and with the other states' payloads dropped by a function of their own,
+        // dropping this one is small enough to be inlined (a call otherwise).
+        Other {
+            #[pin]
+            other: Other<SF, S, ReqBody, K, St>,
+        },
+    }
+}
+
+pin_project! {
+    #[project = OtherProj]
+    pub(crate) enum Other<SF, S, ReqBody, K, St> {
         // The paths other than `Inner` keep their payloads boxed: a refusal allocates its
         // problem body anyway and a deferred decision waits for a store or a timer, while
         // every allowed request moves this future around, at the size of its largest variant.
@@ -86,9 +101,11 @@ impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
     }
 
     pub(crate) fn rejected(rejection: Box<Rejection>, form: ResponseForm) -> Self {
-        Self::Rejected {
-            rejection: Some(rejection),
-            form,
+        Self::Other {
+            other: Other::Rejected {
+                rejection: Some(rejection),
+                form,
+            },
         }
     }
 
@@ -97,17 +114,21 @@ impl<F, SF, S, ReqBody, K, St> Kind<F, SF, S, ReqBody, K, St> {
         deferred: Box<Deferred<S, ReqBody, K, St>>,
         may_wait: bool,
     ) -> Self {
-        Self::Checking {
-            check,
-            deferred: Some(deferred),
-            may_wait,
+        Self::Other {
+            other: Other::Checking {
+                check,
+                deferred: Some(deferred),
+                may_wait,
+            },
         }
     }
 
     pub(crate) fn waiting(wait: Duration, deferred: Box<Deferred<S, ReqBody, K, St>>) -> Self {
-        Self::Waiting {
-            sleep: Box::pin(tokio::time::sleep(wait)),
-            deferred: Some(deferred),
+        Self::Other {
+            other: Other::Waiting {
+                sleep: Box::pin(tokio::time::sleep(wait)),
+                deferred: Some(deferred),
+            },
         }
     }
 }
@@ -269,13 +290,16 @@ where
     ResBody: ProblemBody,
 {
     loop {
-        let next = match kind.as_mut().project() {
+        let other = match kind.as_mut().project() {
             KindProj::Inner { future, extra } => return poll_inner(future, extra, cx),
-            KindProj::Rejected { rejection, form } => {
+            KindProj::Other { other } => other,
+        };
+        let next = match other.project() {
+            OtherProj::Rejected { rejection, form } => {
                 let rejection = rejection.take().expect("future polled after completion");
                 return Poll::Ready(Ok(rejection.into_response(*form)));
             }
-            KindProj::Checking {
+            OtherProj::Checking {
                 check,
                 deferred,
                 may_wait,
@@ -284,7 +308,7 @@ where
                 let deferred = deferred.take().expect("future polled after completion");
                 deferred.resume(result, *may_wait)
             }
-            KindProj::Waiting { sleep, deferred } => {
+            OtherProj::Waiting { sleep, deferred } => {
                 ready!(sleep.as_mut().poll(cx));
                 let deferred = deferred.take().expect("future polled after completion");
                 deferred.retry()

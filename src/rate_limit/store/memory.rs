@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use dashmap::DashMap;
+use dashmap::{mapref::one::Ref, DashMap};
 use governor::clock::{Clock, DefaultClock, Reference};
 
 use super::{Check, Decision, RateLimitStore, StoreError};
@@ -163,38 +163,41 @@ where
     /// Counts one request against `key` and decides, at once.
     #[inline(always)]
     pub fn decide(&self, key: &K) -> Decision {
-        let len_before = self.len();
         let now = self.time.now();
-        if len_before >= self.max_keys && !self.map.contains_key(key) {
+        if self.len() >= self.max_keys && !self.map.contains_key(key) {
             self.maybe_sweep(now);
             if self.len() >= self.max_keys {
                 return self.gcra.decide(&self.overflow, now).in_overflow();
             }
         }
-        let decision = self.decide_keyed(key, now);
-        // Memory only grows when a key is added: that is when idle keys are swept.
-        if self.len() > len_before {
-            self.maybe_sweep(now);
-        }
-        decision
+        self.decide_keyed(key, now)
     }
 
     #[inline(always)]
     fn decide_keyed(&self, key: &K, now: u64) -> Decision {
-        if let Some(tat) = self.map.get(key) {
-            return self.gcra.decide(&tat, now);
-        }
-        self.decide_new(key, now)
+        // One decision for a tracked key and a new one alike: with a second, out-of-line
+        // decision for new keys, the two would meet in memory (the decision written and read
+        // back on every request). A new key's state is put where the lookup's answer lies, so
+        // a tracked key's is read where it is, not moved.
+        let mut tat = self.map.get(key);
+        let tat = tat.get_or_insert_with(|| self.track(key, now));
+        self.gcra.decide(tat, now)
     }
 
-    /// [`decide_keyed`](Self::decide_keyed) for a key not tracked a moment ago.
+    /// The state of `key`, not tracked a moment ago: added fresh unless another decision just
+    /// added it.
     #[inline(never)]
-    fn decide_new(&self, key: &K, now: u64) -> Decision {
-        let tat = self.map.entry(key.clone()).or_insert_with(|| {
-            self.len.fetch_add(1, Ordering::Relaxed);
-            Tat::default()
-        });
-        self.gcra.decide(&tat, now)
+    fn track(&self, key: &K, now: u64) -> Ref<'_, K, Tat> {
+        // Memory only grows when a key is added: that is when idle keys are swept (here, where
+        // the decision holds no lock of the map yet, rather than after it on every request).
+        self.maybe_sweep(now);
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                self.len.fetch_add(1, Ordering::Relaxed);
+                Tat::default()
+            })
+            .downgrade()
     }
 
     /// Sweeps idle keys if the last sweep is at least `sweep_interval` ago.
@@ -359,6 +362,9 @@ struct Gcra {
     /// How far ahead of `now` the TAT may run: `t * (burst - 1)`.
     tau: u64,
     burst: u32,
+    /// `t` as a `Duration`, worked out once: the reset of nearly every decision (a division
+    /// by 10^9 otherwise).
+    t_duration: Duration,
 }
 
 impl Gcra {
@@ -370,13 +376,19 @@ impl Gcra {
             t,
             tau: t * u64::from(burst - 1),
             burst,
+            t_duration: Duration::from_nanos(t),
         }
     }
 
     /// Counts one request at `now` against `tat` and decides.
     #[inline(always)]
     fn decide(&self, tat: &Tat, now: u64) -> Decision {
-        let Self { t, tau, burst } = *self;
+        let Self {
+            t,
+            tau,
+            burst,
+            t_duration,
+        } = *self;
         let mut seen = tat.0.load(Ordering::Acquire);
         loop {
             let current = if seen == 0 { now } else { seen };
@@ -393,7 +405,7 @@ impl Gcra {
                     if current <= now {
                         // The burst was full (the usual case: a client well under its rate),
                         // and this request took one of it: no division needed.
-                        return Decision::allowed(burst - 1, Duration::from_nanos(t));
+                        return Decision::allowed(burst - 1, t_duration);
                     }
                     // Requests that could still pass right now, after this one: at most
                     // `burst - 2` here, since the TAT before this request (`next - t`) is
@@ -514,6 +526,56 @@ mod tests {
         assert_eq!(race(), 100);
         clock.advance(Duration::from_secs(1));
         assert_eq!(race(), 50);
+    }
+
+    #[test]
+    fn callers_racing_to_add_new_keys_add_each_once_and_never_over_grant() {
+        let clock = FakeRelativeClock::default();
+        let store =
+            store(Rate::per_second(nz(50)).burst(nz(100)), &clock).sweep_interval(Duration::ZERO);
+        // Every thread meets the keys untracked at first, and some find a key added by another
+        // when they go to add it: each key is counted once and its burst granted once.
+        let granted: usize = thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..60)
+                            .flat_map(|_| [0, 1_000, 2_000, 3_000])
+                            .filter(|key| store.decide(key).is_allowed())
+                            .count()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(granted, 4 * 100);
+        assert_eq!(store.len(), 4);
+    }
+
+    #[test]
+    fn a_new_key_sweeps_idle_ones_and_starts_with_its_own_full_burst() {
+        let clock = FakeRelativeClock::default();
+        let store = store(Rate::per_second(nz(2)), &clock).sweep_interval(Duration::ZERO);
+        assert_eq!(drain(&store, 1), 2);
+        clock.advance(Duration::from_secs(1));
+        // Key 1 has refilled: adding key 2 sweeps it, and key 2's decision is its own.
+        let first = store.decide(&2);
+        assert_eq!(
+            (first.remaining(), first.reset()),
+            (1, Duration::from_millis(500))
+        );
+        assert_eq!(store.len(), 1);
+        store.decide(&3);
+        assert_eq!(store.len(), 2);
+        // Keys 2 and 3 have refilled: a tracked key sweeps nothing, even with no interval.
+        clock.advance(Duration::from_secs(1));
+        assert!(store.decide(&2).is_allowed());
+        assert_eq!(store.len(), 2, "a tracked key sweeps nothing");
+        // A new key does: key 3 goes, key 2 (just used) stays.
+        assert_eq!(drain(&store, 1), 2);
+        assert_eq!(store.len(), 2);
+        assert!(store.decide(&2).is_allowed());
+        assert_eq!(store.len(), 2);
     }
 
     #[test]
