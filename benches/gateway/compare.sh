@@ -9,7 +9,8 @@
 #
 # Usage: benches/gateway/compare.sh [NAME=HOOKGATE_BINARY ...]
 #        (default: now=target/release/hookgate; needs nginx)
-# COUNT (4000) deliveries per load, ROUNDS (5).
+# COUNT (4000) deliveries per load, ROUNDS (5). PIN=1 runs the proxies on CPU 1 and the load
+# generator and the upstream on CPU 0, so that they do not evict each other's caches.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . benches/gateway/common.sh
@@ -35,6 +36,15 @@ trap cleanup EXIT
 
 UPSTREAM=127.0.0.1:18101
 start_upstream "$WORK" "$UPSTREAM"
+ON_PROXY_CPU=()
+ON_OTHER_CPU=()
+if [ "${PIN:-0}" = 1 ]; then
+  ON_PROXY_CPU=(taskset -c 1)
+  ON_OTHER_CPU=(taskset -c 0)
+  sleep 0.2
+  master=$(cat "$WORK/upstream.pid")
+  for pid in "$master" $(pgrep -P "$master"); do taskset -a -p -c 0 "$pid" >/dev/null; done
+fi
 
 names=()
 addrs=()
@@ -42,7 +52,7 @@ port=18110
 start() { # name command...
   local name=$1
   shift
-  "$@" 2>"$WORK/${name//\//-}.log" &
+  "${ON_PROXY_CPU[@]}" "$@" 2>"$WORK/${name//\//-}.log" &
   pids+=($!)
   names+=("$name")
   addrs+=("127.0.0.1:$port")
@@ -69,7 +79,7 @@ cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{ n += $1 } END { printf "%.0f
 load() { # index concurrency
   local before after p50
   before=$(cpu_ns "${pids[$1]}")
-  p50=$("$SENDER" send --url "http://${addrs[$1]}/webhooks/elevenlabs" --count "$COUNT" \
+  p50=$("${ON_OTHER_CPU[@]}" "$SENDER" send --url "http://${addrs[$1]}/webhooks/elevenlabs" --count "$COUNT" \
     --concurrency "$2" --body-bytes 4096 2>&1 | grep -o 'p50 [0-9.]* [µm]s' |
     awk '{ v = $2; if ($3 == "ms") v *= 1000; print v }')
   after=$(cpu_ns "${pids[$1]}")
