@@ -68,6 +68,59 @@
 //! `examples/custom_gateway.rs` puts the layers and the [`Sink`] into an axum router beside
 //! routes of its own.
 
+/// A destination's answer body: a named wrapper around a `ResponseBody` (the destination's own
+/// answer, or a problem+json body from a layer in front of it), so the public type says whose
+/// answer it is and hides how it is made. Expands to the struct (given with its docs), its
+/// `ProblemBody`, `Body` and size-only `Debug`.
+macro_rules! destination_body {
+    ($(#[$doc:meta])* $name:ident($inner:ty), $problem_doc:literal) => {
+        pin_project_lite::pin_project! {
+            $(#[$doc])*
+            pub struct $name {
+                #[pin]
+                inner: crate::body::ResponseBody<$inner>,
+            }
+        }
+
+        #[doc = $problem_doc]
+        impl crate::body::ProblemBody for $name {
+            fn from_problem(bytes: bytes::Bytes) -> Self {
+                Self {
+                    inner: crate::body::ResponseBody::from_problem(bytes),
+                }
+            }
+        }
+
+        impl http_body::Body for $name {
+            type Data = bytes::Bytes;
+            type Error = std::convert::Infallible;
+
+            fn poll_frame(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+                self.project().inner.poll_frame(cx)
+            }
+
+            fn is_end_stream(&self) -> bool {
+                self.inner.is_end_stream()
+            }
+
+            fn size_hint(&self) -> http_body::SizeHint {
+                self.inner.size_hint()
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("len", &self.inner.size_hint().exact())
+                    .finish()
+            }
+        }
+    };
+}
+
 mod builder;
 pub mod codes;
 mod connections;

@@ -39,16 +39,12 @@ use hyper::{
     client::conn::http1::{self, SendRequest},
 };
 use hyper_util::rt::TokioIo;
-use pin_project_lite::pin_project;
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use super::Error;
 use crate::{
-    body::{ProblemBody, ResponseBody},
-    client_checks::TlsConnection,
-    problem::Problem,
-    signature::VerifiedBody,
+    body::ResponseBody, client_checks::TlsConnection, problem::Problem, signature::VerifiedBody,
 };
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1); never forwarded.
@@ -347,51 +343,12 @@ impl Body for PooledBody {
     }
 }
 
-pin_project! {
+destination_body!(
     /// The answer body of the [`Upstream`]: the upstream's whole answer, already read, or a
     /// problem+json body saying why there is none. One frame of an exact size.
-    pub struct UpstreamBody {
-        #[pin]
-        inner: ResponseBody<PooledBody>,
-    }
-}
-
-/// So that hookgate's layers in front of an [`Upstream`] answer with the same body type.
-impl ProblemBody for UpstreamBody {
-    fn from_problem(bytes: Bytes) -> Self {
-        Self {
-            inner: ResponseBody::from_problem(bytes),
-        }
-    }
-}
-
-impl Body for UpstreamBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl std::fmt::Debug for UpstreamBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamBody")
-            .field("len", &self.inner.size_hint().exact())
-            .finish()
-    }
-}
+    UpstreamBody(PooledBody),
+    "So that hookgate's layers in front of an [`Upstream`] answer with the same body type."
+);
 
 /// Makes the answer's `Content-Length` the body's: the upstream's may be missing (a chunked
 /// answer) or describe what a 204/304 does not carry.

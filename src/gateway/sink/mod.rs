@@ -31,16 +31,15 @@ use std::{
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::Full;
-use pin_project_lite::pin_project;
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tower_service::Service;
 
 use super::{metrics::HealthCheck, Error};
 use crate::{
-    body::{ProblemBody, ResponseBody},
+    body::ResponseBody,
     elevenlabs::{event_key, event_key_from_reader},
     problem::Problem,
     signature::VerifiedBody,
@@ -1017,53 +1016,16 @@ impl Service<Request<VerifiedBody>> for Sink {
     }
 }
 
-pin_project! {
+destination_body!(
     /// The answer body of the [`Sink`]: where the event was stored, or a problem+json body
     /// saying why it could not be. One frame of an exact size.
-    pub struct SinkBody {
-        #[pin]
-        inner: ResponseBody<Full<Bytes>>,
-    }
-}
+    SinkBody(Full<Bytes>),
+    "So that hookgate's layers in front of a [`Sink`] answer with the same body type."
+);
 
 impl SinkBody {
     fn new(inner: ResponseBody<Full<Bytes>>) -> Self {
         Self { inner }
-    }
-}
-
-/// So that hookgate's layers in front of a [`Sink`] answer with the same body type.
-impl ProblemBody for SinkBody {
-    fn from_problem(bytes: Bytes) -> Self {
-        Self::new(ResponseBody::from_problem(bytes))
-    }
-}
-
-impl Body for SinkBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl std::fmt::Debug for SinkBody {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SinkBody")
-            .field("len", &self.inner.size_hint().exact())
-            .finish()
     }
 }
 
