@@ -242,10 +242,17 @@ impl MemoryDedupeStore {
             keep
         });
         self.len.fetch_sub(removed, Ordering::Relaxed);
-        if removed > 0 && self.map.capacity() > 4 * before.saturating_sub(removed).max(64) {
+        if removed > 0 && worth_shrinking(self.map.capacity(), before.saturating_sub(removed)) {
             self.map.shrink_to_fit();
         }
     }
+}
+
+/// Whether a map with room for `capacity` keys, `left` of them still held after a sweep, is
+/// worth a rehash to give memory back: only when it holds under a quarter of its room, and never
+/// for room of 256 keys or less.
+fn worth_shrinking(capacity: usize, left: usize) -> bool {
+    capacity > left.max(64).saturating_mul(4)
 }
 
 impl Default for MemoryDedupeStore {
@@ -520,16 +527,19 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_small_map_keeps_its_room() {
-        // Room for a few hundred keys is never worth a rehash.
-        let store = MemoryDedupeStore::new();
-        fill(&store, "old", 100, Duration::from_millis(10));
-        let grown = store.map.capacity();
-        advance(SWEEP_INTERVAL).await;
-        fill(&store, "new", 1, LEASE);
-        assert_eq!(store.len(), 1, "swept");
-        assert!(store.map.capacity() >= grown, "not shrunk");
+    #[test]
+    fn a_small_map_keeps_its_room() {
+        // Room for a few hundred keys is never worth a rehash, however empty. (The map's own
+        // `capacity()` cannot show this end to end: removed keys may leave tombstones behind,
+        // which lower it by chance, depending on the random hash seed.)
+        assert!(!worth_shrinking(256, 0));
+        assert!(!worth_shrinking(256, 63));
+        assert!(worth_shrinking(257, 0));
+        assert!(worth_shrinking(257, 64));
+        // Larger maps once under a quarter full.
+        assert!(!worth_shrinking(4_000, 1_000));
+        assert!(worth_shrinking(4_001, 1_000));
+        assert!(!worth_shrinking(usize::MAX, usize::MAX / 3));
     }
 
     #[tokio::test(start_paused = true)]
